@@ -1,0 +1,51 @@
+"""nnUNetv2_pretrain DATASET CONFIG FOLD -tr TRAINER [-p PLANS] [-device D] [--c]: stage 1 only.
+
+FOLD may be `all`: every fold's nnUNetv2_train with the same trainer then reuses that stage-1 checkpoint.
+"""
+import argparse
+import multiprocessing
+
+import torch
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="nnUNetv2_pretrain", description="Run stage 1 (masked-image-modelling pretraining) only.")
+    parser.add_argument("dataset_name_or_id", type=str, help="Dataset name or ID to pretrain on")
+    parser.add_argument("configuration", type=str, help="Configuration whose plans are used (e.g. 3d_fullres)")
+    parser.add_argument("fold", type=str, help="Fold (0-4) whose training cases are used, or 'all'")
+    parser.add_argument("-tr", type=str, required=True,
+                        help="Scheme trainer, e.g. nnUNetTrainerAnatoMask or nnUNetTrainerRandomMask")
+    parser.add_argument("-p", type=str, default="nnUNetPlans", help="Plans identifier. Default: nnUNetPlans")
+    parser.add_argument("-device", type=str, default="cuda", choices=["cuda", "cpu", "mps"],
+                        help="Device to train on. Default: cuda")
+    parser.add_argument("--c", action="store_true", help="Continue stage 1 from its checkpoint_latest.pth")
+    return parser.parse_args(argv)
+
+
+def device_from_arg(name: str) -> torch.device:
+    """The same thread settings as nnUNetv2_train."""
+    if name == "cpu":
+        torch.set_num_threads(multiprocessing.cpu_count())
+    elif name == "cuda":
+        torch.set_num_threads(1)
+        torch.set_num_interop_threads(1)
+    return torch.device(name)
+
+
+def pretrain_entry(argv=None) -> None:
+    args = parse_args(argv)
+    fold = args.fold if args.fold == "all" else int(args.fold)
+    from nnunetv2.run.run_training import get_trainer_from_args
+    from nnunet_anatomask.trainers.scheme_trainer import nnUNetTrainerMaskedPretraining
+
+    trainer = get_trainer_from_args(args.dataset_name_or_id, args.configuration, fold, args.tr, args.p,
+                                    args.c, device=device_from_arg(args.device))
+    if not isinstance(trainer, nnUNetTrainerMaskedPretraining):
+        raise SystemExit(f"nnUNetv2_pretrain: {args.tr} has no stage 1. Fix: use a scheme trainer such as "
+                         f"nnUNetTrainerAnatoMask or nnUNetTrainerRandomMask.")
+    trainer.run_pretraining()
+
+
+if __name__ == "__main__":
+    pretrain_entry()

@@ -1,0 +1,42 @@
+"""Run-length knobs read from environment variables, in nnU-Net's style (design §1).
+
+Every knob is validated when a trainer is built, before any work starts, so a typo costs seconds.
+"""
+import os
+
+PRETRAIN_EPOCHS = "nnUNet_anatomask_pretrain_epochs"
+FINETUNE_EPOCHS = "nnUNet_anatomask_finetune_epochs"
+ITERS_PER_EPOCH = "nnUNet_anatomask_iters_per_epoch"
+SAVE_EVERY = "nnUNet_anatomask_save_every"
+
+DEFAULTS = {PRETRAIN_EPOCHS: 1000, FINETUNE_EPOCHS: 1000, ITERS_PER_EPOCH: 250, SAVE_EVERY: 50}
+
+
+class KnobError(ValueError):
+    """An environment knob holds something that is not a positive integer."""
+
+
+def read_knob(name: str) -> int:
+    """The integer value of knob `name`, or its default when unset."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return DEFAULTS[name]
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise KnobError(
+            f"{name}={raw!r} is not a positive integer. Set it to a whole number >= 1 "
+            f"(e.g. `export {name}={DEFAULTS[name]}`) or unset it for the default {DEFAULTS[name]}.")
+    return value
+
+
+def validation_iterations(iters_per_epoch: int) -> int:
+    """Validation iterations scale with training ones as in nnU-Net (50 per 250), at least 1."""
+    return max(1, round(iters_per_epoch * 50 / 250))
+
+
+def warmup_epochs(fraction: float, num_epochs: int) -> int:
+    """A warm-up given as a fraction of the run, at least one epoch (design §1)."""
+    return max(1, round(fraction * num_epochs))

@@ -1,0 +1,46 @@
+"""Cell-mask sampling shared by every scheme: batched tensor code, no per-sample loops (design §2).
+
+A mask is a bool tensor [B, N] over the N cells of the grid (row-major), True = masked.
+"""
+import torch
+
+
+def num_masked(num_cells: int, ratio: float) -> int:
+    """round(ratio * N) as SparK, kept in [1, N - 1] so that something is masked and something is seen (ours)."""
+    return min(num_cells - 1, max(1, round(ratio * num_cells)))
+
+
+def top_n_mask(priority: torch.Tensor, n: int) -> torch.Tensor:
+    """Mask the n cells of highest priority in every row of [B, N]: exactly n per sample."""
+    chosen = priority.topk(n, dim=1).indices
+    return torch.zeros_like(priority, dtype=torch.bool).scatter_(1, chosen, True)
+
+
+def random_mask(random_key: torch.Tensor, n_masked: int) -> torch.Tensor:
+    """MAE's random_masking: n_masked cells chosen uniformly, via the ranks of uniform noise [B, N]."""
+    return top_n_mask(random_key, n_masked)
+
+
+def hardest_cells(scores: torch.Tensor, random_key: torch.Tensor, n_hard: int) -> torch.Tensor:
+    """Indices [B, n_hard] of the highest-scoring cells, ties broken by the random key."""
+    by_key = random_key.argsort(dim=1, descending=True)
+    by_score = scores.gather(1, by_key).argsort(dim=1, descending=True, stable=True)
+    return by_key.gather(1, by_score[:, :n_hard])
+
+
+def guided_mask(scores: torch.Tensor, random_key: torch.Tensor, n_masked: int, n_hard: int) -> torch.Tensor:
+    """AnatoMask / HPM selection: the n_hard highest-scoring cells plus n_masked - n_hard random other cells.
+
+    With n_hard = 0, or scores all equal, this is exactly random_mask(random_key, n_masked).
+    """
+    priority = random_key.clone()
+    if n_hard > 0:
+        priority.scatter_(1, hardest_cells(scores, random_key, n_hard), 2.0)  # keys lie in [0, 1)
+    return top_n_mask(priority, n_masked)
+
+
+def complementary_masks(random_key: torch.Tensor, k: int) -> torch.Tensor:
+    """k masks [k, B, N] whose masked sets partition the cells (each cell masked exactly once); ours."""
+    ranks = random_key.argsort(dim=1).argsort(dim=1)
+    group = ranks * k // random_key.shape[1]
+    return torch.stack([group == i for i in range(k)])

@@ -1,0 +1,73 @@
+"""The two-stage trainer behind every scheme: stage 1 (or a found stage-1 checkpoint), then stage 2.
+
+Control flow of one `nnUNetv2_train` call (design §1): nnU-Net handles `--c` for stage 2 outside the trainer;
+we learn about it from plans['continue_training'] and resume stage 1 ourselves. The stage-1 checkpoint is
+looked up in fold_X/pretraining, then fold_all/pretraining (nnUNetv2_pretrain D C all), else stage 1 runs.
+"""
+import os
+from typing import ClassVar
+
+import torch
+from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+
+from nnunet_anatomask import checkpoint_io
+from nnunet_anatomask.pretraining.schemes.base import MaskingScheme
+from nnunet_anatomask.trainers.stage1 import Stage1Runner
+from nnunet_anatomask.trainers.stage2 import ConfigurationError, nnUNetTrainerStage2Recipe, \
+    pretrained_weights_argument
+
+
+class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
+    """Base of the scheme trainers; a subclass only names its scheme class."""
+
+    scheme_class: ClassVar[type[MaskingScheme]]
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.is_ddp:
+            raise ConfigurationError(
+                "Multi-GPU training (-num_gpus > 1) is not supported by nnunet-anatomask's pretraining trainers "
+                "yet. Fix: run with one GPU (-num_gpus 1).")
+        self.stage1 = Stage1Runner(self, self.scheme_class)  # validates knobs and the mask grid now
+
+    def initialize(self):
+        if pretrained_weights_argument() is not None:
+            raise ConfigurationError(
+                f"{self.__class__.__name__} pretrains its own weights in stage 1, which would silently replace "
+                f"-pretrained_weights. Fix: use -tr nnUNetTrainerFinetune -pretrained_weights PATH instead.")
+        super().initialize()
+
+    def run_pretraining(self) -> str:
+        """Stage 1 only (nnUNetv2_pretrain): resumes with --c, returns the final checkpoint's path."""
+        if os.path.isfile(self.stage1.final_checkpoint):
+            self.print_to_log_file(f"Stage 1 already finished: {self.stage1.final_checkpoint}")
+            return self.stage1.final_checkpoint
+        if self.continue_training and not os.path.isfile(self.stage1.latest_checkpoint):
+            self.print_to_log_file("No stage-1 checkpoint_latest.pth to continue from: starting stage 1 anew")
+        return self.stage1.run(resume=self.continue_training)
+
+    def stage1_checkpoint(self) -> str:
+        """fold_X/pretraining/checkpoint_final.pth, else fold_all's, else run (or resume) stage 1 now."""
+        fold_all = os.path.join(self.output_folder_base, "fold_all", "pretraining", "checkpoint_final.pth")
+        for path in (self.stage1.final_checkpoint, fold_all):
+            if os.path.isfile(path):
+                ckpt = checkpoint_io.load_checkpoint_file(path, "stage-1 checkpoint")
+                checkpoint_io.check_same(ckpt, self.stage1.compatibility(), f"The stage-1 checkpoint {path}")
+                self.print_to_log_file(f"Using the stage-1 checkpoint {path} ({ckpt['scheme']}, "
+                                       f"{ckpt['current_epoch']} epochs)")
+                return path
+        self.print_to_log_file("No stage-1 checkpoint found: running stage 1 now")
+        return self.run_pretraining()
+
+    def run_training(self):
+        if not self.was_initialized:
+            self.initialize()
+        if self.current_epoch == 0:
+            path = self.stage1_checkpoint()
+            load_pretrained_weights(self.network, path, verbose=False)
+            self.print_to_log_file(f"Stage 2 starts from the stage-1 weights of {path} (all but seg_layers)")
+        else:
+            self.print_to_log_file(f"Stage 2 resumed at epoch {self.current_epoch}: stage-1 weights are not "
+                                   f"loaded again")
+        super().run_training()

@@ -1,0 +1,251 @@
+"""Stage 1: masked-image-modelling pretraining on the plans' own network (design §2), as one runner object.
+
+The runner needs only a built nnU-Net trainer (plans, dataset, device) and a scheme class; the scheme decides
+masks and losses, the runner owns the loop, the optimiser, logging, pictures and checkpoints.
+"""
+import json
+import os
+from time import time
+
+import torch
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from nnunetv2.utilities.helpers import dummy_context, empty_cache
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+
+from nnunet_anatomask import checkpoint_io, knobs
+from nnunet_anatomask.plotting import plot_reconstruction
+from nnunet_anatomask.pretraining.grid import MaskGrid
+from nnunet_anatomask.pretraining.losses import to_image_space
+from nnunet_anatomask.pretraining.masked_forward import MaskedReconstructionModel
+from nnunet_anatomask.pretraining.schedules import warmup_cosine_lr
+from nnunet_anatomask.pretraining.schemes.base import MaskingScheme
+from nnunet_anatomask.trainers.stage1_data import shutdown, stage1_batches
+from nnunet_anatomask.trainers.stage1_log import Stage1Log
+
+
+class NonFiniteLossError(RuntimeError):
+    """Stage 1 produced a NaN/Inf loss; the last good checkpoint is kept."""
+
+
+def foreground_threshold(trainer) -> float:
+    """Channel-0 intensity above which a voxel counts as foreground in the logs (ours; labels are never used).
+
+    CT: the plans' 0.5th foreground percentile, normalised as nnU-Net's CTNormalization does; z-scored
+    channels: 1 standard deviation above the image mean.
+    """
+    if trainer.configuration_manager.normalization_schemes[0] != "CTNormalization":
+        return 1.0
+    props = trainer.plans_manager.foreground_intensity_properties_per_channel["0"]
+    return (props["percentile_00_5"] - props["mean"]) / max(props["std"], 1e-8)
+
+
+class Stage1Runner:
+    def __init__(self, trainer, scheme_class: type[MaskingScheme]):
+        self.trainer, self.scheme_class = trainer, scheme_class
+        self.num_epochs = knobs.read_knob(knobs.PRETRAIN_EPOCHS)
+        self.iterations = knobs.read_knob(knobs.ITERS_PER_EPOCH)
+        self.save_every = knobs.read_knob(knobs.SAVE_EVERY)
+        cm = trainer.configuration_manager
+        self.grid = MaskGrid.from_plans(cm.patch_size, cm.network_arch_init_kwargs["strides"])
+        self.folder = os.path.join(trainer.output_folder, "pretraining")
+        self.current_epoch = 0
+        self.model = self.scheme = self.optimizer = self.grad_scaler = self.log = None
+
+    @property
+    def final_checkpoint(self) -> str:
+        return os.path.join(self.folder, "checkpoint_final.pth")
+
+    @property
+    def latest_checkpoint(self) -> str:
+        return os.path.join(self.folder, "checkpoint_latest.pth")
+
+    def compatibility(self) -> dict:
+        """What a stage-1 checkpoint must share with the run that uses it (design §1)."""
+        tr = self.trainer
+        return {"scheme": self.scheme_class.name, "plans_name": tr.plans_manager.plans_name,
+                "plans_hash": checkpoint_io.plans_hash(tr.configuration_manager.configuration),
+                "configuration": tr.configuration_name, "patch_size": list(tr.configuration_manager.patch_size),
+                "input_channels": self.input_channels(),
+                "architecture": tr.configuration_manager.network_arch_class_name}
+
+    def input_channels(self) -> int:
+        tr = self.trainer
+        return determine_num_input_channels(tr.plans_manager, tr.configuration_manager, tr.dataset_json)
+
+    # --- building -------------------------------------------------------------------------------------
+    def build(self) -> None:
+        """The plans' network with num_classes = input channels, no deep supervision; scheme; AdamW."""
+        tr, cm, channels = self.trainer, self.trainer.configuration_manager, self.input_channels()
+        network = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                         cm.network_arch_init_kwargs_req_import, channels, channels,
+                                         allow_init=True, deep_supervision=False)
+        self.model = MaskedReconstructionModel(network, self.grid).to(tr.device)
+        self.scheme = self.scheme_class(self.model, self.grid, self.num_epochs,
+                                        foreground_threshold(tr)).to(tr.device)
+        s = self.scheme
+        params = list(self.model.parameters()) + s.trainable_parameters()
+        self.optimizer = torch.optim.AdamW(params, lr=s.base_lr, betas=s.betas, weight_decay=s.weight_decay)
+        self.grad_scaler = torch.amp.GradScaler("cuda") if tr.device.type == "cuda" else None
+        self.forward = torch.compile(self.model) if tr._do_i_compile() else self.model
+        self.log = Stage1Log(self.folder, f"stage 1: {s.name} on {tr.plans_manager.dataset_name} "
+                                          f"{tr.configuration_name} fold {tr.fold}")
+        self.current_epoch = 0
+
+    # --- the loop -------------------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> str:
+        """Run (or resume) stage 1 to the end; returns the final checkpoint's path."""
+        tr = self.trainer
+        if not tr.was_initialized:
+            tr.initialize()
+        self.build()
+        if resume and os.path.isfile(self.latest_checkpoint):
+            self.load(self.latest_checkpoint)
+            self.log.print(f"Resuming stage 1 ({self.scheme.name}) from {self.latest_checkpoint} "
+                           f"at epoch {self.current_epoch}")
+        tr.dataset_class.unpack_dataset(tr.preprocessed_dataset_folder, overwrite_existing=False,
+                                        num_processes=1, verify=True)
+        self.log.print(f"Stage 1: {self.scheme.name} pretraining for {self.num_epochs} epochs x "
+                       f"{self.iterations} iterations, mask grid {self.grid.cells_per_axis} cells of "
+                       f"{self.grid.cell_size} voxels, batch size {tr.batch_size}")
+        batches = stage1_batches(tr)
+        start = time()
+        try:
+            for epoch in range(self.current_epoch, self.num_epochs):
+                self.train_epoch(epoch, batches)
+        finally:
+            shutdown(batches)
+        self.finish(time() - start)
+        return self.final_checkpoint
+
+    def train_epoch(self, epoch: int, batches) -> None:
+        lr = warmup_cosine_lr(epoch, self.num_epochs, self.scheme.base_lr, self.scheme.min_lr,
+                              self.scheme.warmup_fraction)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        start, sums = time(), {}
+        for _ in range(self.iterations):
+            images = next(batches)["data"].to(self.trainer.device, non_blocking=True)
+            cell_mask, prediction, figures = self.train_step(images, epoch)
+            for name, value in figures.items():
+                sums[name] = sums.get(name, 0.0) + value
+        means = {name: (value / self.iterations).item() for name, value in sums.items()}
+        self.check_finite(epoch, means)
+        self.end_epoch(epoch, {"loss": means.pop("loss"), "lr": lr, **self.scheme.epoch_figures(epoch),
+                               **means, "epoch_time": time() - start}, images, cell_mask, prediction)
+
+    def train_step(self, images: torch.Tensor, epoch: int):
+        """One optimiser step: the scheme picks the mask, the masked model reconstructs, the scheme scores."""
+        cell_mask = self.scheme.select_mask(images, epoch)
+        grid_mask = cell_mask.view(images.shape[0], *self.grid.cells_per_axis)
+        self.optimizer.zero_grad(set_to_none=True)
+        cuda = self.trainer.device.type == "cuda"
+        with torch.autocast("cuda", enabled=True) if cuda else dummy_context():
+            prediction = self.forward(images, grid_mask)
+            loss, figures = self.scheme.loss(images, prediction, cell_mask, epoch)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.scheme.grad_clip)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.scheme.grad_clip)
+            self.optimizer.step()
+        self.scheme.on_step_end(epoch)
+        loss = loss.detach()
+        figures = {"loss": loss, "nonfinite_steps": (~torch.isfinite(loss)).float(), **figures}
+        return cell_mask, prediction.detach(), figures
+
+    def check_finite(self, epoch: int, means: dict) -> None:
+        """A NaN/Inf loss stops the run (without a grad scaler to skip such steps); the last checkpoint stays."""
+        bad = means.pop("nonfinite_steps") * self.iterations
+        if bad > 0 and self.grad_scaler is None:
+            kept = self.latest_checkpoint if os.path.isfile(self.latest_checkpoint) else "none yet"
+            raise NonFiniteLossError(
+                f"Stage 1 produced a non-finite loss in {bad:.0f} of {self.iterations} steps of epoch {epoch}. "
+                f"Stopped without saving this epoch; last good checkpoint: {kept}. Fix: check the preprocessed "
+                f"data for NaN/Inf, then resume with --c (or lower the learning rate).")
+        if bad > 0:
+            self.log.print(f"WARNING: {bad:.0f} steps of epoch {epoch} had a non-finite loss and were skipped "
+                           f"by the grad scaler")
+
+    def end_epoch(self, epoch: int, figures: dict, images, cell_mask, prediction) -> None:
+        self.log.record(epoch, figures)
+        self.log.print(f"[stage 1 {self.scheme.name}] epoch {epoch}/{self.num_epochs - 1}  " + "  ".join(
+            f"{k} {v:.4g}" if k != "epoch_time" else f"{k} {v:.2f} s" for k, v in figures.items()))
+        self.current_epoch = epoch + 1
+        last = epoch == self.num_epochs - 1
+        if self.current_epoch % self.save_every == 0 and not last:
+            self.save(self.latest_checkpoint)
+        if epoch % max(1, self.num_epochs // 10) == 0 or last:
+            self.save_picture(epoch, images, cell_mask, prediction)
+        self.log.plot()
+
+    def finish(self, wall_time: float) -> None:
+        self.save(self.final_checkpoint)
+        if os.path.isfile(self.latest_checkpoint):
+            os.remove(self.latest_checkpoint)
+        values = self.log.values
+        summary = {"scheme": self.scheme.name, "epochs": self.num_epochs,
+                   "iterations_per_epoch": self.iterations,
+                   "final_loss": values["loss"][-1] if values.get("loss") else None,
+                   "wall_time_s": round(wall_time, 2), "checkpoint": self.final_checkpoint}
+        with open(os.path.join(self.folder, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        self.log.print(f"Stage 1 done: {self.final_checkpoint}")
+        self.model = self.scheme = self.optimizer = self.forward = None
+        empty_cache(self.trainer.device)
+
+    # --- pictures and checkpoints ---------------------------------------------------------------------
+    def save_picture(self, epoch: int, images, cell_mask, prediction) -> None:
+        """Middle slice of the first patch of the epoch's last batch: input, mask, reconstruction (+ maps)."""
+        grid, b = self.grid, images.shape[0]
+        visible = ~grid.to_voxels(cell_mask.view(b, *grid.cells_per_axis))[0, 0]
+        recon = torch.where(visible, images[0], to_image_space(prediction, images, grid)[0])
+        maps = {name: grid.unpatchify(m[:, :, None, None].expand(-1, -1, 1, grid.patchify(images[:, :1]).shape[-1]))
+                [0, 0].cpu().numpy() for name, m in self.scheme.picture_maps.items()}
+        names = [str(v) for v in self.trainer.dataset_json["channel_names"].values()]
+        plot_reconstruction(images[0].float().cpu().numpy(), visible.cpu().numpy(), recon.float().cpu().numpy(),
+                            os.path.join(self.folder, f"reconstruction_epoch_{epoch:04d}.png"),
+                            title=f"{self.scheme.name}, epoch {epoch}", error_map=maps.get("teacher error"),
+                            channel_names=names)
+
+    def checkpoint(self) -> dict:
+        """Everything needed to resume, CPU tensors and plain types only (weights_only-loadable)."""
+        tr = self.trainer
+        init_args = {k: checkpoint_io.plain(v) for k, v in tr.my_init_kwargs.items()}
+        return {
+            "network_weights": checkpoint_io.to_cpu(self.model.network.state_dict()),
+            "scheme": self.scheme.name,
+            "scheme_state": checkpoint_io.to_cpu({"scheme": self.scheme.state_dict(),
+                                                   "model_extra": self.model.extra_state_dict(),
+                                                   "rng": checkpoint_io.rng_state()}),
+            "optimizer_state": checkpoint_io.to_cpu(self.optimizer.state_dict()),
+            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "current_epoch": self.current_epoch,
+            "logging": self.log.state(),
+            "init_args": init_args,
+            "trainer_name": tr.__class__.__name__,
+            **self.compatibility(),
+        }
+
+    def save(self, path: str) -> None:
+        if self.trainer.local_rank == 0:
+            checkpoint_io.atomic_save(self.checkpoint(), path)
+
+    def load(self, path: str) -> None:
+        """Restore network, mask tokens, scheme state (teacher...), optimiser, scaler, epoch, log and RNGs."""
+        ckpt = checkpoint_io.load_checkpoint_file(path, "stage-1 checkpoint")
+        checkpoint_io.check_same(ckpt, self.compatibility(), f"The stage-1 checkpoint {path}")
+        self.model.network.load_state_dict(ckpt["network_weights"])
+        state = ckpt["scheme_state"]
+        self.model.load_extra_state_dict(state["model_extra"])
+        self.scheme.load_state_dict(state["scheme"])
+        self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        if self.grad_scaler is not None and ckpt["grad_scaler_state"] is not None:
+            self.grad_scaler.load_state_dict(ckpt["grad_scaler_state"])
+        self.current_epoch = ckpt["current_epoch"]
+        self.log.load_state(ckpt["logging"])
+        checkpoint_io.set_rng_state(state["rng"])

@@ -1,0 +1,61 @@
+"""Stage-1 batches: nnU-Net's own dataset, data loader and augmenters, with stage-1 augmentation (design §2).
+
+Ours: spatial (nnU-Net's rotation/scaling), mirroring and mild multiplicative brightness only. Noise, blur,
+gamma and low-resolution simulation are left out because they would corrupt the reconstruction target.
+No foreground oversampling: labels never influence which patches stage 1 sees.
+"""
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from batchgeneratorsv2.transforms.intensity.brightness import MultiplicativeBrightnessTransform
+from batchgeneratorsv2.transforms.intensity.contrast import BGContrast
+from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
+from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform, Convert3DTo2DTransform
+from batchgeneratorsv2.transforms.utils.random import RandomTransform
+from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTansform
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+
+
+def stage1_transforms(patch_size, rotation, mirror_axes, do_dummy_2d: bool) -> ComposeTransforms:
+    """Spatial + mirror + mild intensity scaling, with nnU-Net's parameters for the kept transforms."""
+    spatial_size = patch_size[1:] if do_dummy_2d else patch_size
+    transforms = [Convert3DTo2DTransform()] if do_dummy_2d else []
+    transforms.append(SpatialTransform(
+        spatial_size, patch_center_dist_from_border=0, random_crop=False, p_elastic_deform=0,
+        p_rotation=0.2, rotation=rotation, p_scaling=0.2, scaling=(0.7, 1.4),
+        p_synchronize_scaling_across_axes=1, bg_style_seg_sampling=False, border_mode_seg="constant",
+        padding_value_seg=-1))
+    if do_dummy_2d:
+        transforms.append(Convert2DTo3DTransform())
+    transforms.append(RandomTransform(MultiplicativeBrightnessTransform(
+        multiplier_range=BGContrast((0.75, 1.25)), synchronize_channels=False, p_per_channel=1),
+        apply_probability=0.15))
+    if mirror_axes:
+        transforms.append(MirrorTransform(allowed_axes=mirror_axes))
+    transforms.append(RemoveLabelTansform(-1, 0))
+    return ComposeTransforms(transforms)
+
+
+def stage1_batches(trainer):
+    """An endless iterator of stage-1 batches over the fold's training cases, built from the trainer's plans."""
+    rotation, do_dummy_2d, initial_patch_size, mirror_axes = \
+        trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    patch_size = trainer.configuration_manager.patch_size
+    dataset_tr, _ = trainer.get_tr_and_val_datasets()
+    loader = nnUNetDataLoader(dataset_tr, trainer.batch_size, initial_patch_size, patch_size,
+                              trainer.label_manager, oversample_foreground_percent=0.0,
+                              sampling_probabilities=None, pad_sides=None,
+                              transforms=stage1_transforms(patch_size, rotation, mirror_axes, do_dummy_2d))
+    n_proc = get_allowed_n_proc_DA()
+    if n_proc == 0:
+        return SingleThreadedAugmenter(loader, None)
+    return NonDetMultiThreadedAugmenter(loader, None, num_processes=n_proc, num_cached=max(6, n_proc // 2),
+                                        seeds=None, pin_memory=trainer.device.type == "cuda", wait_time=0.002)
+
+
+def shutdown(batches) -> None:
+    """Stop background augmentation workers, if any."""
+    if isinstance(batches, NonDetMultiThreadedAugmenter):
+        batches._finish()

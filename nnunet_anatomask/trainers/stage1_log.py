@@ -1,0 +1,40 @@
+"""Stage 1's own log: a timestamped training_log file, per-epoch values, progress.png (nnU-Net's style).
+
+Kept apart from nnU-Net's MetaLogger, which asserts a fixed key set and is restored by stage-2 `--c`.
+"""
+import os
+from collections import defaultdict
+from datetime import datetime
+
+from nnunet_anatomask.plotting import plot_progress
+
+
+class Stage1Log:
+    def __init__(self, folder: str, title: str):
+        self.folder, self.title = folder, title
+        os.makedirs(folder, exist_ok=True)
+        now = datetime.now()
+        self.log_file = os.path.join(folder, now.strftime("training_log_%Y_%-m_%-d_%H_%M_%S.txt"))
+        self.values: dict[str, list[float]] = defaultdict(list)
+
+    def print(self, *args) -> None:
+        """Print with a timestamp, to the console and the log file, as nnU-Net's print_to_log_file."""
+        line = " ".join(str(a) for a in (f"{datetime.now()}:", *args))
+        with open(self.log_file, "a+") as f:
+            f.write(line + "\n")
+        print(line, flush=True)
+
+    def record(self, epoch: int, figures: dict[str, float]) -> None:
+        """Store one epoch's figures (values of a resumed epoch are replaced)."""
+        for name, value in figures.items():
+            del self.values[name][epoch:]
+            self.values[name].append(float(value))
+
+    def plot(self) -> None:
+        plot_progress(dict(self.values), os.path.join(self.folder, "progress.png"), self.title)
+
+    def state(self) -> dict:
+        return {k: list(v) for k, v in self.values.items()}
+
+    def load_state(self, state: dict) -> None:
+        self.values = defaultdict(list, {k: list(v) for k, v in state.items()})

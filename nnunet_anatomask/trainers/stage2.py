@@ -1,0 +1,112 @@
+"""Stage 2: nnU-Net's own segmentation training by nnssl's fine-tuning recipe (design §4).
+
+Built on nnU-Net's nnUNetTrainer_warmup (SGD, linear lr warm-up over the first 5 % of epochs, then poly).
+nnUNetTrainerScratch is this recipe from random init; nnUNetTrainerFinetune starts it from -pretrained_weights.
+"""
+import os
+import sys
+from typing import Optional, Union
+
+import torch
+from torch._dynamo import OptimizedModule
+
+from nnunetv2.training.nnUNetTrainer.variants.lr_schedule.nnUNetTrainer_warmup import nnUNetTrainer_warmup
+
+from nnunet_anatomask import checkpoint_io, knobs
+
+
+class ConfigurationError(RuntimeError):
+    """A request this plugin cannot serve; the message names the problem and the fix."""
+
+
+def pretrained_weights_argument() -> Optional[str]:
+    """The -pretrained_weights value of the nnUNetv2_train command line, if any (nnU-Net loads it itself)."""
+    argv = sys.argv
+    return argv[argv.index("-pretrained_weights") + 1] if "-pretrained_weights" in argv[:-1] else None
+
+
+class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
+    """nnssl's fine-tuning recipe with our run-length knobs, atomic checkpoints and a fixed load_checkpoint."""
+
+    warmup_fraction = 0.05  # nnssl / nnUNetTrainer_warmup: 50 of 1000 epochs
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        self.continue_training = bool(plans.get("continue_training", False))  # popped by super().__init__
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.is_cascaded:
+            raise ConfigurationError(
+                f"Configuration '{configuration}' is a cascade stage (extra input channels from "
+                f"'{self.configuration_manager.previous_stage_name}'); nnunet-anatomask does not support the "
+                f"cascade. Fix: use 3d_fullres, 3d_lowres or 2d.")
+        self.num_epochs = knobs.read_knob(knobs.FINETUNE_EPOCHS)
+        self.num_iterations_per_epoch = knobs.read_knob(knobs.ITERS_PER_EPOCH)
+        self.num_val_iterations_per_epoch = knobs.validation_iterations(self.num_iterations_per_epoch)
+        self.save_every = knobs.read_knob(knobs.SAVE_EVERY)
+        self.warmup_duration_whole_net = knobs.warmup_epochs(self.warmup_fraction, self.num_epochs)
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written to a temporary file and renamed: never half-written."""
+        tmp = f"{filename}.tmp{os.getpid()}"
+        super().save_checkpoint(tmp)
+        if os.path.isfile(tmp):
+            os.replace(tmp, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
+        """nnUNetTrainer_warmup.load_checkpoint, fixed: weights_only=False (torch >= 2.6) and dict input."""
+        if not self.was_initialized:
+            self.initialize()
+        checkpoint = filename_or_checkpoint
+        if isinstance(checkpoint, str):
+            checkpoint = torch.load(checkpoint, map_location=self.device, weights_only=False)
+        network = self.network.module if self.is_ddp else self.network
+        if isinstance(network, OptimizedModule):
+            network = network._orig_mod
+        own_keys = network.state_dict().keys()
+        network.load_state_dict({k[7:] if k not in own_keys and k.startswith("module.") else k: v
+                                 for k, v in checkpoint["network_weights"].items()})
+        self.my_init_kwargs = checkpoint["init_args"]
+        self.current_epoch = checkpoint["current_epoch"]
+        self.logger.load_checkpoint(checkpoint["logging"])
+        self._best_ema = checkpoint["_best_ema"]
+        self.inference_allowed_mirroring_axes = checkpoint.get("inference_allowed_mirroring_axes",
+                                                               self.inference_allowed_mirroring_axes)
+        stage = "warmup_all" if self.current_epoch < self.warmup_duration_whole_net else "train"
+        self.optimizer, self.lr_scheduler = self.configure_optimizers(stage)
+        self.optimizer.load_state_dict(checkpoint["optimizer_state"])
+        if self.grad_scaler is not None and checkpoint["grad_scaler_state"] is not None:
+            self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
+
+    def validate_pretrained_weights(self, path: str) -> dict:
+        """Readable, a checkpoint, right configuration, every key and shape matching: else one clear error."""
+        ckpt = checkpoint_io.load_checkpoint_file(path, "-pretrained_weights file")
+        source = f"-pretrained_weights {path}"
+        checkpoint_io.check_same(ckpt, {"configuration": self.configuration_name}, source)
+        network = self.network._orig_mod if isinstance(self.network, OptimizedModule) else self.network
+        checkpoint_io.check_weights_match(network.state_dict(), ckpt["network_weights"], source)
+        return ckpt
+
+
+class nnUNetTrainerScratch(nnUNetTrainerStage2Recipe):
+    """Stage 2's exact recipe and budget from random initialisation: the fair baseline for every comparison."""
+
+
+class nnUNetTrainerFinetune(nnUNetTrainerStage2Recipe):
+    """Stage 2 alone, from a required -pretrained_weights checkpoint (ours or any nnU-Net-compatible one)."""
+
+    def initialize(self):
+        super().initialize()
+        path = pretrained_weights_argument()
+        if path is None and not self.continue_training:
+            raise ConfigurationError(
+                "nnUNetTrainerFinetune needs -pretrained_weights PATH (e.g. <fold>/pretraining/"
+                "checkpoint_final.pth). Fix: add it, or use nnUNetTrainerScratch to train from random init.")
+        if path is not None:
+            self.validate_pretrained_weights(path)
+
+    def run_training(self):
+        if self.continue_training and self.current_epoch == 0 and pretrained_weights_argument() is None:
+            raise ConfigurationError(
+                f"--c found no stage-2 checkpoint in {self.output_folder}, and continuing cannot take "
+                f"-pretrained_weights. Fix: start again without --c and with -pretrained_weights PATH.")
+        super().run_training()

@@ -1,0 +1,24 @@
+import pytest
+
+from nnunet_anatomask import knobs
+
+
+def test_defaults(monkeypatch):
+    for name in knobs.DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+    assert knobs.read_knob(knobs.PRETRAIN_EPOCHS) == 1000
+    assert knobs.read_knob(knobs.ITERS_PER_EPOCH) == 250
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "1.5", "ten", "3e2"])
+def test_bad_values_name_the_variable(monkeypatch, value):
+    monkeypatch.setenv(knobs.SAVE_EVERY, value)
+    with pytest.raises(knobs.KnobError, match=knobs.SAVE_EVERY):
+        knobs.read_knob(knobs.SAVE_EVERY)
+
+
+def test_fractions():
+    assert knobs.validation_iterations(250) == 50
+    assert knobs.validation_iterations(2) == 1
+    assert knobs.warmup_epochs(0.05, 1000) == 50
+    assert knobs.warmup_epochs(0.05, 3) == 1
