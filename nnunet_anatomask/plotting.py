@@ -1,0 +1,311 @@
+"""Pictures for stage-1 (masked-image-modelling) pretraining.
+
+* :func:`plot_progress` - a ``progress.png`` in the style of nnU-Net's: stacked
+  panels (loss, epoch time, learning rate, scheme curves) sharing the epoch axis.
+* :func:`plot_reconstruction` - one sample: input, what the network saw (masked
+  cells greyed out), the reconstruction, its error and optionally a teacher's
+  per-voxel error map; one row per channel.
+
+Both take plain lists / numpy arrays (convert torch tensors with
+``t.detach().cpu().numpy()``) and write the PNG atomically (temp file in the same
+folder, then ``os.replace``), so a reader never sees a half-written file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+#: keys of ``log`` that have their own panel; every other key goes in the "scheme" panel
+MAIN_KEYS = ("loss", "epoch_time", "lr")
+MASK_COLOUR = "#ff7f0e"  # outline of masked regions
+_VISIBLE_GREY = "#d9d9d9"  # error panel background where nothing is scored
+_MASK_SHADE = ListedColormap([(0.0, 0.0, 0.0, 0.0), (0.05, 0.05, 0.25, 0.72)])  # visible: clear, masked: dark
+
+
+def _umask() -> int:
+    """The process umask, read from /proc (no racy os.umask round trip); 0o022 if unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+def _save_atomic(fig: Figure, path: str, dpi: int = 100) -> None:
+    """Save ``fig`` as PNG to ``path`` via a temp file in the same folder and ``os.replace``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".png", prefix=".tmp_", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=dpi)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    finally:
+        plt.close(fig)
+
+
+# --------------------------------------------------------------------------- progress
+
+def _curve(ax, values: Sequence[float], label: str, **kw) -> None:
+    """Plot one per-epoch curve; markers for short curves so a single epoch shows."""
+    y = np.asarray(values, dtype=float)
+    marker = "o" if len(y) <= 30 else None
+    ax.plot(np.arange(len(y)), y, marker=marker, markersize=6, linewidth=2.5, label=label, **kw)
+
+
+def _scheme_keys(log: dict[str, list[float]]) -> list[str]:
+    """Keys of ``log`` that belong in the scheme panel (non-empty, not a main key)."""
+    return [k for k, v in log.items() if k not in MAIN_KEYS + ("epoch",) and v is not None and len(v) > 0]
+
+
+def _is_fraction(values: Sequence[float]) -> bool:
+    """True if all finite values lie in [0, 1] (ratios, momenta, overlaps...)."""
+    y = np.asarray(values, dtype=float)
+    y = y[np.isfinite(y)]
+    return bool(y.size == 0 or (y.min() >= 0 and y.max() <= 1))
+
+
+def _legend_right(ax, handles=None, labels=None, x: float = 1.01) -> None:
+    """Legend outside the axes on the right, so it never hides a curve."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(x, 1.0), borderaxespad=0)
+
+
+def _plot_scheme(ax, log: dict[str, list[float]], keys: list[str]) -> None:
+    """Scheme curves in one panel: values in [0, 1] on the left axis, others dashed on a right axis."""
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    right = None
+    for i, key in enumerate(keys):
+        colour = colours[i % len(colours)]
+        if _is_fraction(log[key]):
+            _curve(ax, log[key], key, color=colour)
+            continue
+        right = right or ax.twinx()
+        _curve(right, log[key], f"{key} (right axis)", color=colour, linestyle="--")
+    ax.set_ylabel("scheme value (0-1)")
+    handles, labels = ax.get_legend_handles_labels()
+    if right is not None:
+        right.set_ylabel("scheme value (dashed)")
+        h2, l2 = right.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+        _legend_right(right, handles, labels, x=1.09)
+    else:
+        _legend_right(ax, handles, labels)
+
+
+def plot_progress(log: dict[str, list[float]], path: str, title: str = "") -> None:
+    """Write a progress plot of per-epoch values to ``path``.
+
+    Args:
+        log: name -> one value per epoch (None/NaN = not logged that epoch). 'loss',
+            'epoch_time' (s) and 'lr' get a panel each; every other key (e.g.
+            'mask_ratio', 'alpha', 'teacher_error') shares a fourth panel with a
+            legend: values in [0, 1] on the left axis, anything else dashed on a
+            right axis. A missing main key leaves a labelled empty panel.
+        path: PNG file to write.
+        title: figure title.
+    """
+    scheme = _scheme_keys(log)
+    n_panels = 3 + (1 if scheme else 0)
+    fig, axes = plt.subplots(n_panels, 1, figsize=(12, 3.0 * n_panels + 0.6), sharex=True,
+                             squeeze=False, layout="constrained")
+    axes = axes[:, 0]
+    panels = [("loss", "loss", "training loss", "tab:blue"),
+              ("epoch_time", "time [s]", "epoch duration", "tab:green"),
+              ("lr", "learning rate", "learning rate", "tab:red")]
+    for ax, (key, ylabel, label, colour) in zip(axes, panels):
+        if log.get(key):
+            _curve(ax, log[key], label, color=colour)
+            _legend_right(ax)
+        else:
+            ax.text(0.5, 0.5, f"no '{key}' logged", transform=ax.transAxes, ha="center", va="center")
+        ax.set_ylabel(ylabel)
+    if log.get("epoch_time"):
+        axes[1].set_ylim(bottom=0)
+    if scheme:
+        _plot_scheme(axes[3], log, scheme)
+    n_epochs = max((len(v) for v in log.values() if v is not None), default=1)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlim(-0.5, max(n_epochs - 1, 0) + 0.5)
+    if n_epochs <= 10:
+        axes[-1].set_xticks(range(n_epochs))
+    else:
+        axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[-1].set_xlabel("epoch")
+    fig.suptitle(f"{title or 'pretraining progress'} ({n_epochs} epoch{'s' if n_epochs != 1 else ''})",
+                 fontsize=14)
+    _save_atomic(fig, path)
+
+
+# --------------------------------------------------------------------- reconstruction
+
+def _middle_slice(arr: np.ndarray, n_spatial: int) -> np.ndarray:
+    """For 3D data take the middle slice along the first spatial axis (the last ``n_spatial`` axes)."""
+    if n_spatial == 3:
+        return arr[..., arr.shape[-3] // 2, :, :]
+    if n_spatial == 2:
+        return arr
+    raise ValueError(f"expected 2 or 3 spatial axes, got {n_spatial}")
+
+
+def _limits(img: np.ndarray) -> tuple[float, float]:
+    """Grey colour limits: 1st-99th percentile of ``img`` (widened if flat)."""
+    lo, hi = np.percentile(img, [1, 99])
+    if hi <= lo:
+        lo, hi = float(img.min()), float(img.max())
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+    return float(lo), float(hi)
+
+
+def _mask_edges(masked: np.ndarray) -> list[list[tuple[float, float]]]:
+    """Line segments (x, y in pixel coordinates) along the borders between masked and visible pixels."""
+    segs = []
+    for r, c in zip(*np.nonzero(masked[:, 1:] != masked[:, :-1])):
+        segs.append([(c + 0.5, r - 0.5), (c + 0.5, r + 0.5)])
+    for r, c in zip(*np.nonzero(masked[1:, :] != masked[:-1, :])):
+        segs.append([(c - 0.5, r + 0.5), (c + 0.5, r + 0.5)])
+    return segs
+
+
+def _outline(ax, visible: np.ndarray, width: float = 1.5) -> None:
+    """Outline the masked regions exactly along pixel borders."""
+    segs = _mask_edges(~visible)
+    if segs:
+        ax.add_collection(LineCollection(segs, colors=MASK_COLOUR, linewidths=width))
+
+
+def _show_mask(ax, img: np.ndarray, visible: np.ndarray, vmin: float, vmax: float) -> None:
+    """The input with masked cells shaded dark and outlined (what the network saw)."""
+    ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.imshow((~visible).astype(float), cmap=_MASK_SHADE, vmin=0, vmax=1, interpolation="nearest")
+    _outline(ax, visible)
+
+
+def _check_shapes(images: np.ndarray, visible: np.ndarray, reconstruction: np.ndarray,
+                  error_map: np.ndarray | None) -> None:
+    """Raise ValueError if the arrays of one sample do not fit together."""
+    if images.ndim not in (3, 4):
+        raise ValueError(f"images must be [C, H, W] or [C, D, H, W], got shape {images.shape}")
+    if reconstruction.shape != images.shape:
+        raise ValueError(f"reconstruction shape {reconstruction.shape} != images shape {images.shape}")
+    if visible.shape != images.shape[1:]:
+        raise ValueError(f"visible shape {visible.shape} != spatial shape {images.shape[1:]}")
+    if error_map is not None and error_map.shape != images.shape[1:]:
+        raise ValueError(f"error_map shape {error_map.shape} != spatial shape {images.shape[1:]}")
+
+
+def _panel_grid(fig: Figure, n_rows: int, with_map: bool) -> np.ndarray:
+    """Axes [n_rows, 5 or 7]: input, mask, reconstruction, error, error colour bar
+    (+ teacher error map, its colour bar). All image panels get the same size."""
+    widths = [1, 1, 1, 1, 0.06] + ([0.12, 1, 0.06] if with_map else [])
+    gs = fig.add_gridspec(n_rows, len(widths), width_ratios=widths)
+    keep = [0, 1, 2, 3, 4] + ([6, 7] if with_map else [])
+    return np.array([[fig.add_subplot(gs[r, c]) for c in keep] for r in range(n_rows)])
+
+
+def plot_reconstruction(images, visible, reconstruction, path: str, title: str = "",
+                        error_map=None, channel_names: Sequence[str] | None = None) -> None:
+    """Write a picture of one masked-image-modelling sample to ``path``.
+
+    Args:
+        images: float [C, H, W] or [C, D, H, W], the (normalised) input of one sample.
+        visible: bool [*spatial], True where the network saw the voxel, False where masked.
+        reconstruction: float like ``images``, already composed (prediction in masked
+            voxels, input in visible ones).
+        path: PNG file to write.
+        title: figure suptitle (for 3D the slice shown is appended).
+        error_map: optional float [*spatial], e.g. a teacher's per-voxel error (0 = not scored).
+        channel_names: optional name per channel for the row labels.
+
+    3D data is shown at the middle slice along the first spatial axis. One row per
+    channel; columns: input, mask, reconstruction, error in masked voxels, and the
+    teacher error map if given. Input, mask and reconstruction share grey limits
+    (1st-99th percentile of the input slice) per channel; the error colour scale is
+    shared by all channels.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    reconstruction = np.asarray(reconstruction, dtype=np.float32)
+    visible = np.asarray(visible).astype(bool)
+    error_map = None if error_map is None else np.asarray(error_map, dtype=np.float32)
+    _check_shapes(images, visible, reconstruction, error_map)
+    n_sp = images.ndim - 1
+    img, rec, vis = (_middle_slice(a, n_sp) for a in (images, reconstruction, visible))
+    n_ch = img.shape[0]
+    names = list(channel_names) if channel_names else [f"channel {c}" for c in range(n_ch)]
+    with_map = error_map is not None
+    fig = plt.figure(figsize=(13.5 + 3.4 * with_map, 3.0 * n_ch + 1.1), layout="constrained")
+    axes = _panel_grid(fig, n_ch, with_map)
+    err = np.where(vis[None], 0.0, np.abs(rec - img))
+    err_max = float(err.max()) or 1.0
+    for c in range(n_ch):
+        _plot_channel_row(fig, axes[c], img[c], rec[c], vis, err[c], err_max, names[c])
+        if with_map:
+            _plot_error_map(fig, axes[c, 5:], _middle_slice(error_map, n_sp), vis)
+    _finish_reconstruction(fig, axes, images.shape, title)
+    _save_atomic(fig, path, dpi=110)
+
+
+def _plot_channel_row(fig: Figure, axes, img: np.ndarray, rec: np.ndarray, vis: np.ndarray,
+                      err: np.ndarray, err_max: float, name: str) -> None:
+    """Input / mask / reconstruction / error (+ colour bar) panels of one channel."""
+    vmin, vmax = _limits(img)
+    axes[0].imshow(img, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+    axes[0].set_title("input")
+    _show_mask(axes[1], img, vis, vmin, vmax)
+    axes[1].set_title(f"mask: what the net saw ({100 * (~vis).mean():.0f}% hidden)")
+    axes[2].imshow(rec, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+    axes[2].set_title("reconstruction")
+    im = axes[3].imshow(np.ma.masked_where(vis, err), cmap="magma", vmin=0, vmax=err_max,
+                        interpolation="nearest")
+    axes[3].set_facecolor(_VISIBLE_GREY)
+    mean_err = float(err[~vis].mean()) if (~vis).any() else 0.0
+    axes[3].set_title(f"error |rec - input| (mean {mean_err:.3g})")
+    fig.colorbar(im, cax=axes[4])
+    axes[0].set_ylabel(name, fontsize=13)
+
+
+def _plot_error_map(fig: Figure, axes, emap: np.ndarray, vis: np.ndarray) -> None:
+    """The teacher's per-voxel error map (+ colour bar) with the mask outline on top."""
+    im = axes[0].imshow(emap, cmap="viridis", vmin=0, vmax=float(emap.max()) or 1.0,
+                        interpolation="nearest")
+    _outline(axes[0], vis, width=1.0)
+    axes[0].set_title("teacher error map")
+    fig.colorbar(im, cax=axes[1])
+
+
+def _finish_reconstruction(fig: Figure, axes, shape: tuple, title: str) -> None:
+    """Hide ticks, add the suptitle (with slice info) and a legend for the mask shading."""
+    for ax in axes[:, [0, 1, 2, 3] + ([5] if axes.shape[1] > 5 else [])].ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if len(shape) == 4:
+        where = f"middle slice {shape[1] // 2} of {shape[1]} along axis 0"
+        fig.suptitle(f"{title} - {where}" if title else where, fontsize=14)
+    else:
+        fig.suptitle(title or "2D sample", fontsize=14)
+    handles = [Patch(facecolor=_MASK_SHADE(1.0), edgecolor=MASK_COLOUR, label="masked (hidden from the network)"),
+               Patch(facecolor=_VISIBLE_GREY, edgecolor="grey", label="visible (not scored in the error)")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False, fontsize=10)
