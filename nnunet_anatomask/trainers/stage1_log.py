@@ -25,10 +25,13 @@ class Stage1Log:
         print(line, flush=True)
 
     def record(self, epoch: int, figures: dict[str, float]) -> None:
-        """Store one epoch's figures (values of a resumed epoch are replaced)."""
+        """Store one epoch's figures at index `epoch`: a resumed epoch is replaced, a figure that starts late
+        (AnatoMask's teacher figures once alpha > 0) is NaN before."""
         for name, value in figures.items():
-            del self.values[name][epoch:]
-            self.values[name].append(float(value))
+            history = self.values[name]
+            del history[epoch:]
+            history.extend([float("nan")] * (epoch - len(history)))
+            history.append(float(value))
 
     def plot(self) -> None:
         plot_progress(dict(self.values), os.path.join(self.folder, "progress.png"), self.title)

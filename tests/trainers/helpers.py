@@ -1,0 +1,36 @@
+"""Small readers of what a real run leaves in nnUNet_results."""
+import glob
+import os
+
+import torch
+
+
+def fold_folder(results, dataset_name: str, trainer: str, config: str, fold, plans: str = "nnUNetPlans") -> str:
+    return os.path.join(str(results), dataset_name, f"{trainer}__{plans}__{config}", f"fold_{fold}")
+
+
+def stage1_log_text(fold_dir: str) -> str:
+    logs = sorted(glob.glob(os.path.join(fold_dir, "pretraining", "training_log_*.txt")))
+    return "".join(open(p).read() for p in logs)
+
+
+def stage2_log_text(fold_dir: str) -> str:
+    logs = sorted(glob.glob(os.path.join(fold_dir, "training_log_*.txt")))
+    return "".join(open(p).read() for p in logs)
+
+
+def load_weights_only(path: str) -> dict:
+    """Stage-1 checkpoints must load with weights_only=True on the CPU (design §5)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def make_trainer(planned, trainer_cls, monkeypatch, results, config: str = "3d_fullres", fold=0,
+                 continue_training: bool = False, plans: dict = None):
+    """Build one of our trainers in-process exactly as nnU-Net's get_trainer_from_args does."""
+    monkeypatch.setenv("nnUNet_raw", planned.raw)
+    monkeypatch.setenv("nnUNet_preprocessed", planned.preprocessed)
+    monkeypatch.setenv("nnUNet_results", str(results))
+    plans = dict(plans or planned.plans())
+    plans["continue_training"] = continue_training
+    return trainer_cls(plans=plans, configuration=config, fold=fold, dataset_json=planned.dataset_json(),
+                       device=torch.device("cpu"))

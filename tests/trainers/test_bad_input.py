@@ -1,0 +1,88 @@
+"""Bad input fails before any work with one message that names the problem and the fix (in-process, fast)."""
+import copy
+import sys
+
+import pytest
+import torch
+from nnunetv2.run.run_training import maybe_load_checkpoint
+
+from nnunet_anatomask.checkpoint_io import CheckpointError
+from nnunet_anatomask.knobs import KnobError
+from nnunet_anatomask.pretraining.grid import MaskGridError
+from nnunet_anatomask.trainers import nnUNetTrainerFinetune, nnUNetTrainerRandomMask, nnUNetTrainerScratch
+from nnunet_anatomask.trainers.stage2 import ConfigurationError
+from tests.trainers.helpers import make_trainer
+
+
+@pytest.fixture
+def good_weights(demo3d, monkeypatch, tmp_path) -> dict:
+    trainer = make_trainer(demo3d, nnUNetTrainerScratch, monkeypatch, tmp_path)
+    trainer.initialize()
+    return {"network_weights": trainer.network.state_dict()}
+
+
+def finetune_with(demo3d, monkeypatch, tmp_path, path):
+    monkeypatch.setattr(sys, "argv", ["nnUNetv2_train", "990", "3d_fullres", "0", "-pretrained_weights", str(path)])
+    trainer = make_trainer(demo3d, nnUNetTrainerFinetune, monkeypatch, tmp_path)
+    maybe_load_checkpoint(trainer, False, False, str(path))
+
+
+def test_shape_mismatch_names_key_and_shapes(demo3d, good_weights, monkeypatch, tmp_path):
+    weights = copy.deepcopy(good_weights)
+    key = next(k for k in weights["network_weights"] if k.endswith("conv.weight"))
+    w = weights["network_weights"][key]
+    weights["network_weights"][key] = torch.zeros(w.shape[0], 2, *w.shape[2:])  # two input channels
+    torch.save(weights, tmp_path / "two_channels.pth")
+    expected = rf"'{key}' has shape \({w.shape[0]}, 2, .*\) in the checkpoint but \({w.shape[0]}, 1, "
+    with pytest.raises(CheckpointError, match=expected):
+        finetune_with(demo3d, monkeypatch, tmp_path, tmp_path / "two_channels.pth")
+
+
+def test_truncated_and_not_a_checkpoint(demo3d, good_weights, monkeypatch, tmp_path):
+    torch.save(good_weights, tmp_path / "good.pth")
+    data = (tmp_path / "good.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or not a PyTorch checkpoint"):
+        finetune_with(demo3d, monkeypatch, tmp_path, tmp_path / "cut.pth")
+    (tmp_path / "text.pth").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="truncated or not a PyTorch checkpoint"):
+        finetune_with(demo3d, monkeypatch, tmp_path, tmp_path / "text.pth")
+
+
+def test_other_configuration(demo3d, good_weights, monkeypatch, tmp_path):
+    torch.save({**good_weights, "configuration": "2d"}, tmp_path / "from_2d.pth")
+    with pytest.raises(CheckpointError, match="configuration = '2d'.*'3d_fullres'"):
+        finetune_with(demo3d, monkeypatch, tmp_path, tmp_path / "from_2d.pth")
+
+
+def test_matching_weights_pass_validation(demo3d, good_weights, monkeypatch, tmp_path):
+    torch.save(good_weights, tmp_path / "good.pth")
+    finetune_with(demo3d, monkeypatch, tmp_path, tmp_path / "good.pth")
+
+
+def test_scheme_trainer_refuses_pretrained_weights(demo3d, monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["nnUNetv2_train", "990", "3d_fullres", "0", "-pretrained_weights", "x.pth"])
+    trainer = make_trainer(demo3d, nnUNetTrainerRandomMask, monkeypatch, tmp_path)
+    with pytest.raises(ConfigurationError, match="nnUNetTrainerFinetune -pretrained_weights"):
+        trainer.initialize()
+
+
+def test_finetune_requires_pretrained_weights(demo3d, monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["nnUNetv2_train", "990", "3d_fullres", "0"])
+    trainer = make_trainer(demo3d, nnUNetTrainerFinetune, monkeypatch, tmp_path)
+    with pytest.raises(ConfigurationError, match="needs -pretrained_weights"):
+        trainer.initialize()
+
+
+def test_patch_too_small_for_mask_grid(demo3d, monkeypatch, tmp_path):
+    plans = demo3d.plans()
+    plans["configurations"]["3d_fullres"]["patch_size"] = [16, 32, 32]
+    with pytest.raises(MaskGridError, match="at least 2 cells"):
+        make_trainer(demo3d, nnUNetTrainerRandomMask, monkeypatch, tmp_path, plans=plans)
+
+
+@pytest.mark.parametrize("name", ["nnUNet_anatomask_pretrain_epochs", "nnUNet_anatomask_iters_per_epoch"])
+def test_bad_knob_names_variable(demo3d, monkeypatch, tmp_path, name):
+    monkeypatch.setenv(name, "-3")
+    with pytest.raises(KnobError, match=name):
+        make_trainer(demo3d, nnUNetTrainerRandomMask, monkeypatch, tmp_path)
