@@ -1,0 +1,136 @@
+"""Packaging for nnunet-anatomask.
+
+All metadata lives here (pyproject.toml only names the build backend).
+
+Trainer registration
+--------------------
+nnU-Net v2 has no plugin entry point: it finds trainers in its own folder and then in the folders listed in
+the env var ``nnUNet_extTrainer``. We ship a one-line ``nnunet_anatomask.pth`` into site-packages that runs
+``import nnunet_anatomask_hook`` at interpreter start-up; that tiny module appends
+``<package>/_ext_trainers`` to ``nnUNet_extTrainer`` (see docs/installation.md).
+
+setuptools does not install a ``.pth`` by itself, so two commands are extended:
+
+* ``build_py`` writes the ``.pth`` at the root of the build dir, i.e. the root of the wheel
+  (``pip install .``); it is then listed in the wheel's RECORD, so ``pip uninstall`` removes it.
+* ``editable_wheel`` (``pip install -e .``) builds its wheel from a "strategy" (a ``.pth`` plus finder) and
+  ignores build_py's output and ``data_files``; we wrap the strategy it selects so that it also writes our
+  ``.pth`` into the editable wheel. Its name sorts after setuptools' ``__editable__.*.pth``, and ``site``
+  processes ``.pth`` files in name order, so the editable finder is in place when the hook runs.
+"""
+import os
+import re
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py as _build_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PTH_NAME = "nnunet_anatomask.pth"
+PTH_CONTENT = "import nnunet_anatomask_hook\n"
+
+
+def read_version() -> str:
+    with open(os.path.join(HERE, "nnunet_anatomask", "__init__.py"), encoding="utf-8") as f:
+        m = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", f.read(), re.M)
+    if m is None:
+        raise RuntimeError("__version__ not found in nnunet_anatomask/__init__.py")
+    return m.group(1)
+
+
+def read_readme() -> str:
+    path = os.path.join(HERE, "README.md")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    return ""
+
+
+class build_py(_build_py):
+    """Also writes ``nnunet_anatomask.pth`` at the wheel's root (regular, non-editable builds)."""
+
+    def _pth_path(self) -> str:
+        return os.path.join(self.build_lib, PTH_NAME)
+
+    def run(self):
+        super().run()
+        if not getattr(self, "editable_mode", False):
+            self.mkpath(self.build_lib)
+            with open(self._pth_path(), "w", encoding="utf-8") as f:
+                f.write(PTH_CONTENT)
+
+    def get_outputs(self, *args, **kwargs):
+        outputs = list(super().get_outputs(*args, **kwargs))
+        if not getattr(self, "editable_mode", False):
+            outputs.append(self._pth_path())
+        return outputs
+
+
+cmdclass = {"build_py": build_py}
+
+try:  # setuptools >= 64 (PEP 660 editable installs)
+    from setuptools.command.editable_wheel import editable_wheel as _editable_wheel
+except ImportError:  # pragma: no cover - very old setuptools: no PEP 660, nothing to extend
+    _editable_wheel = None
+
+
+if _editable_wheel is not None:
+
+    class _StrategyWithPth:
+        """Wraps setuptools' editable strategy: same behaviour, plus our ``.pth`` in the wheel."""
+
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __call__(self, wheel, files, mapping):
+            result = self._inner(wheel, files, mapping)
+            wheel.writestr(PTH_NAME, PTH_CONTENT.encode("utf-8"))
+            return result
+
+        def __enter__(self):
+            self._inner.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self._inner.__exit__(*exc)
+
+    class editable_wheel(_editable_wheel):
+        def _select_strategy(self, *args, **kwargs):
+            return _StrategyWithPth(super()._select_strategy(*args, **kwargs))
+
+    cmdclass["editable_wheel"] = editable_wheel
+
+
+setup(
+    name="nnunet-anatomask",
+    version=read_version(),
+    description="Masked-image-modelling pretraining (AnatoMask, SparK-style random masking, ...) "
+    "as nnU-Net v2 trainers",
+    long_description=read_readme(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    # _ext_trainers has no __init__.py on purpose (nnU-Net imports its one module as a top-level module),
+    # so find_packages() does not see it; it is listed explicitly so its .py file is shipped.
+    packages=find_packages(include=["nnunet_anatomask", "nnunet_anatomask.*"]) + ["nnunet_anatomask._ext_trainers"],
+    py_modules=["nnunet_anatomask_hook"],
+    install_requires=[
+        # torch is deliberately unpinned: users bring their own (CUDA) build. The CPU pair used by CI and the
+        # README lives in constraints.txt.
+        "nnunetv2",
+        "torch",
+        "batchgenerators",
+        "dynamic-network-architectures",
+        "numpy",
+        "acvl-utils",
+    ],
+    extras_require={
+        "test": ["pytest"],
+        "docs": ["mkdocs"],
+    },
+    entry_points={
+        "console_scripts": [
+            "nnUNetv2_pretrain = nnunet_anatomask.cli:pretrain_entry",
+        ],
+    },
+    cmdclass=cmdclass,
+    zip_safe=False,
+)
