@@ -1,0 +1,43 @@
+import pytest
+import torch
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+from nnunet_anatomask.pretraining.grid import MaskGrid
+from nnunet_anatomask.pretraining.masked_forward import MaskedReconstructionModel
+
+STRIDES = [[1, 1, 1], [2, 2, 2], [2, 2, 2]]
+
+
+def tiny_model() -> MaskedReconstructionModel:
+    """A 3-stage PlainConvUNet with 4-8-16 features on 16³ patches: 2x2x2 cells of 4³ voxels... or 4³ cells."""
+    kwargs = dict(n_stages=3, features_per_stage=[4, 8, 16], conv_op="torch.nn.modules.conv.Conv3d",
+                  kernel_sizes=[[3, 3, 3]] * 3, strides=STRIDES, n_conv_per_stage=[1, 1, 1],
+                  n_conv_per_stage_decoder=[1, 1], conv_bias=True,
+                  norm_op="torch.nn.modules.instancenorm.InstanceNorm3d",
+                  norm_op_kwargs={"eps": 1e-5, "affine": True}, dropout_op=None, dropout_op_kwargs=None,
+                  nonlin="torch.nn.LeakyReLU", nonlin_kwargs={"inplace": True})
+    network = get_network_from_plans("dynamic_network_architectures.architectures.unet.PlainConvUNet", kwargs,
+                                     ["conv_op", "norm_op", "dropout_op", "nonlin"], 1, 1, deep_supervision=False)
+    return MaskedReconstructionModel(network, MaskGrid.from_plans((16, 16, 16), STRIDES))
+
+
+@pytest.fixture
+def model() -> MaskedReconstructionModel:
+    torch.manual_seed(0)
+    return tiny_model()
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.randn(3, 1, 16, 16, 16)
+
+
+def train_step(scheme, model, images, epoch: int) -> torch.Tensor:
+    """One stage-1 step as Stage1Runner does it (without the optimiser)."""
+    mask = scheme.select_mask(images, epoch)
+    prediction = model(images, mask.view(images.shape[0], *scheme.grid.cells_per_axis))
+    loss, figures = scheme.loss(images, prediction, mask, epoch)
+    loss.backward()
+    scheme.on_step_end(epoch)
+    return mask

@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+from nnunet_anatomask.pretraining import masking, schedules
+from nnunet_anatomask.pretraining.schemes import AnatoMaskScheme, RandomMaskScheme
+from tests.pretraining.schemes.conftest import train_step
+
+
+def test_planted_error_map_top_alpha_plus_random(model, images, monkeypatch):
+    """alpha = 0.5 at the last epoch: the int(0.5 * 38) = 19 planted hardest cells are masked, plus 19 others."""
+    scheme = AnatoMaskScheme(model, model.grid, total_epochs=5)
+    planted = torch.stack([torch.randperm(64)[:19] for _ in range(3)])
+    scores = torch.zeros(3, 64).scatter_(1, planted, torch.rand(3, 19) + 1.0)
+    monkeypatch.setattr(scheme, "teacher_scores", lambda imgs: scores)
+    mask = scheme.select_mask(images, 4)
+    assert (mask.sum(1) == 38).all()
+    assert mask.gather(1, planted).all()
+    assert scheme.alpha(4) == 0.5
+
+
+def test_alpha_zero_start_is_exactly_random_baseline(model, images):
+    anato = AnatoMaskScheme(model, model.grid, total_epochs=10)
+    rand = RandomMaskScheme(model, model.grid, total_epochs=10)
+    torch.manual_seed(7)
+    expected = rand.select_mask(images, 0)
+    torch.manual_seed(7)
+    assert torch.equal(anato.select_mask(images, 0), expected)
+    assert anato.picture_maps == {}  # teacher skipped while alpha * n_masked < 1
+
+
+def test_teacher_scores_only_cells_it_masked(model, images):
+    scheme = AnatoMaskScheme(model, model.grid, total_epochs=5)
+    scores = scheme.teacher_scores(images)
+    assert ((scores > 0).sum(1) == masking.num_masked(64, 0.6)).all()
+
+
+def test_complementary_error_map_scores_every_cell(model, images, monkeypatch):
+    monkeypatch.setattr(AnatoMaskScheme, "error_map", "complementary")
+    scheme = AnatoMaskScheme(model, model.grid, total_epochs=5)
+    assert (scheme.teacher_scores(images) > 0).all()
+
+
+def test_schedules_at_given_epochs(model):
+    scheme = AnatoMaskScheme(model, model.grid, total_epochs=100)
+    assert scheme.alpha(0) == 0.0 and scheme.alpha(99) == 0.5
+    assert scheme.alpha(33) == pytest.approx(0.5 * 33 / 99)
+    assert scheme.momentum(0) == pytest.approx(0.999)
+    assert scheme.momentum(12) == pytest.approx(0.999 + 0.0009 * 12 / 25)
+    assert scheme.momentum(60) == pytest.approx(0.9999)
+    assert AnatoMaskScheme(model, model.grid, total_epochs=1).alpha(0) == 0.0
+
+
+def test_step_updates_teacher_by_ema_formula(model, images):
+    scheme = AnatoMaskScheme(model, model.grid, total_epochs=100)
+    with torch.no_grad():  # student and teacher differ, as after some training
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    before = [p.clone() for p in scheme.teacher.parameters()]
+    train_step(scheme, model, images, epoch=3)  # on_step_end runs with epoch 3's momentum
+    m = schedules.ema_momentum(3, 100)
+    for t, b, s in zip(scheme.teacher.parameters(), before, model.parameters()):
+        assert torch.allclose(t, m * b + (1 - m) * s.detach(), atol=1e-6)
+    assert any(not torch.allclose(t, b) for t, b in zip(scheme.teacher.parameters(), before))
+
+
+def test_teacher_is_in_scheme_state_not_network(model):
+    scheme = AnatoMaskScheme(model, model.grid, total_epochs=5)
+    state = scheme.state_dict()
+    assert {k[len("teacher.network."):] for k in state if k.startswith("teacher.network.")} == \
+        set(model.network.state_dict())
+    assert not any(k.startswith("teacher") for k in model.network.state_dict())
