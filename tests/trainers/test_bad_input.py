@@ -76,7 +76,7 @@ def test_finetune_requires_pretrained_weights(demo3d, monkeypatch, tmp_path):
 
 def test_patch_too_small_for_mask_grid(demo3d, monkeypatch, tmp_path):
     plans = demo3d.plans()
-    plans["configurations"]["3d_fullres"]["patch_size"] = [16, 32, 32]
+    plans["configurations"]["3d_fullres"]["patch_size"] = [8, 32, 32]
     with pytest.raises(MaskGridError, match="at least 2 cells"):
         make_trainer(demo3d, nnUNetTrainerRandomMask, monkeypatch, tmp_path, plans=plans)
 
