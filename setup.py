@@ -123,7 +123,7 @@ setup(
         "acvl-utils",
     ],
     extras_require={
-        "test": ["pytest"],
+        "test": ["pytest", "mkdocs"],  # the docs build is checked by the test suite
         "docs": ["mkdocs"],
     },
     entry_points={

@@ -47,10 +47,10 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
 
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint, written to a temporary file and renamed: never half-written."""
-        tmp = f"{filename}.tmp{os.getpid()}"
+        tmp = checkpoint_io.temporary_path(filename)
         super().save_checkpoint(tmp)
-        if os.path.isfile(tmp):
-            os.replace(tmp, filename)
+        if os.path.isfile(tmp):  # not written when checkpointing is disabled or on ranks > 0
+            checkpoint_io.commit(tmp, filename)
 
     def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
         """nnUNetTrainer_warmup.load_checkpoint, fixed: weights_only=False (torch >= 2.6) and dict input."""
