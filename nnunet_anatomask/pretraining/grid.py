@@ -91,6 +91,10 @@ class MaskGrid:
         self._check_cell_mask(cell_mask)
         return _repeat_axes(cell_mask.unsqueeze(1), self.cell_size)
 
+    def cell_values_to_voxels(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-cell values ``[B, num_cells]`` (e.g. an error map) -> ``[B, 1, *patch]``, constant in each cell."""
+        return _repeat_axes(values.reshape(values.shape[0], 1, *self.cells_per_axis), self.cell_size)
+
     def visible_at(self, cell_mask: torch.Tensor, spatial_shape: Sequence[int],
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Float {0, 1} visibility ``[B, 1, *spatial_shape]`` of a feature map of that spatial shape.

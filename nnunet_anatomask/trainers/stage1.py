@@ -204,8 +204,8 @@ class Stage1Runner:
         grid, b = self.grid, images.shape[0]
         visible = ~grid.to_voxels(cell_mask.view(b, *grid.cells_per_axis))[0, 0]
         recon = torch.where(visible, images[0], to_image_space(prediction, images, grid)[0])
-        maps = {name: grid.unpatchify(m[:, :, None, None].expand(-1, -1, 1, grid.patchify(images[:, :1]).shape[-1]))
-                [0, 0].cpu().numpy() for name, m in self.scheme.picture_maps.items()}
+        maps = {name: grid.cell_values_to_voxels(m)[0, 0].float().cpu().numpy()
+                for name, m in self.scheme.picture_maps.items()}
         names = [str(v) for v in self.trainer.dataset_json["channel_names"].values()]
         plot_reconstruction(images[0].float().cpu().numpy(), visible.cpu().numpy(), recon.float().cpu().numpy(),
                             os.path.join(self.folder, f"reconstruction_epoch_{epoch:04d}.png"),

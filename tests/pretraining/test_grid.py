@@ -183,3 +183,13 @@ def test_visible_at_refuses_shapes_that_do_not_tile():
     grid = MaskGrid.from_plans((64, 64), PLAIN_2D)
     with pytest.raises(MaskGridError, match="does not tile"):
         grid.visible_at(torch.zeros(1, 4, 4, dtype=torch.bool), (6, 4))
+
+
+def test_cell_values_to_voxels_matches_to_voxels():
+    grid = MaskGrid.from_plans((8, 8), [[1, 1], [2, 2], [2, 2]])
+    values = torch.arange(8.0).reshape(2, 4)
+    voxels = grid.cell_values_to_voxels(values)
+    assert voxels.shape == (2, 1, 8, 8)
+    assert torch.equal(grid.patchify(voxels)[..., 0, 0], values)
+    mask = values > 2.5
+    assert torch.equal(grid.to_voxels(mask.view(2, 2, 2)), grid.cell_values_to_voxels(mask.float()) > 0)
