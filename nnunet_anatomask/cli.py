@@ -3,6 +3,7 @@
 FOLD may be `all`: every fold's nnUNetv2_train with the same trainer then reuses that stage-1 checkpoint.
 """
 import argparse
+import difflib
 import multiprocessing
 
 import torch
@@ -33,17 +34,38 @@ def device_from_arg(name: str) -> torch.device:
     return torch.device(name)
 
 
+def scheme_trainer_class(name: str) -> type:
+    """nnU-Net's own trainer lookup, with a message listing our scheme trainers when the name is not one."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    from nnunet_anatomask.trainers.scheme_trainer import nnUNetTrainerMaskedPretraining
+    import nnunet_anatomask.trainers as ours
+
+    known = [n for n in ours.__all__ if issubclass(getattr(ours, n), nnUNetTrainerMaskedPretraining)]
+    try:
+        cls = recursive_find_trainer_class_by_name(name)
+    except RuntimeError:
+        cls = None
+    if cls is None or not issubclass(cls, nnUNetTrainerMaskedPretraining):
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise SystemExit(f"nnUNetv2_pretrain: '{name}' is not a pretraining (scheme) trainer.{hint} "
+                         f"Fix: use one of {', '.join(known)}.")
+    return cls
+
+
 def pretrain_entry(argv=None) -> None:
     args = parse_args(argv)
     fold = args.fold if args.fold == "all" else int(args.fold)
+    scheme_trainer_class(args.tr)
     from nnunetv2.run.run_training import get_trainer_from_args
-    from nnunet_anatomask.trainers.scheme_trainer import nnUNetTrainerMaskedPretraining
 
-    trainer = get_trainer_from_args(args.dataset_name_or_id, args.configuration, fold, args.tr, args.p,
-                                    args.c, device=device_from_arg(args.device))
-    if not isinstance(trainer, nnUNetTrainerMaskedPretraining):
-        raise SystemExit(f"nnUNetv2_pretrain: {args.tr} has no stage 1. Fix: use a scheme trainer such as "
-                         f"nnUNetTrainerAnatoMask or nnUNetTrainerRandomMask.")
+    try:
+        trainer = get_trainer_from_args(args.dataset_name_or_id, args.configuration, fold, args.tr, args.p,
+                                        args.c, device=device_from_arg(args.device))
+    except FileNotFoundError as e:
+        raise SystemExit(f"nnUNetv2_pretrain: {e.filename} not found. Fix: run nnUNetv2_plan_and_preprocess -d "
+                         f"{args.dataset_name_or_id} first, and check -p {args.p} and nnUNet_preprocessed.") from None
     trainer.run_pretraining()
 
 

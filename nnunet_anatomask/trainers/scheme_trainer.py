@@ -40,6 +40,7 @@ class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
 
     def run_pretraining(self) -> str:
         """Stage 1 only (nnUNetv2_pretrain): resumes with --c, returns the final checkpoint's path."""
+        self.check_training_data()
         if os.path.isfile(self.stage1.final_checkpoint):
             self.print_to_log_file(f"Stage 1 already finished: {self.stage1.final_checkpoint}")
             return self.stage1.final_checkpoint

@@ -10,6 +10,7 @@ from typing import Optional, Union
 import torch
 from torch._dynamo import OptimizedModule
 
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.nnUNetTrainer.variants.lr_schedule.nnUNetTrainer_warmup import nnUNetTrainer_warmup
 
 from nnunet_anatomask import checkpoint_io, knobs
@@ -44,6 +45,28 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
         self.num_val_iterations_per_epoch = knobs.validation_iterations(self.num_iterations_per_epoch)
         self.save_every = knobs.read_knob(knobs.SAVE_EVERY)
         self.warmup_duration_whole_net = knobs.warmup_epochs(self.warmup_fraction, self.num_epochs)
+
+    def check_training_data(self) -> None:
+        """Preprocessed data present, and enough cases for nnU-Net's 5-fold split: say so before any work."""
+        folder = self.preprocessed_dataset_folder
+        if not os.path.isdir(folder):
+            raise ConfigurationError(
+                f"No preprocessed data for configuration '{self.configuration_name}' at {folder}. Fix: run "
+                f"nnUNetv2_plan_and_preprocess -d {self.plans_manager.dataset_name} -c {self.configuration_name} "
+                f"with the planner that writes plans '{self.plans_manager.plans_name}'.")
+        splits = os.path.join(self.preprocessed_dataset_folder_base, "splits_final.json")
+        if self.fold == "all" or os.path.isfile(splits):
+            return
+        cases = len(infer_dataset_class(folder).get_identifiers(folder))
+        if cases < 5:
+            raise ConfigurationError(
+                f"The dataset has {cases} training cases, but nnU-Net's 5-fold cross-validation split needs at "
+                f"least 5. Fix: train fold 'all' (nnUNetv2_train ... all / nnUNetv2_pretrain ... all), or write "
+                f"your own {splits}.")
+
+    def run_training(self):
+        self.check_training_data()
+        super().run_training()
 
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint, written to a temporary file and renamed: never half-written."""

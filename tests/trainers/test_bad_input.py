@@ -86,3 +86,22 @@ def test_bad_knob_names_variable(demo3d, monkeypatch, tmp_path, name):
     monkeypatch.setenv(name, "-3")
     with pytest.raises(KnobError, match=name):
         make_trainer(demo3d, nnUNetTrainerRandomMask, monkeypatch, tmp_path)
+
+
+def test_too_few_cases_for_five_folds(demo3d, monkeypatch, tmp_path):
+    """A copy of the preprocessed dataset with 3 cases and no splits file: a clear message, not sklearn's."""
+    import shutil
+
+    copy_root = tmp_path / "preprocessed"
+    shutil.copytree(demo3d.preprocessed, copy_root)
+    dataset = copy_root / demo3d.dataset_name
+    (dataset / "splits_final.json").unlink(missing_ok=True)
+    data = dataset / "nnUNetPlans_3d_fullres"
+    for case in sorted(p.stem for p in data.glob("*.pkl"))[3:]:
+        for f in data.glob(case + "*"):  # image, properties and segmentation of that case
+            f.unlink()
+    planned = copy.copy(demo3d)
+    planned.preprocessed = str(copy_root)
+    trainer = make_trainer(planned, nnUNetTrainerRandomMask, monkeypatch, tmp_path)
+    with pytest.raises(ConfigurationError, match="has 3 training cases.*needs at least 5"):
+        trainer.run_pretraining()
