@@ -1,0 +1,499 @@
+"""Stage-1 cost against nnU-Net's own supervised train step, in one process, on the same device, patch and batch.
+
+    python -m nnunet_anatomask.benchmark --synthetic tiny --device cpu            # CI size, seconds on a CPU
+    python -m nnunet_anatomask.benchmark --synthetic h100 --device cuda           # the reference size
+    python -m nnunet_anatomask.benchmark --dataset 990 --configuration 3d_fullres  # real plans + data loading
+
+Rows: nnU-Net's `nnUNetTrainer.train_step` on a fixed batch (compiled where nnU-Net compiles: CUDA with
+nnUNet_compile unset or true), then one stage-1 optimiser step (`Stage1Runner.train_step`) per scheme in SCHEMES,
+at the last epoch (AnatoMask's teacher runs, alpha = 0.5). Every row is built and warmed up (--warmup steps)
+inside its own memory window; then the rows take turns, step by step, for --steps steps each, and each reports
+its median (the device synchronised after every step). Peak memory, over what was allocated before the row was
+built: CUDA max_memory_allocated; CPU the peak resident set size (VmHWM). With --dataset also the end-to-end
+it/s with nnU-Net's data loader (stage 1: stage1_batches) against the step-only it/s. A second table splits off,
+per scheme and again taking turns, the costs that are ours: select_mask (of which AnatoMask's teacher forward),
+loss + logged figures, on_step_end (teacher EMA) and the masked-forward emulation (masked forward + backward
+minus the same network's dense forward + backward).
+--explain runs torch._dynamo.explain on the masked model's forward (graph breaks) and checks that a new mask
+does not recompile. Nothing is written outside a temporary folder except --output.
+"""
+import argparse
+import contextlib
+import ctypes
+import gc
+import io
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import version
+from time import perf_counter
+from typing import Callable, Iterator, Optional
+
+import torch
+from batchgenerators.utilities.file_and_folder_operations import join, load_json
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.helpers import dummy_context, empty_cache
+
+from nnunet_anatomask.pretraining.schemes import SCHEMES
+from nnunet_anatomask.trainers.stage1 import Stage1Runner
+from nnunet_anatomask.trainers.stage1_data import shutdown, stage1_batches
+
+
+@dataclass(frozen=True)
+class Size:
+    patch: tuple[int, ...]
+    features: tuple[int, ...]
+    batch: int = 2
+
+
+SIZES = {  # 3D PlainConvUNet, strides 1, 2, 2, ..., two convs per stage, instance norm (nnU-Net's default)
+    "tiny": Size((32, 32, 32), (8, 16, 32, 64)),  # CI: ~0.1 s a step on 2 CPU cores
+    "small": Size((64, 64, 64), (16, 32, 64, 128, 256)),  # seconds a step on a CPU
+    "h100": Size((128, 128, 128), (32, 64, 128, 256, 320, 320)),  # the issue's H100 reference
+}
+SYNTHETIC_DATASET = "Dataset999_BenchmarkSynthetic"
+
+
+@dataclass
+class Row:
+    name: str
+    step: Callable[[dict], object]  # one train step on a batch {'data', 'target'}
+    batches: Callable[[], Iterator[dict]]  # the real data loader of this row (with --dataset)
+    runner: Optional[Stage1Runner]  # None for the supervised row
+    step_ms: float = float("nan")
+    peak_mib: float = float("nan")
+    e2e_its: float = float("nan")
+    parts: dict = field(default_factory=dict)  # our costs (ms) of a scheme's step
+
+
+# ==================================================================== sources
+def synthetic_plans(size: str) -> tuple[dict, dict]:
+    """An nnU-Net plans dict (one 3d_fullres configuration) and dataset.json for a named size, in memory."""
+    s, n = SIZES[size], len(SIZES[size].features)
+    arch_kwargs = {
+        "n_stages": n, "features_per_stage": list(s.features), "conv_op": "torch.nn.modules.conv.Conv3d",
+        "kernel_sizes": [[3, 3, 3]] * n, "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n - 1),
+        "n_conv_per_stage": [2] * n, "n_conv_per_stage_decoder": [2] * (n - 1), "conv_bias": True,
+        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+        "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+        "nonlin_kwargs": {"inplace": True}}
+    config = {"data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
+              "batch_size": s.batch, "patch_size": list(s.patch), "spacing": [1.0] * 3,
+              "median_image_size_in_voxels": [2.0 * p for p in s.patch],
+              "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False], "batch_dice": False,
+              "architecture": {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                               "arch_kwargs": arch_kwargs,
+                               "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}}
+    plans = {"dataset_name": SYNTHETIC_DATASET, "plans_name": "nnUNetPlans", "image_reader_writer": "SimpleITKIO",
+             "original_median_spacing_after_transp": [1.0] * 3, "transpose_forward": [0, 1, 2],
+             "original_median_shape_after_transp": [2 * p for p in s.patch], "transpose_backward": [0, 1, 2],
+             "configurations": {"3d_fullres": config}, "experiment_planner_used": "ExperimentPlanner",
+             "label_manager": "LabelManager", "foreground_intensity_properties_per_channel": {}}
+    dataset_json = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "foreground": 1},
+                    "numTraining": 0, "file_ending": ".nii.gz"}
+    return plans, dataset_json
+
+
+def dataset_plans(dataset: str, plans_name: str) -> tuple[dict, dict]:
+    """Plans and dataset.json of a preprocessed dataset (nnUNet_preprocessed must be set)."""
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    folder = join(str(nnUNet_preprocessed), maybe_convert_to_dataset_name(dataset))
+    return load_json(join(folder, plans_name + ".json")), load_json(join(folder, "dataset.json"))
+
+
+@contextlib.contextmanager
+def scratch_env(synthetic_config: dict = None):
+    """nnUNet_results -> a temporary folder (trainer logs land there); for synthetic plans also a stand-in
+    nnUNet_preprocessed holding one empty .b2nd file, so that nnUNetTrainer.initialize() can infer a dataset class."""
+    saved = {k: os.environ.get(k) for k in ("nnUNet_results", "nnUNet_preprocessed")}
+    with tempfile.TemporaryDirectory(prefix="anatomask_benchmark_") as tmp:
+        os.environ["nnUNet_results"] = join(tmp, "results")
+        if synthetic_config is not None:
+            os.environ["nnUNet_preprocessed"] = join(tmp, "preprocessed")
+            data = join(tmp, "preprocessed", SYNTHETIC_DATASET, synthetic_config["data_identifier"])
+            os.makedirs(data)
+            open(join(data, "stand_in.b2nd"), "w").close()
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def make_trainer(plans: dict, dataset_json: dict, configuration: str, fold, device: torch.device) -> nnUNetTrainer:
+    """nnU-Net's own trainer, built and initialised as nnUNetv2_train does (its chatter swallowed)."""
+    plans = {**plans, "continue_training": False}
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer = nnUNetTrainer(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json,
+                                device=device)
+        trainer.initialize()
+    return trainer
+
+
+def synthetic_batch(trainer: nnUNetTrainer) -> dict:
+    """Random image [B, C, *patch] and int16 deep-supervision targets, as nnU-Net's loader hands them over."""
+    patch, b = trainer.configuration_manager.patch_size, trainer.batch_size
+    data = torch.randn(b, trainer.num_input_channels, *patch)
+    labels = trainer.label_manager.num_segmentation_heads
+    target = [torch.randint(0, labels, (b, 1, *[round(p * s) for p, s in zip(patch, scale)]), dtype=torch.int16)
+              for scale in trainer._get_deep_supervision_scales()]
+    return {"data": data, "target": target}
+
+
+def first_batch(trainer: nnUNetTrainer) -> dict:
+    """One batch of nnU-Net's own training data loader (real data, nnU-Net's augmentation)."""
+    loader_tr, loader_val = trainer.get_dataloaders()
+    try:
+        return next(loader_tr)
+    finally:
+        shutdown(loader_tr)
+        shutdown(loader_val)
+
+
+def release(trainer: nnUNetTrainer) -> None:
+    """Drop the trainer's network, optimiser and loss (initialize() builds them again)."""
+    trainer.network = trainer.optimizer = trainer.lr_scheduler = trainer.loss = None
+    trainer.was_initialized = False
+    gc.collect()
+    empty_cache(trainer.device)
+
+
+# ==================================================================== measuring
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(device: torch.device):
+    """nnU-Net's rule: autocast on CUDA only."""
+    return torch.autocast("cuda", enabled=True) if device.type == "cuda" else dummy_context()
+
+
+def timed_ms(fn, device: torch.device) -> float:
+    start = perf_counter()
+    fn()
+    sync(device)
+    return 1e3 * (perf_counter() - start)
+
+
+def interleaved_medians(fns: dict, steps: int, warmup: int, device: torch.device) -> dict[str, float]:
+    """Median ms of each callable, after `warmup` calls each, the callables taking turns call by call: a change
+    of machine load (other processes on a shared CPU, GPU clocks) hits each alike, so their ratios hold up."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(steps):
+        for name, fn in fns.items():
+            times[name].append(timed_ms(fn, device))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def iterations_per_s(step, batches, steps: int, warmup: int, device: torch.device) -> float:
+    """End-to-end it/s of `step(next(batches))`: data loading and the step, as the training loop runs them."""
+    for _ in range(warmup):
+        step(next(batches))
+    sync(device)
+    start = perf_counter()
+    for _ in range(steps):
+        step(next(batches))
+    sync(device)
+    return steps / (perf_counter() - start)
+
+
+def _proc_status_bytes(key: str) -> int:
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(key + ":"))
+    return int(line.split()[1]) * 1024
+
+
+class PeakMemory:
+    """Peak memory of a row over what was allocated before the row was built (so: its weights, optimiser
+    state, gradients, teacher and the step's activations). CUDA: max_memory_allocated. CPU (Linux): peak
+    resident set size (VmHWM, reset through /proc/self/clear_refs) over VmRSS before the build, freed heap
+    memory first returned to the system (malloc_trim); 'n/a' where that is not possible."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.base = device, None
+        gc.collect()
+        empty_cache(device)
+        if device.type == "cuda":
+            self.base = torch.cuda.memory_allocated(device)
+            return
+        with contextlib.suppress(OSError, AttributeError, StopIteration):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            self.base = _proc_status_bytes("VmRSS")
+
+    def reset_peak(self) -> None:
+        """Forget the peak so far (warm-up, compilation) but not what is allocated now."""
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current RSS
+        except OSError:
+            self.base = None
+
+    def peak_mib(self) -> float:
+        if self.device.type == "cuda":
+            return (torch.cuda.max_memory_allocated(self.device) - self.base) / 2 ** 20
+        return float("nan") if self.base is None else (_proc_status_bytes("VmHWM") - self.base) / 2 ** 20
+
+
+def measured_build(name: str, build, batch: dict, args) -> Row:
+    """Build a row's step inside a memory window, run the warm-up, then one step for the peak memory."""
+    memory = PeakMemory(torch.device(args.device))
+    row = Row(name, *build())
+    for _ in range(args.warmup):
+        row.step(batch)
+    memory.reset_peak()
+    row.step(batch)
+    row.peak_mib = memory.peak_mib()
+    return row
+
+
+# ==================================================================== the rows
+def supervised_parts(trainer: nnUNetTrainer):
+    """nnU-Net's network, loss and optimiser (initialize()) and its own nnUNetTrainer.train_step."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer.initialize()
+
+    def batches():
+        loader_tr, loader_val = trainer.get_dataloaders()
+        shutdown(loader_val)
+        return loader_tr
+
+    return trainer.train_step, batches, None
+
+
+def scheme_parts(trainer: nnUNetTrainer, scheme_name: str):
+    """A Stage1Runner at its last epoch (AnatoMask: alpha = 0.5, the teacher runs); the step as train_epoch
+    runs it, the batch moved to the device first."""
+    runner = Stage1Runner(trainer, SCHEMES[scheme_name])
+    runner.num_epochs = max(runner.num_epochs, 2)
+    runner.build()
+    epoch, device = runner.num_epochs - 1, trainer.device
+    step = lambda b: runner.train_step(b["data"].to(device, non_blocking=True), epoch)  # noqa: E731
+    return step, lambda: stage1_batches(trainer), runner
+
+
+def our_costs(runner: Stage1Runner, batch: dict, args) -> dict:
+    """ms of a stage-1 step and of its parts that are ours, called as train_step calls them, taking turns."""
+    scheme, model, device, epoch = runner.scheme, runner.model, runner.trainer.device, runner.num_epochs - 1
+    images = batch["data"].to(device)
+    cell_mask = scheme.select_mask(images, epoch)
+    grid_mask = cell_mask.view(images.shape[0], *runner.grid.cells_per_axis)
+    with torch.no_grad(), autocast(device):
+        prediction = runner.forward(images, grid_mask)
+
+    def loss():
+        with torch.no_grad(), autocast(device):
+            scheme.loss(images, prediction, cell_mask, epoch)
+
+    def forward_backward(forward):
+        with autocast(device):
+            out = forward()
+        out.float().square().mean().backward()
+
+    dense_network = torch.compile(model.network) if runner.trainer._do_i_compile() else model.network
+    fns = {"step": lambda: runner.train_step(images, epoch), "select_mask": lambda: scheme.select_mask(images, epoch),
+           "loss": loss, "on_step_end": lambda: scheme.on_step_end(epoch),
+           "masked": lambda: forward_backward(lambda: runner.forward(images, grid_mask)),
+           "dense": lambda: (model.set_mask(None), forward_backward(lambda: dense_network(images)))}
+    if hasattr(scheme, "teacher_scores"):
+        fns["teacher"] = lambda: scheme.teacher_scores(images)
+    parts = interleaved_medians(fns, args.steps, args.warmup, device)
+    parts["emulation"] = parts.pop("masked") - parts.pop("dense")
+    runner.optimizer.zero_grad(set_to_none=True)
+    return parts
+
+
+def bench(trainer: nnUNetTrainer, batch: dict, args) -> list[Row]:
+    """Build every row (memory), time them in turns, then end-to-end (--dataset) and our costs one by one."""
+    release(trainer)  # its network is built again inside the supervised row's memory window
+    rows = [measured_build("supervised (nnUNetTrainer.train_step)", lambda: supervised_parts(trainer), batch, args)]
+    rows += [measured_build(name, lambda name=name: scheme_parts(trainer, name), batch, args)
+             for name in args.schemes]
+    medians = interleaved_medians({row.name: lambda row=row: row.step(batch) for row in rows}, args.steps, 0,
+                                  trainer.device)  # warmed up in measured_build
+    for row in rows:
+        row.step_ms = medians[row.name]
+    for row in rows:
+        if args.dataset is not None:
+            batches = row.batches()
+            try:
+                row.e2e_its = iterations_per_s(row.step, batches, args.steps, args.warmup, trainer.device)
+            finally:
+                shutdown(batches)
+        if row.runner is not None:
+            row.parts = our_costs(row.runner, batch, args)
+    return rows
+
+
+# ==================================================================== torch.compile check
+def explain_masked_forward(trainer: nnUNetTrainer, images: torch.Tensor) -> list[str]:
+    """torch._dynamo.explain of MaskedReconstructionModel.forward, and the graphs compiled over three masks."""
+    runner = Stage1Runner(trainer, SCHEMES["RandomMask"])
+    runner.build()
+    images = images.to(trainer.device)
+    masks = [runner.scheme.select_mask(images, 0).view(images.shape[0], *runner.grid.cells_per_axis)
+             for _ in range(3)]
+    torch._dynamo.reset()
+    result = torch._dynamo.explain(runner.model)(images, masks[0])
+    lines = [f"torch._dynamo.explain(MaskedReconstructionModel)(images, cell_mask): {result.graph_count} graph(s), "
+             f"{result.graph_break_count} graph break(s), {result.op_count} ops"]
+    for reason in result.break_reasons:
+        frame = reason.user_stack[-1] if reason.user_stack else None
+        where = f" at {frame.filename}:{frame.lineno}" if frame is not None else ""
+        lines.append(f"  break: {reason.reason}{where}")
+    torch._dynamo.reset()
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    compiled = torch.compile(runner.model, backend=counting_backend)
+    for mask in masks:
+        compiled(images, mask)
+    lines.append(f"torch.compile over 3 different masks: {len(graphs)} graph(s) compiled "
+                 f"({'no recompilation' if len(graphs) == result.graph_count else 'RECOMPILED on a new mask'})")
+    torch._dynamo.reset()
+    return lines
+
+
+# ==================================================================== report
+def _fmt(x: float, digits: int = 1) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def main_table(rows: list[Row]) -> list[str]:
+    base = rows[0]
+    lines = ["| step | ms/step | × supervised | peak memory MiB | × supervised | step-only it/s | end-to-end it/s "
+             "| end-to-end / step-only |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        step_its = 1e3 / r.step_ms
+        lines.append(f"| {r.name} | {_fmt(r.step_ms)} | {_fmt(r.step_ms / base.step_ms, 2)} | {_fmt(r.peak_mib, 0)} "
+                     f"| {_fmt(r.peak_mib / base.peak_mib if base.peak_mib > 0 else float('nan'), 2)} "
+                     f"| {_fmt(step_its, 2)} | {_fmt(r.e2e_its, 2)} | {_fmt(r.e2e_its / step_its, 2)} |")
+    return lines
+
+
+def costs_table(rows: list[Row]) -> list[str]:
+    columns = [("select_mask", "select_mask"), ("teacher", "of which teacher forward"),
+               ("loss", "loss + logged figures (forward)"), ("on_step_end", "on_step_end (EMA)"),
+               ("emulation", "emulation")]
+    lines = ["| scheme | stage-1 step ms | " + " | ".join(f"{title} ms (% of step)" for _, title in columns) + " |",
+             "|---|---:|" + "---:|" * len(columns)]
+    for r in rows[1:]:
+        step = r.parts["step"]
+        cells = [f"{_fmt(r.parts[k], 2)} ({_fmt(100 * r.parts[k] / step)} %)" if k in r.parts else "–"
+                 for k, _ in columns]
+        lines.append(f"| {r.name} | {_fmt(step)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def machine_lines(device: torch.device) -> list[str]:
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none used"
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return [f"- machine: {cpu}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}; GPU: {gpu}",
+            f"- torch {torch.__version__}, nnunetv2 {version('nnunetv2')}, Python {platform.python_version()}",
+            f"- load average (1, 5, 15 min) at the end: {load}"]
+
+
+def report(args, argv: list[str], header: list[str], rows: list[Row], explain: list[str]) -> str:
+    text = [f"## Stage-1 benchmark: {header[0]}", "",
+            f"- command: `python -m nnunet_anatomask.benchmark {shlex.join(argv)}`",
+            f"- date: {datetime.now().astimezone().isoformat(timespec='seconds')}", *header[1:],
+            *machine_lines(torch.device(args.device)),
+            f"- ms/step: median of {args.steps} steps per row, the rows taking turns step by step, after "
+            f"{args.warmup} warm-up steps + 1 step for the peak memory; device synchronised after each step", "",
+            *main_table(rows), "",
+            "Our costs: the stage-1 step and each part that is ours, called as the step calls it (loss: forward "
+            "only), taking turns (median, same steps); emulation = masked forward + backward minus the same "
+            "network's dense forward + backward:", "", *costs_table(rows)]
+    if explain:
+        text += ["", "torch.compile check:", "", *[f"    {line}" for line in explain]]
+    return "\n".join(text) + "\n"
+
+
+# ==================================================================== command line
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m nnunet_anatomask.benchmark", description=__doc__.split("\n")[0])
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--synthetic", choices=sorted(SIZES), help="in-memory plans of a named size, random batch")
+    source.add_argument("--dataset", help="a preprocessed dataset (name or id; needs nnUNet_preprocessed)")
+    p.add_argument("--configuration", default="3d_fullres", help="with --dataset (default 3d_fullres)")
+    p.add_argument("--plans", default="nnUNetPlans", help="plans identifier, with --dataset")
+    p.add_argument("--fold", default="0", help="fold whose training cases feed the loaders, with --dataset")
+    p.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES))
+    p.add_argument("--steps", type=int, default=20, help="timed steps per measurement (median)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation, allocator)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    p.add_argument("--explain", action="store_true", help="torch._dynamo.explain the masked forward")
+    p.add_argument("--output", help="also write the report (markdown) to this file")
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
+        p.error("--steps and --threads must be >= 1, --warmup >= 0")
+    args.fold = args.fold if args.fold == "all" else int(args.fold)
+    return args
+
+
+def run(args) -> tuple[list[str], list[Row], list[str]]:
+    """Build nnU-Net's trainer for the plans, then time the supervised step and every scheme's step."""
+    device = torch.device(args.device)
+    if args.synthetic:
+        plans, dataset_json = synthetic_plans(args.synthetic)
+        configuration, synthetic = "3d_fullres", plans["configurations"]["3d_fullres"]
+    else:
+        plans, dataset_json = dataset_plans(args.dataset, args.plans)
+        configuration, synthetic = args.configuration, None
+    with scratch_env(synthetic):
+        trainer = make_trainer(plans, dataset_json, configuration, args.fold, device)
+        batch = synthetic_batch(trainer) if synthetic else first_batch(trainer)
+        if device.type == "cuda":  # as nnU-Net's loader hands batches over (pin_memory)
+            batch = {"data": batch["data"].pin_memory(), "target": [t.pin_memory() for t in batch["target"]]}
+        cm = trainer.configuration_manager
+        header = [f"{args.synthetic or plans['dataset_name']} {configuration} ({plans['plans_name']})",
+                  f"- network: {cm.network_arch_class_name.split('.')[-1]}, "
+                  f"{cm.network_arch_init_kwargs['n_stages']} stages, features "
+                  f"{cm.network_arch_init_kwargs['features_per_stage']}; patch {list(cm.patch_size)}, "
+                  f"batch {tuple(batch['data'].shape)}; device {device}, torch.compile "
+                  f"{'on' if trainer._do_i_compile() else 'off'} (nnU-Net's rule), autocast "
+                  f"{'fp16' if device.type == 'cuda' else 'off'}"]
+        rows = bench(trainer, batch, args)
+        explain = explain_masked_forward(trainer, batch["data"]) if args.explain else []
+    return header, rows, explain
+
+
+def main(argv: list[str] = None) -> str:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads or threads)
+    try:
+        text = report(args, argv, *run(args))
+    finally:
+        torch.set_num_threads(threads)
+    print(text, flush=True)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
