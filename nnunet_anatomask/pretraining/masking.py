@@ -28,15 +28,19 @@ def hardest_cells(scores: torch.Tensor, random_key: torch.Tensor, n_hard: int) -
     return by_key.gather(1, by_score[:, :n_hard])
 
 
+def mask_with_cells_first(first_cells: torch.Tensor, random_key: torch.Tensor, n_masked: int) -> torch.Tensor:
+    """Mask the given cells [B, k] (k <= n_masked) plus n_masked - k other cells chosen by the random key."""
+    priority = random_key.clone()
+    priority.scatter_(1, first_cells, 2.0)  # keys lie in [0, 1)
+    return top_n_mask(priority, n_masked)
+
+
 def guided_mask(scores: torch.Tensor, random_key: torch.Tensor, n_masked: int, n_hard: int) -> torch.Tensor:
     """AnatoMask / HPM selection: the n_hard highest-scoring cells plus n_masked - n_hard random other cells.
 
     With n_hard = 0, or scores all equal, this is exactly random_mask(random_key, n_masked).
     """
-    priority = random_key.clone()
-    if n_hard > 0:
-        priority.scatter_(1, hardest_cells(scores, random_key, n_hard), 2.0)  # keys lie in [0, 1)
-    return top_n_mask(priority, n_masked)
+    return mask_with_cells_first(hardest_cells(scores, random_key, n_hard), random_key, n_masked)
 
 
 def complementary_masks(random_key: torch.Tensor, k: int) -> torch.Tensor:

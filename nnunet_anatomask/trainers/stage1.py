@@ -86,7 +86,10 @@ class Stage1Runner:
         params = list(self.model.parameters()) + s.trainable_parameters()
         self.optimizer = torch.optim.AdamW(params, lr=s.base_lr, betas=s.betas, weight_decay=s.weight_decay)
         self.grad_scaler = torch.amp.GradScaler("cuda") if tr.device.type == "cuda" else None
-        self.forward = torch.compile(self.model) if tr._do_i_compile() else self.model
+        self.forward = self.model
+        if tr._do_i_compile():  # where nnU-Net compiles (CUDA, nnUNet_compile not off)
+            self.forward = torch.compile(self.model)
+            self.scheme.compile_()
         self.log = Stage1Log(self.folder, f"stage 1: {s.name} on {tr.plans_manager.dataset_name} "
                                           f"{tr.configuration_name} fold {tr.fold}")
         self.current_epoch = 0
@@ -136,11 +139,11 @@ class Stage1Runner:
 
     def train_step(self, images: torch.Tensor, epoch: int):
         """One optimiser step: the scheme picks the mask, the masked model reconstructs, the scheme scores."""
-        cell_mask = self.scheme.select_mask(images, epoch)
-        grid_mask = cell_mask.view(images.shape[0], *self.grid.cells_per_axis)
         self.optimizer.zero_grad(set_to_none=True)
         cuda = self.trainer.device.type == "cuda"
-        with torch.autocast("cuda", enabled=True) if cuda else dummy_context():
+        with torch.autocast("cuda", enabled=True) if cuda else dummy_context():  # as nnU-Net's train_step
+            cell_mask = self.scheme.select_mask(images, epoch)  # a teacher forward runs in mixed precision too
+            grid_mask = cell_mask.view(images.shape[0], *self.grid.cells_per_axis)
             prediction = self.forward(images, grid_mask)
             loss, figures = self.scheme.loss(images, prediction, cell_mask, epoch)
         if self.grad_scaler is not None:

@@ -26,6 +26,7 @@ class AnatoMaskScheme(MaskingScheme):
         if self.error_map not in ("random", "complementary"):
             raise ValueError(f"error_map must be 'random' or 'complementary', got {self.error_map!r}")
         self.teacher = make_teacher(self.student)
+        self._teacher_forward = (self.teacher,)  # a tuple: a compiled wrapper must not join the state_dict
         self._hard = self._scores = None  # per-step scratch: select_mask -> loss
 
     def alpha(self, epoch: int) -> float:
@@ -50,7 +51,7 @@ class AnatoMaskScheme(MaskingScheme):
             teacher_masks = masking.random_mask(self.random_key(images), teacher_n)[None]
         scores = torch.zeros(images.shape[0], self.grid.num_cells, device=images.device)
         for teacher_mask in teacher_masks:
-            prediction = self.teacher(images, teacher_mask.view(-1, *self.grid.cells_per_axis))
+            prediction = self._teacher_forward[0](images, teacher_mask.view(-1, *self.grid.cells_per_axis))
             scores += losses.per_cell_error(prediction, images, self.grid) * teacher_mask
         return scores
 
@@ -62,10 +63,10 @@ class AnatoMaskScheme(MaskingScheme):
             self.picture_maps, self._hard = {}, None
             return masking.random_mask(key, n_masked)
         scores = self.teacher_scores(images)
-        hard = torch.zeros_like(key, dtype=torch.bool).scatter_(
-            1, masking.hardest_cells(scores, key, n_hard), True)
+        hard_cells = masking.hardest_cells(scores, key, n_hard)
+        hard = torch.zeros_like(key, dtype=torch.bool).scatter_(1, hard_cells, True)
         self.picture_maps, self._hard, self._scores = {"teacher error": scores}, hard, scores
-        return masking.guided_mask(scores, key, n_masked, n_hard)
+        return masking.mask_with_cells_first(hard_cells, key, n_masked)
 
     def loss(self, images, prediction, cell_mask, epoch):
         loss, figures = super().loss(images, prediction, cell_mask, epoch)
@@ -77,6 +78,10 @@ class AnatoMaskScheme(MaskingScheme):
             figures["hard_fraction"] = (hard_f * cell_mask).sum() / cell_mask.float().sum()
             figures["hard_fg_overlap"] = (hard_f * foreground).sum() / hard_f.sum().clamp_min(1.0)
         return loss, figures
+
+    def compile_(self) -> None:
+        """Compile the teacher's forward too (the runner compiles the student where nnU-Net compiles)."""
+        self._teacher_forward = (torch.compile(self.teacher),)
 
     def on_step_end(self, epoch: int) -> None:
         ema_update_(self.teacher, self.student, self.momentum(epoch))

@@ -61,6 +61,9 @@ class MaskingScheme(nn.Module):
     def on_step_end(self, epoch: int) -> None:
         """Called after every optimiser step (teacher EMA, running statistics)."""
 
+    def compile_(self) -> None:
+        """torch.compile the scheme's own forward passes (teacher, heads); called where the student is compiled."""
+
     def epoch_figures(self, epoch: int) -> dict[str, float]:
         """Schedule values to log once per epoch."""
         return {"mask_ratio": self.ratio(epoch)}
