@@ -105,3 +105,19 @@ def test_too_few_cases_for_five_folds(demo3d, monkeypatch, tmp_path):
     trainer = make_trainer(planned, nnUNetTrainerRandomMask, monkeypatch, tmp_path)
     with pytest.raises(ConfigurationError, match="has 3 training cases.*needs at least 5"):
         trainer.run_pretraining()
+
+
+def test_configuration_missing_from_plans(demo3d, monkeypatch, tmp_path):
+    with pytest.raises(RuntimeError, match="3d_lowres not found in plans"):  # nnU-Net's own message
+        make_trainer(demo3d, nnUNetTrainerRandomMask, monkeypatch, tmp_path, config="3d_lowres")
+
+
+def test_preprocessed_data_missing(demo3d, monkeypatch, tmp_path):
+    plans = demo3d.plans()
+    plans["configurations"]["3d_unprocessed"] = {"inherits_from": "3d_fullres",
+                                                 "data_identifier": "nnUNetPlans_3d_unprocessed"}
+    trainer = make_trainer(demo3d, nnUNetTrainerRandomMask, monkeypatch, tmp_path, config="3d_unprocessed",
+                           plans=plans)
+    with pytest.raises(ConfigurationError, match="No preprocessed data for configuration '3d_unprocessed'.*"
+                                                 "nnUNetv2_plan_and_preprocess"):
+        trainer.run_pretraining()

@@ -93,3 +93,16 @@ def test_multi_gpu_is_refused_at_once(demo3d, monkeypatch, tmp_path):
             make_trainer(demo3d, nnUNetTrainerRandomMask, monkeypatch, tmp_path)
     finally:
         dist.destroy_process_group()
+
+
+def test_3d_lowres_works(demo3d, monkeypatch, tmp_path):
+    """3d_lowres is a plain (non-cascade) configuration for us: stage 1 runs (here on the full-res data)."""
+    for name, value in {"nnUNet_anatomask_pretrain_epochs": "1", "nnUNet_anatomask_iters_per_epoch": "1",
+                        "nnUNet_n_proc_DA": "0"}.items():
+        monkeypatch.setenv(name, value)
+    plans = demo3d.plans()
+    plans["configurations"]["3d_lowres"] = {"inherits_from": "3d_fullres", "next_stage": "3d_cascade_fullres"}
+    trainer = make_trainer(demo3d, nnUNetTrainerRandomMask, monkeypatch, tmp_path, config="3d_lowres", plans=plans)
+    assert not trainer.is_cascaded
+    final = trainer.run_pretraining()
+    assert load_weights_only(final)["configuration"] == "3d_lowres"
