@@ -146,15 +146,15 @@ class Stage1Runner:
             grid_mask = cell_mask.view(images.shape[0], *self.grid.cells_per_axis)
             prediction = self.forward(images, grid_mask)
             loss, figures = self.scheme.loss(images, prediction, cell_mask, epoch)
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.scheme.grad_clip)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
+        scaler = self.grad_scaler
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        if scaler is not None:
+            scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.scheme.grad_clip)
+        if scaler is not None:
+            scaler.step(self.optimizer)
+            scaler.update()
         else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.scheme.grad_clip)
             self.optimizer.step()
         self.scheme.on_step_end(epoch)
         loss = loss.detach()
