@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from nnunet_anatomask.evaluation.harness import SCRATCH, SIZES, scheme_trainers
+from nnunet_anatomask.evaluation.protocol import SIZES
+from nnunet_anatomask.evaluation.trainer_names import SCRATCH, scheme_trainers
 from tests.conftest import clean_env
 
 

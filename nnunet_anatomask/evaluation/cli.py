@@ -1,0 +1,85 @@
+"""``python -m nnunet_anatomask.evaluate``: the command line of the harness, the only place that exits."""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import replace
+from typing import Optional, Sequence
+
+from nnunet_anatomask.evaluation.anatomy_dataset import SourceMissing
+from nnunet_anatomask.evaluation.errors import EvaluationError
+from nnunet_anatomask.evaluation.protocol import SIZES, Size
+from nnunet_anatomask.evaluation.record import check_same_run
+from nnunet_anatomask.evaluation.trainer_names import scheme_trainers
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m nnunet_anatomask.evaluate",
+                                description="Every masking scheme vs nnUNetTrainerScratch across label fractions, "
+                                            "through the real nnU-Net pipeline. Resumable: rerun the same command.")
+    p.add_argument("--size", choices=sorted(SIZES), required=True,
+                   help="; ".join(f"{k}: {v.note}" for k, v in SIZES.items()))
+    p.add_argument("--output", default=None, help="working folder (default ./evaluation_output/<size>)")
+    p.add_argument("--schemes", nargs="+", default=None, help="default: every registered scheme")
+    p.add_argument("--fractions", nargs="+", type=float, default=None,
+                   help="label fractions of the labelled training cases (default: the size's)")
+    p.add_argument("--budget", nargs=3, type=int, default=None,
+                   metavar=("PRETRAIN_EPOCHS", "FINETUNE_EPOCHS", "ITERS_PER_EPOCH"),
+                   help="override the size's run lengths (a quick look; the report says so)")
+    p.add_argument("--device", choices=("cpu", "cuda", "mps"), default=None,
+                   help="default: cuda when available, else cpu")
+    p.add_argument("--stop-after", choices=("data", "plan", "stage1"), default=None,
+                   help="stop after this step (a later run without it resumes)")
+    p.add_argument("--report-only", action="store_true", help="only rewrite the report from finished steps")
+    return p.parse_args(argv)
+
+
+def with_budget(size: Size, budget: Optional[Sequence[int]]) -> Size:
+    if not budget:
+        return size
+    if min(budget) < 1:
+        raise EvaluationError(f"--budget {' '.join(map(str, budget))}: every value must be >= 1.")
+    return replace(size, pretrain_epochs=budget[0], finetune_epochs=budget[1], iters_per_epoch=budget[2],
+                   save_every=min(size.save_every, budget[0], budget[1]),
+                   note=size.note + f"; BUDGET OVERRIDDEN with --budget {' '.join(map(str, budget))}")
+
+
+def default_device() -> str:
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_evaluation(a: argparse.Namespace) -> str:
+    """The evaluation the parsed arguments ask for; returns the report's path. Raises EvaluationError."""
+    from nnunet_anatomask.evaluation.pipeline import Run
+    size = with_budget(SIZES[a.size], a.budget)
+    device = a.device or default_device()
+    out = os.path.abspath(a.output or os.path.join("evaluation_output", a.size))
+    os.makedirs(out, exist_ok=True)
+    run = Run(size, out, scheme_trainers(a.schemes), list(a.fractions or size.fractions), device,
+              log=lambda m: print(m, flush=True))
+    # nnunetv2.paths reads these when first imported: set them before the report or the predictor imports it
+    lay = run.layout
+    os.environ.update({"nnUNet_raw": lay.raw, "nnUNet_preprocessed": lay.preprocessed, "nnUNet_results": lay.results})
+    if device == "cpu":
+        os.environ["nnUNet_def_n_proc"] = "1"
+    from nnunet_anatomask.evaluation.report import write_report
+    run.log(f"evaluate --size {a.size}: {size.note}\n  output {out}; trainers {run.all_trainers()}; "
+            f"device {device}")
+    t0 = time.time()
+    if not a.report_only:
+        check_same_run(out, run.settings())
+        stopped_at = run.execute(a.stop_after)
+        if stopped_at is not None:
+            return stopped_at
+    report = write_report(run, None if a.report_only else time.time() - t0)
+    run.log(f"report: {report}")
+    return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> str:
+    try:
+        return run_evaluation(parse_args(argv))
+    except (EvaluationError, SourceMissing) as e:
+        raise SystemExit(f"evaluate: {e}") from None
