@@ -14,11 +14,12 @@ Sources (either or both):
 
 Label sets (left and right merged, because nnU-Net mirrors during training and inference):
 
-* ``lobes`` (needs mricron-data): AAL regions grouped into 7 grey-matter structures, see ``LOBES``.
-  Colin27: the AAL labels as drawn on it. ICBM152 (needs both packages): each grey-matter voxel of ICBM152's own
-  tissue maps (GM probability >= 0.5 and >= WM probability) gets the group of the nearest AAL voxel; Colin27
-  and ICBM152 both live in MNI space, so AAL decides only the (conventional) borders between structures while the
-  grey/white border follows the ICBM152 image itself.
+* ``lobes`` (needs mricron-data): 6 lobar volumes, see ``LOBES``, made by one rule on every template: each
+  voxel of the template's own brain (its non-zero, skull-stripped T1) takes the group of the nearest AAL voxel,
+  AAL read through MNI coordinates. Colin27 and ICBM152 both live in MNI space, so the same rule labels both and
+  a held-out template measures a new brain, not a new labelling method. AAL is a grey-matter atlas: the nearest-
+  voxel fill extends each group into the white matter beneath it (the borders between lobes inside the white
+  matter are AAL's Voronoi borders, conventional, not visible in the image).
 * ``tissue`` (needs nilearn): ICBM152 grey matter and white matter (the most probable of GM, WM, rest).
 
 Subjects: every subject is one template under a random affine + smooth elastic deformation, resampled to a
@@ -52,19 +53,21 @@ INSTALL_HINT = ("Install one of them (nothing is downloaded at run time): `apt-g
                 "2009 T1 + tissue maps inside the wheel, label set 'tissue'; with both, 'lobes' is tested on "
                 "a held-out template).")
 
-# AAL region-name prefixes (side suffix _L/_R removed) -> structure; label values in this order, from 1.
+# AAL region-name prefixes (side suffix _L/_R removed) -> structure; label values in this order, from 1. AAL's
+# limbic regions (insula, cingulum, hippocampus, parahippocampal gyrus, amygdala) are in no group (ours): thin and
+# scattered, they join the nearest lobe, like the white matter; the brainstem joins the cerebellum that way.
 LOBES = {
     "frontal": ("Precentral", "Frontal_", "Rolandic_Oper", "Supp_Motor_Area", "Olfactory", "Rectus",
                 "Paracentral_Lobule"),
     "temporal": ("Temporal_", "Heschl", "Fusiform"),
     "parietal": ("Postcentral", "Parietal_", "SupraMarginal", "Angular", "Precuneus"),
     "occipital": ("Calcarine", "Cuneus", "Lingual", "Occipital_"),
-    "limbic_insula": ("Insula", "Cingulum_", "Hippocampus", "ParaHippocampal", "Amygdala"),
-    "deep_grey": ("Caudate", "Putamen", "Pallidum", "Thalamus"),
+    "central": ("Caudate", "Putamen", "Pallidum", "Thalamus"),
     "cerebellum": ("Cerebelum_", "Vermis_"),
 }
 TISSUE = ("grey_matter", "white_matter")
 LABEL_SETS = {"lobes": tuple(LOBES), "tissue": TISSUE}
+LABEL_RULES = {"lobes": "nearest AAL group in the brain mask, MNI space", "tissue": "most probable ICBM152 class"}
 
 
 class SourceMissing(RuntimeError):
@@ -160,45 +163,38 @@ def _crop_to_brain(image: np.ndarray, labels: np.ndarray, margin: int = 4):
     return image[sl], labels[sl]
 
 
-def _kmeans_1d(values: np.ndarray, k: int = 3, iters: int = 50) -> np.ndarray:
-    """Sorted cluster centres of 1-D k-means (initialised at evenly spaced percentiles)."""
-    centres = np.percentile(values, np.linspace(10, 90, k))
-    for _ in range(iters):
-        assign = np.argmin(np.abs(values[:, None] - centres[None]), axis=1)
-        new = np.array([values[assign == j].mean() if np.any(assign == j) else centres[j] for j in range(k)])
-        if np.allclose(new, centres):
-            break
-        centres = new
-    return np.sort(centres)
+def _lobar_volumes(template_t1: sitk.Image, brain: np.ndarray, mricron_dir: str) -> np.ndarray:
+    """The ``lobes`` rule on one template: every brain voxel takes the group of the nearest AAL voxel, AAL
+    resampled through world (MNI) coordinates onto the template's grid."""
+    aal = _read(os.path.join(mricron_dir, "aal.nii.gz"))
+    aal_arr = sitk.GetArrayFromImage(sitk.Resample(aal, template_t1, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
+    groups = _aal_groups(os.path.join(mricron_dir, "aal.nii.txt"))[aal_arr.astype(np.int64)]
+    nearest = ndimage.distance_transform_edt(groups == 0, return_distances=False, return_indices=True)
+    return np.where(brain, groups[tuple(nearest)], 0).astype(np.uint8)
 
 
-def _lobes_on_grey(groups: np.ndarray, grey: np.ndarray, max_mm: float = 4.0) -> np.ndarray:
-    """Structure labels on a template's own grey matter (1 mm grid): cortical/cerebellar grey voxels within
-    ``max_mm`` of AAL take the structure of the nearest AAL voxel; the deep-grey nuclei are AAL's own (in T1
-    tissue classes they are partly white)."""
-    deep = list(LOBES).index("deep_grey") + 1
-    cortical = np.where(groups == deep, 0, groups)
-    dist, idx = ndimage.distance_transform_edt(cortical == 0, return_indices=True)
-    labels = np.where(grey & (dist <= max_mm), cortical[tuple(idx)], 0).astype(np.uint8)
-    labels[groups == deep] = deep
-    return labels
+LOBES_NOTE = ("every voxel of the template's own brain (largest non-zero region of the skull-stripped T1) labelled with the group of the "
+              "nearest AAL voxel, AAL read through MNI coordinates (the same rule on every template)")
+
+
+def _brain_mask(image: np.ndarray) -> np.ndarray:
+    """The template's brain: its largest connected non-zero region (Colin27's ch2bet keeps a few stray voxels
+    below the cerebellum)."""
+    components, n = ndimage.label(image > 0)
+    if n <= 1:
+        return components > 0
+    return components == 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(image), components, range(1, n + 1))))
 
 
 def colin27_lobes(mricron_dir: str) -> Template:
     img = _read(os.path.join(mricron_dir, "ch2bet.nii.gz"))
-    aal = _read(os.path.join(mricron_dir, "aal.nii.gz"))
     image = sitk.GetArrayFromImage(img).astype(np.float32)
-    aal_arr = sitk.GetArrayFromImage(sitk.Resample(aal, img, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
-    groups = _aal_groups(os.path.join(mricron_dir, "aal.nii.txt"))[aal_arr.astype(np.int64)]
-    brain = image > 0
-    csf_c, gm_c, wm_c = _kmeans_1d(image[brain])
-    grey = brain & (image > (csf_c + gm_c) / 2) & (image < (gm_c + wm_c) / 2)
-    labels = _lobes_on_grey(groups, grey)
-    labels[~brain] = 0
+    brain = _brain_mask(image)
+    image[~brain] = 0
+    labels = _lobar_volumes(img, brain, mricron_dir)
     image, labels = _crop_to_brain(image, labels)
     return Template("colin27", image, labels, tuple(reversed(img.GetSpacing())), "mricron-data: ch2bet.nii.gz",
-                    "Colin27's own grey matter (3-class k-means of the T1 intensities in the brain mask), each "
-                    "voxel given the structure of the nearest AAL voxel; deep grey = AAL's nuclei")
+                    LOBES_NOTE)
 
 
 def _icbm152(nilearn_dir: str):
@@ -220,19 +216,13 @@ def icbm152_tissue(nilearn_dir: str) -> Template:
 
 
 def icbm152_lobes(nilearn_dir: str, mricron_dir: str) -> Template:
-    t1, image, gm, wm = _icbm152(nilearn_dir)
-    aal = _read(os.path.join(mricron_dir, "aal.nii.gz"))
-    # both live in MNI space: resample AAL through world coordinates onto the ICBM152 grid
-    aal_arr = sitk.GetArrayFromImage(sitk.Resample(aal, t1, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
-    groups = _aal_groups(os.path.join(mricron_dir, "aal.nii.txt"))[aal_arr.astype(np.int64)]
-    grey = (gm >= 0.5) & (gm >= wm)
-    labels = _lobes_on_grey(groups, grey)
-    labels[(gm + wm) < 0.1] = 0
-    image[(gm + wm) < 0.1] = 0
+    t1, image, _, _ = _icbm152(nilearn_dir)
+    brain = _brain_mask(image)
+    image[~brain] = 0
+    labels = _lobar_volumes(t1, brain, mricron_dir)
     image, labels = _crop_to_brain(image, labels)
     return Template("icbm152", image, labels, tuple(reversed(t1.GetSpacing())), "nilearn: " + NILEARN_FILES["t1"],
-                    "ICBM152's own grey matter (GM prob >= 0.5 and >= WM), each voxel given the structure of the "
-                    "nearest AAL voxel (AAL resampled through MNI coordinates); deep grey = AAL's nuclei")
+                    LOBES_NOTE)
 
 
 def load_templates(label_set: str, sources: dict, test_template: str = "auto") -> tuple[list, list, str]:
@@ -252,8 +242,8 @@ def load_templates(label_set: str, sources: dict, test_template: str = "auto") -
         if sources["nilearn"] and test_template == "auto":
             test = [icbm152_lobes(sources["nilearn"], sources["mricron"])]
             return train, test, ("held-out template: training cases are deformations of Colin27, test cases "
-                                 "deformations of MNI ICBM152 2009 (never seen in training); both share AAL's "
-                                 "structure borders (MNI space)")
+                                 "deformations of MNI ICBM152 2009 (never seen in training); both labelled by "
+                                 "the same rule (AAL's groups in MNI space)")
     else:
         if not sources["nilearn"]:
             raise SourceMissing("Label set 'tissue' needs nilearn's bundled ICBM152 2009 template and tissue maps. "
@@ -355,7 +345,7 @@ def build_anatomy_dataset(raw_root: str, dataset_id: int = 981, name: str = "Bra
     sources = available_sources(mricron_dir, nilearn_dir)
     label_set = label_set or default_label_set(sources)
     folder = dataset_folder(raw_root, dataset_id, name)
-    settings = {"label_set": label_set, "num_train": num_train, "num_test": num_test, "spacing": spacing,
+    settings = {"label_set": label_set, "label_rule": LABEL_RULES[label_set], "num_train": num_train, "num_test": num_test, "spacing": spacing,
                 "test_template": test_template, "seed": seed, "augment": vars(Augment())}
     prov_path = os.path.join(folder, "provenance.json")
     if os.path.isfile(prov_path):

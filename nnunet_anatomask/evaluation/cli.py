@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 
 from nnunet_anatomask.evaluation.anatomy_dataset import SourceMissing
 from nnunet_anatomask.evaluation.errors import EvaluationError
+from nnunet_anatomask.evaluation.estimate import describe, estimate
 from nnunet_anatomask.evaluation.protocol import SIZES, Size
 from nnunet_anatomask.evaluation.record import check_same_run
 from nnunet_anatomask.evaluation.trainer_names import scheme_trainers
@@ -24,14 +25,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--schemes", nargs="+", default=None, help="default: every registered scheme")
     p.add_argument("--fractions", nargs="+", type=float, default=None,
                    help="label fractions of the labelled training cases (default: the size's)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="stage-2 seeds: runs per trainer and fraction (default: the size's, 3)")
+    p.add_argument("--lr-study", type=float, default=None, metavar="LR",
+                   help="also train every trainer at the smallest fraction with stage-2 start lr LR (every seed) "
+                        "and compare it with the default")
     p.add_argument("--budget", nargs=3, type=int, default=None,
                    metavar=("PRETRAIN_EPOCHS", "FINETUNE_EPOCHS", "ITERS_PER_EPOCH"),
                    help="override the size's run lengths (a quick look; the report says so)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="training processes side by side (default: the size's; cpu: 2, one torch thread each)")
     p.add_argument("--device", choices=("cpu", "cuda", "mps"), default=None,
                    help="default: cuda when available, else cpu")
     p.add_argument("--stop-after", choices=("data", "plan", "stage1"), default=None,
                    help="stop after this step (a later run without it resumes)")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from finished steps")
+    p.add_argument("--estimate", action="store_true", help="only print the estimated wall time")
     return p.parse_args(argv)
 
 
@@ -56,9 +65,17 @@ def run_evaluation(a: argparse.Namespace) -> str:
     size = with_budget(SIZES[a.size], a.budget)
     device = a.device or default_device()
     out = os.path.abspath(a.output or os.path.join("evaluation_output", a.size))
+    if a.seeds is not None and len(set(a.seeds)) != len(a.seeds):
+        raise EvaluationError(f"--seeds {' '.join(map(str, a.seeds))}: each seed once, please.")
+    run = Run(size, out, scheme_trainers(a.schemes), list(a.fractions or size.fractions),
+              list(a.seeds if a.seeds is not None else size.seeds), device, a.lr_study,
+              jobs=a.jobs or size.jobs, log=lambda m: print(m, flush=True))
+    _, wanted = run.fold_table()
+    guess = describe(size, estimate(size, run.trainers, len(wanted), run.jobs))
+    if a.estimate:
+        print(guess)
+        return guess
     os.makedirs(out, exist_ok=True)
-    run = Run(size, out, scheme_trainers(a.schemes), list(a.fractions or size.fractions), device,
-              log=lambda m: print(m, flush=True))
     # nnunetv2.paths reads these when first imported: set them before the report or the predictor imports it
     lay = run.layout
     os.environ.update({"nnUNet_raw": lay.raw, "nnUNet_preprocessed": lay.preprocessed, "nnUNet_results": lay.results})
@@ -66,14 +83,14 @@ def run_evaluation(a: argparse.Namespace) -> str:
         os.environ["nnUNet_def_n_proc"] = "1"
     from nnunet_anatomask.evaluation.report import write_report
     run.log(f"evaluate --size {a.size}: {size.note}\n  output {out}; trainers {run.all_trainers()}; "
-            f"device {device}")
+            f"fractions {run.fractions}; seeds {run.seeds}; device {device}\n  {guess}")
     t0 = time.time()
     if not a.report_only:
         check_same_run(out, run.settings())
         stopped_at = run.execute(a.stop_after)
         if stopped_at is not None:
             return stopped_at
-    report = write_report(run, None if a.report_only else time.time() - t0)
+    report = write_report(run, None if a.report_only else time.time() - t0, guess)
     run.log(f"report: {report}")
     return report
 

@@ -38,18 +38,24 @@ def console_script(name: str) -> str:
     return exe if os.path.isfile(exe) else name
 
 
-def run_logged(log_name: str, args: Sequence, env: dict, logs_dir: str, log: Callable[[str], None]) -> None:
-    """Run one command, appending its output to ``logs_dir/log_name.log``; raise EvaluationError if it fails."""
+def run_logged(log_name: str, args: Sequence, env: dict, logs_dir: str, log: Callable[[str], None]) -> float:
+    """Run one command, appending its output to ``logs_dir/log_name.log``; raise EvaluationError if it fails.
+    Returns the CPU seconds (user + system) the command used: unlike wall time, they barely depend on what
+    else the machine runs."""
     os.makedirs(logs_dir, exist_ok=True)
     logfile = os.path.join(logs_dir, f"{log_name}.log")
     cmd = [console_script(str(args[0])), *map(str, args[1:])]
-    log(f"  $ {' '.join(shlex.quote(str(a)) for a in args)}   (log: {logfile})")
+    shown = [os.path.basename(str(args[0])), *args[1:]]
+    log(f"  $ {' '.join(shlex.quote(str(a)) for a in shown)}   (log: {logfile})")
     with open(logfile, "a") as f:
         f.write(f"\n===== {datetime.now().isoformat(timespec='seconds')} {' '.join(cmd)}\n")
         f.flush()
-        code = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own resource usage (parallel steps run)
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
     if code != 0:
         with open(logfile) as f:
             tail = f.read()[-4000:]
         raise EvaluationError(f"{args[0]} failed (exit {code}); last lines of {logfile}:\n{tail}\n"
                               f"Fix the cause and rerun the same command: finished steps are skipped.")
+    return usage.ru_utime + usage.ru_stime

@@ -4,29 +4,40 @@
    ``anatomy_dataset``); test cases live only in imagesTs/labelsTs.
 2. plan: ``nnUNetv2_plan_and_preprocess -c CONFIG`` once, and for a size with capped widths a derived plans file
    (``plans.py``).
-3. splits: ``splits_final.json``, fold k = label fraction k (``splits.py``).
-4. stage 1: ``nnUNetv2_pretrain D C all -tr nnUNetTrainer<Scheme>`` once per scheme, on all training images.
-5. stage 2: ``nnUNetv2_train D C k -tr TRAINER`` per fraction for every scheme trainer (it finds fold_all's
-   stage-1 checkpoint) and for ``nnUNetTrainerScratch`` (same plans, budget, folds).
-6. predict the test images with each fold and evaluate them (``prediction.py``).
-7. report (``report.py``).
+3. folds: one nnU-Net fold per stage-2 run (fraction, seed, start lr) in ``splits_final.json`` (``folds.py``,
+   ``splits.py``); every trainer trains the same folds.
+4. stage 1: ``launch pretrain D C all -tr nnUNetTrainer<Scheme>`` once per scheme, on all training images.
+5. per run, seed by seed, for every trainer: stage 2 (``launch train D C FOLD -tr TRAINER``; a scheme trainer finds
+   fold_all's stage-1 checkpoint), its learning curve (``curves.py``), and the test images predicted and
+   evaluated (``prediction.py``).
+6. report (``report.py``).
+
+Steps 4 and 5 are processes of their own; ``jobs`` of them run side by side (ours: with one torch thread each,
+two jobs use a 2-core CPU fully). A scheme's stage-2 runs wait for its stage 1; Scratch's need nothing. After a
+failure no new step starts, the running ones finish, and the error is raised.
 """
 from __future__ import annotations
 
 import json
 import os
+import resource
+import sys
+import threading
 import time
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from nnunet_anatomask.evaluation import commands
+from nnunet_anatomask.evaluation import commands, curves
 from nnunet_anatomask.evaluation.errors import EvaluationError
+from nnunet_anatomask.evaluation.folds import Stage2Run, assign_folds, load_folds, save_folds, wanted_runs
 from nnunet_anatomask.evaluation.layout import Layout
 from nnunet_anatomask.evaluation.plans import write_capped_plans
-from nnunet_anatomask.evaluation.prediction import predict_and_evaluate
 from nnunet_anatomask.evaluation.protocol import Size
 from nnunet_anatomask.evaluation.splits import fraction_counts, make_splits, write_splits
 from nnunet_anatomask.evaluation.trainer_names import SCRATCH
+
+STAGE1_SEED = 0
 
 
 @dataclass
@@ -35,9 +46,13 @@ class Run:
     out: str
     trainers: list[str]            # scheme trainers (without Scratch)
     fractions: list[float]
+    seeds: list[int]
     device: str
+    lr_study: Optional[float] = None   # a second stage-2 start lr, at the smallest fraction
+    jobs: int = 1                      # steps run side by side
     log: Callable[[str], None] = print
     timings: dict = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def layout(self) -> Layout:
@@ -47,27 +62,61 @@ class Run:
         return [SCRATCH, *self.trainers]
 
     def settings(self) -> dict:
-        """What the finished steps depend on (``record.check_same_run``)."""
+        """What finished steps depend on (``record.check_same_run``); fractions, seeds and the lr comparison
+        only add runs, so they may change."""
         s = self.size
         return {"size": s.name, "dataset": s.dataset, "configuration": s.configuration, "plans": s.plans_name,
-                "pretrain_epochs": s.pretrain_epochs, "finetune_epochs": s.finetune_epochs,
-                "iters_per_epoch": s.iters_per_epoch, "fractions": list(self.fractions)}
+                "num_val": s.num_val, "pretrain_epochs": s.pretrain_epochs, "finetune_epochs": s.finetune_epochs,
+                "iters_per_epoch": s.iters_per_epoch}
+
+    # --- the run table ----------------------------------------------------------------------------------
+    @property
+    def folds_file(self) -> str:
+        return os.path.join(self.out, "folds.json")
+
+    def fold_table(self) -> tuple[list[Stage2Run], list[Stage2Run]]:
+        """(every run ever numbered in this folder, the runs this invocation asks for)."""
+        self.counts()  # checks the fractions
+        return assign_folds(load_folds(self.folds_file), wanted_runs(self.fractions, self.seeds, self.lr_study))
+
+    def counts(self, fractions=None) -> list[int]:
+        return fraction_counts(self.fractions if fractions is None else fractions,
+                               self.size.num_train - self.size.num_val)
 
     # --- running things -------------------------------------------------------------------------------------
-    def nnunet(self, log_name: str, args: list, training: bool) -> None:
+    def nnunet(self, log_name: str, args: list, training: bool) -> float:
+        """Run one command with this run's nnU-Net environment; returns its CPU seconds."""
         env = commands.nnunet_environment(self.layout, self.size, self.device, training)
-        commands.run_logged(log_name, args, env, self.layout.logs, self.log)
+        return commands.run_logged(log_name, args, env, self.layout.logs, self.log)
+
+    @property
+    def threads(self) -> list:
+        return ["--threads", self.size.threads] if self.size.threads and self.device == "cpu" else []
+
+    def launch(self, log_name: str, stage: str, fold, trainer: str, seed: int, resume: bool,
+               initial_lr: Optional[float] = None) -> float:
+        s = self.size
+        args = [sys.executable, "-m", "nnunet_anatomask.evaluation.launch", stage, s.dataset_id, s.configuration,
+                fold, "-tr", trainer, "-p", s.plans_name, "-device", self.device, "--seed", seed, *self.threads]
+        args += (["--c"] if resume else []) + (["--initial-lr", initial_lr] if initial_lr is not None else [])
+        return self.nnunet(log_name, args, training=True)
 
     def step(self, key: str, done: bool, fn, *args) -> None:
+        """Run ``fn(*args)`` unless done; record its wall and CPU seconds (``fn`` returns those of its process,
+        else this process's are counted) in OUT/timings.json."""
         if done:
             self.log(f"[skip] {key} (done)")
             return
         self.log(f"[run ] {key}")
-        t0 = time.time()
-        fn(*args)
-        self.timings[key] = round(time.time() - t0, 1)
-        self.log(f"[done] {key} in {self.timings[key]:.0f} s")
-        self._save_timings()
+        t0, own = time.time(), resource.getrusage(resource.RUSAGE_SELF)
+        cpu = fn(*args)
+        if cpu is None:
+            now = resource.getrusage(resource.RUSAGE_SELF)
+            cpu = now.ru_utime + now.ru_stime - own.ru_utime - own.ru_stime
+        with self._lock:
+            self.timings[key] = {"wall_s": round(time.time() - t0, 1), "cpu_s": round(cpu, 1)}
+            self.log(f"[done] {key} in {self.timings[key]['wall_s']:.0f} s (CPU {cpu:.0f} s)")
+            self._save_timings()
 
     def _save_timings(self) -> None:
         path = os.path.join(self.out, "timings.json")
@@ -121,63 +170,90 @@ class Run:
         return os.path.isdir(data) and all(os.path.isfile(os.path.join(data, c + ".pkl"))
                                            for c in self.train_cases())
 
-    def plan(self) -> None:
+    def plan(self) -> float:
         s = self.size
-        self.nnunet("plan_and_preprocess", ["nnUNetv2_plan_and_preprocess", "-d", s.dataset_id, "-c",
+        cpu = self.nnunet("plan_and_preprocess", ["nnUNetv2_plan_and_preprocess", "-d", s.dataset_id, "-c",
                                             s.configuration, "-np", 1 if self.device == "cpu" else 4],
                     training=False)
         if s.plans_name != "nnUNetPlans":
             write_capped_plans(self.layout.plans_file("nnUNetPlans"), self.layout.plans_file(), s.configuration,
                                s.plans_name, s.max_features, s.max_batch_size)
+        return cpu
 
-    # --- 3. splits ------------------------------------------------------------------------------------------
-    def counts(self) -> list[int]:
-        return fraction_counts(self.fractions, self.size.num_train - self.size.num_val)
-
-    def splits(self) -> list[dict]:
-        return make_splits(self.train_cases(), self.size.num_val, self.counts())
+    # --- 3. folds -------------------------------------------------------------------------------------------
+    def write_folds(self, table: list[Stage2Run]) -> None:
+        """folds.json and splits_final.json: fold k trains on the labelled cases of its run's fraction."""
+        fractions = sorted({r.fraction for r in table})
+        nested = make_splits(self.train_cases(), self.size.num_val, self.counts(fractions))
+        by_fraction = dict(zip(fractions, nested))
+        write_splits(os.path.join(self.layout.pre_dataset, "splits_final.json"),
+                     [by_fraction[r.fraction] for r in table])
+        save_folds(self.folds_file, table)
 
     # --- 4. stage 1 -----------------------------------------------------------------------------------------
-    def pretrain(self, trainer: str) -> None:
+    def pretrain(self, trainer: str) -> float:
         latest = os.path.join(os.path.dirname(self.layout.stage1_checkpoint(trainer)), "checkpoint_latest.pth")
-        s = self.size
-        self.nnunet(f"pretrain_{trainer}", ["nnUNetv2_pretrain", s.dataset_id, s.configuration, "all", "-tr",
-                                            trainer, "-p", s.plans_name, "-device", self.device,
-                                            *(["--c"] if os.path.isfile(latest) else [])], training=True)
+        return self.launch(f"pretrain_{trainer}", "pretrain", "all", trainer, STAGE1_SEED, os.path.isfile(latest))
 
-    # --- 5. stage 2 -----------------------------------------------------------------------------------------
-    def train(self, trainer: str, k: int) -> None:
+    # --- 5. stage 2, curve, prediction ----------------------------------------------------------------------
+    def train(self, trainer: str, r: Stage2Run) -> float:
         if trainer != SCRATCH and not os.path.isfile(self.layout.stage1_checkpoint(trainer)):
             raise EvaluationError(f"no stage-1 checkpoint {self.layout.stage1_checkpoint(trainer)}. Fix: rerun "
                                   f"without --stop-after (stage 1 runs first).")
-        latest = os.path.join(self.layout.fold_dir(trainer, k), "checkpoint_latest.pth")
+        latest = os.path.join(self.layout.fold_dir(trainer, r.fold), "checkpoint_latest.pth")
+        return self.launch(f"train_{trainer}_fold{r.fold}", "train", r.fold, trainer, r.seed,
+                           os.path.isfile(latest), r.initial_lr)
+
+    def predict(self, trainer: str, fold: int) -> float:
         s = self.size
-        self.nnunet(f"train_{trainer}_fold{k}", ["nnUNetv2_train", s.dataset_id, s.configuration, k, "-tr",
-                                                 trainer, "-p", s.plans_name, "-device", self.device,
-                                                 *(["--c"] if os.path.isfile(latest) else [])], training=True)
+        return self.nnunet(f"predict_{trainer}_fold{fold}", [
+            sys.executable, "-m", "nnunet_anatomask.evaluation.prediction", self.out, s.dataset, s.plans_name,
+            s.configuration, trainer, fold, self.device, *self.threads], training=False)
+
+    def curve_file(self, trainer: str, fold: int) -> str:
+        return os.path.join(self.out, "curves", trainer, f"fold_{fold}.json")
+
+    def stage2(self, trainer: str, r: Stage2Run, count: int, stage1: Optional[Future] = None) -> None:
+        """Train, keep the curve, predict and evaluate; a scheme waits for its stage 1 first."""
+        if stage1 is not None:
+            stage1.result()
+        lay = self.layout
+        lr = f", start lr {r.initial_lr:g}" if r.initial_lr is not None else ""
+        name = f"{trainer} fold {r.fold} ({r.fraction:g}: {count} labelled, seed {r.seed}{lr})"
+        self.step(f"stage2 {name}", os.path.isfile(lay.final_checkpoint(trainer, r.fold)), self.train, trainer, r)
+        if not os.path.isfile(self.curve_file(trainer, r.fold)):
+            curves.save_curve(lay.final_checkpoint(trainer, r.fold), self.curve_file(trainer, r.fold),
+                              self.size.iters_per_epoch)
+        self.step(f"predict {name}", os.path.isfile(lay.summary(trainer, r.fold)), self.predict, trainer, r.fold)
 
     # --- orchestration --------------------------------------------------------------------------------------
     def execute(self, stop_after: Optional[str] = None) -> Optional[str]:
         """Every step not yet done; returns None, or the folder of the step named by ``stop_after``."""
         lay = self.layout
-        counts = self.counts()  # checks the fractions before any work
+        table, wanted = self.fold_table()  # checks the fractions before any work
         self.step("data", self.data_done(), self.build_data)
         if stop_after == "data":
             return lay.raw_dataset
         self.step("plan_and_preprocess", self.plan_done(), self.plan)
-        write_splits(os.path.join(lay.pre_dataset, "splits_final.json"), self.splits())
+        self.write_folds(table)
         if stop_after == "plan":
             return lay.pre_dataset
-        self.log(f"label fractions {self.fractions} -> labelled cases {counts} of "
-                 f"{self.size.num_train - self.size.num_val}; validation cases {self.splits()[0]['val']}")
-        for tr in self.trainers:
-            self.step(f"stage1 {tr}", os.path.isfile(lay.stage1_checkpoint(tr)), self.pretrain, tr)
-        if stop_after == "stage1":
-            return os.path.join(lay.results, lay.dataset)
-        for k in range(len(self.fractions)):
-            for tr in self.all_trainers():
-                self.step(f"stage2 {tr} fold {k} ({counts[k]} labelled)",
-                          os.path.isfile(lay.final_checkpoint(tr, k)), self.train, tr, k)
-                self.step(f"predict+evaluate {tr} fold {k}", os.path.isfile(lay.summary(tr, k)),
-                          predict_and_evaluate, lay, tr, k, self.device, self.labels(), self.log)
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            stage1 = {tr: pool.submit(self.step, f"stage1 {tr}", os.path.isfile(lay.stage1_checkpoint(tr)),
+                                      self.pretrain, tr) for tr in self.trainers}
+            if stop_after == "stage1":
+                finish(pool, list(stage1.values()))
+                return os.path.join(lay.results, lay.dataset)
+            counts = dict(zip(self.fractions, self.counts()))
+            finish(pool, [*stage1.values(), *(pool.submit(self.stage2, tr, r, counts[r.fraction], stage1.get(tr))
+                                              for r in wanted for tr in self.all_trainers())])
         return None
+
+
+def finish(pool: ThreadPoolExecutor, futures: list) -> None:
+    """Wait for every step; at the first failure start no new one, let the running ones end, and raise it."""
+    wait(futures, return_when=FIRST_EXCEPTION)
+    failed = [f for f in futures if f.done() and f.exception() is not None]
+    if failed:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise failed[0].exception()

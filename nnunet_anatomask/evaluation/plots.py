@@ -1,24 +1,35 @@
-"""The report's figures."""
+"""The report's figures: test Dice against the label fraction, and the stage-2 learning curves."""
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
+from nnunet_anatomask.evaluation import curves
 from nnunet_anatomask.evaluation.trainer_names import SCRATCH, short_name
 
 
-def dice_vs_fraction(path: str, trainers: Sequence[str], fractions: Sequence[float], counts: Sequence[int],
-                     table: dict, title: str) -> None:
-    """Mean test Dice against the label fraction (log axis), one line per trainer (Scratch dashed)."""
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
+
+
+def dice_vs_fraction(path: str, rows: Sequence[dict], fractions: Sequence[float], counts: Sequence[int],
+                     title: str) -> None:
+    """Mean test Dice against the label fraction (log axis), one line per trainer (Scratch dashed); the bars span
+    the runs' means (lowest to highest seed)."""
     import matplotlib.ticker
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for tr in trainers:
-        ks = [k for k in range(len(fractions)) if f"{tr}|{k}" in table]
-        if ks:
-            ax.plot([fractions[k] * 100 for k in ks], [table[f"{tr}|{k}"]["mean_dice"] for k in ks], marker="o",
-                    linestyle="--" if tr == SCRATCH else "-", label=short_name(tr))
+    for tr in dict.fromkeys(r["trainer"] for r in rows):
+        mine = sorted((r for r in rows if r["trainer"] == tr), key=lambda r: r["fraction"])
+        x = np.array([r["fraction"] * 100 for r in mine])
+        y = np.array([r["mean_dice"] for r in mine])
+        spread = np.array([[y_ - min(r["run_means"]), max(r["run_means"]) - y_] for r, y_ in zip(mine, y)]).T
+        ax.errorbar(x, y, yerr=spread, marker="o", capsize=3, linestyle="--" if tr == SCRATCH else "-",
+                    label=short_name(tr))
     ax.set_xscale("log")
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xticks([f * 100 for f in fractions])
@@ -28,6 +39,34 @@ def dice_vs_fraction(path: str, trainers: Sequence[str], fractions: Sequence[flo
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def learning_curves(path: str, panels: dict, title: str) -> None:
+    """One panel per (fraction, lr): nnU-Net's per-epoch validation pseudo-Dice over stage-2 iterations, per
+    trainer the mean over its runs (line) and their range (band). Not nnU-Net's moving average: with tens of
+    epochs it lags the curve by about ten of them.
+
+    ``panels``: {panel title: {trainer: [curve dicts]}}.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False, sharey=True)
+    for ax, (name, by_trainer) in zip(axes[0], panels.items()):
+        for tr, runs in by_trainer.items():
+            n = min(len(c["mean_fg_dice"]) for c in runs)
+            values = np.array([c["mean_fg_dice"][:n] for c in runs])
+            x = curves.iterations(runs[0])[:n]
+            line, = ax.plot(x, values.mean(0), linestyle="--" if tr == SCRATCH else "-",
+                            marker="o" if n < 4 else None, label=f"{short_name(tr)} ({len(runs)})")
+            ax.fill_between(x, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
+        ax.set_title(name)
+        ax.set_xlabel("stage-2 iterations")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation pseudo-Dice")
+    axes[0][-1].legend(title="trainer (runs)", fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -1,148 +1,216 @@
-"""OUT/report: the table (results.md, results.json), per-class and per-case CSVs and the figures, from the
-finished predictions' summary.json files."""
+"""OUT/report: results.md (tables, figures, costs), results.json, per-class and per-case CSVs, the learning
+curves, Dice against the label fraction and each scheme's last stage-1 picture."""
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import os
 import platform
+import shutil
 import warnings
 from dataclasses import asdict
 from datetime import datetime, timezone
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
-from nnunet_anatomask.evaluation import plots, statistics
-from nnunet_anatomask.evaluation.errors import EvaluationError
-from nnunet_anatomask.evaluation.metrics import case_dice
+from nnunet_anatomask.evaluation import curves, plots, results, statistics
 from nnunet_anatomask.evaluation.pipeline import Run
 from nnunet_anatomask.evaluation.trainer_names import SCRATCH, short_name
 
 
-def collect(run: Run) -> dict:
-    """{(trainer, k): (cases, dice[cases, classes], classes)} for every finished prediction."""
-    out = {}
-    for tr in run.all_trainers():
-        for k in range(len(run.fractions)):
-            path = run.layout.summary(tr, k)
-            if os.path.isfile(path):
-                out[(tr, k)] = case_dice(path)
-    return out
+def write_report(run: Run, wall_s: Optional[float], estimate_text: str = "") -> str:
+    """Write every report file from the finished steps; returns the path of results.md."""
+    os.makedirs(run.layout.report, exist_ok=True)
+    _, wanted = run.fold_table()
+    cells = results.collect(run, wanted)
+    rows, lr_rows = results.table(run, cells), results.lr_table(run, cells)
+    plateaus, costs = results.plateaus(run, wanted), results.costs(run)
+    write_csvs(run, cells)
+    figures = write_figures(run, wanted, rows)
+    with open(os.path.join(run.layout.report, "results.json"), "w") as f:
+        json.dump({"size": asdict(run.size), "plans_name": run.size.plans_name, "fractions": run.fractions,
+                   "labelled_cases": run.counts(), "seeds": run.seeds, "device": run.device,
+                   "trainers": run.all_trainers(), "table": rows, "lr_comparison": lr_rows, "plateaus": plateaus,
+                   "costs": costs, "bootstrap": {"resamples": statistics.RESAMPLES, "seed": statistics.SEED,
+                                                 "level": statistics.LEVEL}}, f, indent=2)
+    path = os.path.join(run.layout.report, "results.md")
+    with open(path, "w") as f:
+        f.write(render_markdown(run, rows, lr_rows, plateaus, costs, figures, wall_s, estimate_text))
+    return path
 
 
-def write_report(run: Run, wall_s: Optional[float]) -> str:
-    """Write every report file; returns the path of results.md."""
-    with warnings.catch_warnings():  # nanmean over classes absent from reference and prediction alike
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return _write_report(run, run.counts(), wall_s)
-
-
-def per_case_means(data: dict) -> dict:
-    """{(trainer, k): (cases, per-case mean Dice over the foreground classes)}."""
-    return {key: (cases, np.nanmean(dice, axis=1)) for key, (cases, dice, _) in data.items()}
-
-
-def difference_table(rows: dict) -> dict:
-    """{"trainer|k": mean Dice, test cases and, for schemes, the difference to Scratch with its interval}."""
-    table = {}
-    for (tr, k), (cases, per_case) in rows.items():
-        entry = {"mean_dice": float(np.mean(per_case)), "test_cases": len(cases)}
-        if tr != SCRATCH and (SCRATCH, k) in rows:
-            s_cases, s_dice = rows[(SCRATCH, k)]
-            if list(s_cases) != list(cases):
-                raise EvaluationError(f"{tr} fold {k} and Scratch were evaluated on different test cases. Fix: "
-                                      f"delete both prediction folders and rerun.")
-            entry["diff"], entry["ci_low"], entry["ci_high"] = statistics.paired_interval(per_case, s_dice)
-        table[f"{tr}|{k}"] = entry
-    return table
-
-
-def write_csvs(run: Run, data: dict, rows: dict, counts: Sequence[int]) -> None:
-    fr, labels = run.fractions, run.labels()
-    with open(os.path.join(run.layout.report, "per_class_dice.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["trainer", "fraction", "labelled_cases", "class_id", "class",
-                                          "mean_dice", "test_cases"])
-        w.writeheader()
-        for (tr, k), (cases, dice, classes) in data.items():
-            for j, c in enumerate(classes):
-                w.writerow({"trainer": tr, "fraction": fr[k], "labelled_cases": counts[k], "class_id": c,
-                            "class": labels.get(c, str(c)), "mean_dice": float(np.nanmean(dice[:, j])),
-                            "test_cases": int(np.sum(~np.isnan(dice[:, j])))})
+# --- files ----------------------------------------------------------------------------------------------------
+def write_csvs(run: Run, cells: dict) -> None:
+    labels, counts = run.labels(), dict(zip(run.fractions, run.counts()))
     with open(os.path.join(run.layout.report, "per_case_dice.csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["trainer", "fraction", "labelled_cases", "case", "mean_dice"])
-        for (tr, k), (cases, per_case) in sorted(rows.items()):
-            for c, d in zip(cases, per_case):
-                w.writerow([tr, fr[k], counts[k], c, f"{d:.6f}"])
+        w.writerow(["trainer", "fraction", "labelled_cases", "initial_lr", "seed", "case", "class_id", "class",
+                    "dice"])
+        for c in cells.values():
+            for i, seed in enumerate(c.seeds):
+                for j, case in enumerate(c.cases):
+                    for k, cls in enumerate(c.classes):
+                        w.writerow([c.trainer, c.fraction, counts.get(c.fraction), c.initial_lr or "default", seed,
+                                    case, cls, labels.get(cls, str(cls)), f"{c.dice[i, j, k]:.6f}"])
+    with open(os.path.join(run.layout.report, "per_class_dice.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["trainer", "fraction", "labelled_cases", "initial_lr", "runs", "class_id", "class", "mean_dice"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            for c in cells.values():
+                for k, cls in enumerate(c.classes):
+                    w.writerow([c.trainer, c.fraction, counts.get(c.fraction), c.initial_lr or "default",
+                                len(c.seeds), cls, labels.get(cls, str(cls)), f"{np.nanmean(c.dice[:, :, k]):.6f}"])
 
 
-def _write_report(run: Run, counts: Sequence[int], wall_s: Optional[float]) -> str:
-    report = run.layout.report
-    os.makedirs(report, exist_ok=True)
-    data = collect(run)
-    rows = per_case_means(data)
-    write_csvs(run, data, rows, counts)
-    table = difference_table(rows)
-    with open(os.path.join(report, "results.md"), "w") as f:
-        f.write(render_markdown(run, counts, table, wall_s))
-    with open(os.path.join(report, "results.json"), "w") as f:
-        json.dump({"size": asdict(run.size), "plans_name": run.size.plans_name, "fractions": run.fractions,
-                   "labelled_cases": list(counts), "device": run.device, "trainers": run.all_trainers(),
-                   "table": table, "bootstrap": {"resamples": statistics.RESAMPLES, "seed": statistics.SEED,
-                                                 "level": statistics.LEVEL}}, f, indent=2)
-    plots.dice_vs_fraction(os.path.join(report, "dice_vs_fraction.png"), run.all_trainers(), run.fractions,
-                           counts, table, f"Dice vs label fraction (--size {run.size.name})")
-    return os.path.join(report, "results.md")
+def write_figures(run: Run, wanted, rows: list) -> dict:
+    """{name: file name} of the figures written (learning curves, Dice vs fraction, stage-1 pictures)."""
+    report, figures = run.layout.report, {}
+    if rows:
+        plots.dice_vs_fraction(os.path.join(report, "dice_vs_fraction.png"), rows, run.fractions, run.counts(),
+                               f"Dice vs label fraction (--size {run.size.name})")
+        figures["dice_vs_fraction"] = "dice_vs_fraction.png"
+    panels = curve_panels(run, wanted)
+    if panels:
+        plots.learning_curves(os.path.join(report, "learning_curves.png"), panels,
+                              f"Stage-2 learning curves (--size {run.size.name})")
+        figures["learning_curves"] = "learning_curves.png"
+    for tr in run.trainers:
+        pictures = sorted(glob.glob(os.path.join(run.layout.fold_dir(tr, "all"), "pretraining",
+                                                 "reconstruction_epoch_*.png")))
+        if pictures:
+            shutil.copyfile(pictures[-1], os.path.join(report, f"stage1_{short_name(tr)}.png"))
+            figures[f"stage1 {short_name(tr)}"] = f"stage1_{short_name(tr)}.png"
+    return figures
 
 
-def table_lines(run: Run, counts: Sequence[int], table: dict) -> list[str]:
-    fr = run.fractions
-    lines = ["| trainer | " + " | ".join(f"{f * 100:g} % ({n} case{'s' if n != 1 else ''})"
-                                         for f, n in zip(fr, counts)) + " |",
-             "|---" * (len(fr) + 1) + "|"]
+def curve_panels(run: Run, wanted) -> dict:
+    counts = dict(zip(run.fractions, run.counts()))
+    panels: dict = {}
+    for r in wanted:
+        lr = f", start lr {r.initial_lr:g}" if r.initial_lr is not None else ""
+        name = f"{r.fraction * 100:g} % ({counts[r.fraction]} labelled){lr}"
+        for tr in run.all_trainers():
+            path = run.curve_file(tr, r.fold)
+            if os.path.isfile(path):
+                panels.setdefault(name, {}).setdefault(tr, []).append(curves.load_curve(path))
+    return panels
+
+
+# --- markdown ---------------------------------------------------------------------------------------------------
+def _lr(value) -> str:
+    return "default" if value is None else f"{value:g}"
+
+
+def cell_text(row: dict) -> str:
+    text = f"{row['mean_dice']:.3f}"
+    if "diff" in row:
+        text += f" ({row['diff']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}], {row['verdict']})"
+    return text + f", {row['runs']} run{'s' if row['runs'] != 1 else ''}"
+
+
+def main_table(run: Run, rows: list) -> list[str]:
+    counts = dict(zip(run.fractions, run.counts()))
+    lines = ["| trainer | " + " | ".join(f"{f * 100:g} % ({counts[f]} labelled)" for f in run.fractions) + " |",
+             "|---" * (len(run.fractions) + 1) + "|"]
     for tr in run.all_trainers():
-        cells = []
-        for k in range(len(fr)):
-            e = table.get(f"{tr}|{k}")
-            if e is None:
-                cells.append("not run")
-            elif "diff" in e:
-                cells.append(f"{e['mean_dice']:.3f} ({e['diff']:+.3f} [{e['ci_low']:+.3f}, {e['ci_high']:+.3f}])")
-            else:
-                cells.append(f"{e['mean_dice']:.3f}")
-        lines.append(f"| {short_name(tr)} | " + " | ".join(cells) + " |")
+        by_fraction = {r["fraction"]: r for r in rows if r["trainer"] == tr}
+        lines.append(f"| {short_name(tr)} | " + " | ".join(
+            cell_text(by_fraction[f]) if f in by_fraction else "not run" for f in run.fractions) + " |")
     return lines
 
 
-def _read_json(path: str) -> Optional[dict]:
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+def components_table(rows: list) -> list[str]:
+    lines = ["| scheme | fraction | difference | runs x cases | seeds only | test cases only |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "diff" in r:
+            seed = f"[{r['seed_low']:+.3f}, {r['seed_high']:+.3f}]" if r["seed_low"] is not None else "one run"
+            case = f"[{r['case_low']:+.3f}, {r['case_high']:+.3f}]" if r["case_low"] is not None else "one case"
+            lines.append(f"| {short_name(r['trainer'])} | {r['fraction'] * 100:g} % | {r['diff']:+.3f} | "
+                         f"[{r['low']:+.3f}, {r['high']:+.3f}] | {seed} | {case} |")
+    return lines
 
 
-def render_markdown(run: Run, counts: Sequence[int], table: dict, wall_s: Optional[float]) -> str:
+def lr_lines(run: Run, lr_rows: list) -> list[str]:
+    if not lr_rows:
+        return []
+    f = min(run.fractions)
+    lines = [f"## Stage-2 start learning rate at {f * 100:g} % of the labels", "",
+             f"Each trainer at the trainer default and at {run.lr_study:g}; the difference is to Scratch at its "
+             f"better start lr ({_lr(lr_rows[0].get('vs_initial_lr'))}).", "",
+             "| trainer | start lr | mean Dice (runs) | vs Scratch at its best |", "|---|---|---|---|"]
+    for r in lr_rows:
+        vs = f"{r['diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}], {r['verdict']}" if "diff" in r else "-"
+        lines.append(f"| {short_name(r['trainer'])} | {_lr(r['initial_lr'])} | {r['mean_dice']:.3f} ({r['runs']}) "
+                     f"| {vs} |")
+    return lines + [""]
+
+
+def plateau_lines(plateaus: list) -> list[str]:
+    lines = ["| trainer | fraction | start lr | runs | pseudo-Dice plateau | rise over the last stretch |",
+             "|---|---|---|---|---|---|"]
+    for p in sorted(plateaus, key=lambda p: (p["fraction"], p["initial_lr"] or 0, p["trainer"] != SCRATCH)):
+        lines.append(f"| {short_name(p['trainer'])} | {p['fraction'] * 100:g} % | {_lr(p['initial_lr'])} | "
+                     f"{p['runs']} | {p['plateau']:.3f} | {p['rise']:+.3f} |")
+    return lines
+
+
+def cost_lines(costs: dict, jobs: int) -> list[str]:
+    """Measured costs, wall time (this machine, its load) and CPU time (close to the wall time of one job on an
+    otherwise idle core)."""
+    if not costs:
+        return []
+    w, c = costs["wall_s"], costs["cpu_s"]
+    m = lambda s: f"{s / 60:.1f} min" if s is not None else "-"  # noqa: E731
+    both = lambda key: f"{m(w[key])} wall, {m(c[key])} CPU"  # noqa: E731
+    lines = [f"- steps over all invocations: {m(w['total'])} wall summed over steps ({jobs} side by side), "
+             f"{m(c['total'])} CPU; data + plan {both('data_and_plan')}",
+             "- stage 1: " + (", ".join(f"{short_name(k)} {m(v)} wall, {m(c['stage1'][k])} CPU"
+                                        for k, v in w["stage1"].items()) or "-"),
+             f"- stage 2: {w['stage2_runs']} runs, each on average {both('stage2_run')}; prediction + evaluation "
+             f"{both('predict')} per run"]
+    if "per_scheme" in c:
+        lines.append("- one scheme (its stage 1 + its stage-2 runs and predictions), CPU: "
+                     + ", ".join(f"{short_name(k)} {m(v)}" for k, v in c["per_scheme"].items()))
+    return lines
+
+
+def render_markdown(run: Run, rows, lr_rows, plateaus, costs, figures, wall_s, estimate_text) -> str:
     s = run.size
-    leak = (_read_json(os.path.join(run.layout.raw_dataset, "provenance.json")) or {}).get("leak", "")
-    timings = _read_json(os.path.join(run.out, "timings.json"))
-    total = sum(timings.values()) if timings else None
-    test_cases = next(iter(table.values()))["test_cases"] if table else 0
+    prov_path = os.path.join(run.layout.raw_dataset, "provenance.json")
+    leak = json.load(open(prov_path)).get("leak", "") if os.path.isfile(prov_path) else ""
+    test_cases = rows[0]["test_cases"] if rows else 0
+    pictures = [f"![{k}]({v})" for k, v in figures.items() if k.startswith("stage1 ")]
     return "\n".join([
-        f"# Evaluation: --size {s.name}", "",
-        f"{s.note}.", "",
-        f"Mean Dice over the {test_cases} held-out test cases (per case: the mean over foreground classes; "
-        f"nnU-Net's Dice, a class absent from both reference and prediction is skipped). In brackets: difference "
-        f"to {short_name(SCRATCH)} on the same fraction, with the {statistics.LEVEL:.0%} paired bootstrap interval "
-        f"over test cases ({statistics.RESAMPLES} resamples, seed {statistics.SEED}).", "",
-        *table_lines(run, counts, table), "",
+        f"# Evaluation: --size {s.name}", "", f"{s.note}.", "",
+        f"Mean Dice over the {test_cases} held-out test cases and over the runs (seeds {', '.join(map(str, run.seeds))}"
+        f"; per case the mean over the foreground classes, nnU-Net's Dice). In brackets: the difference to "
+        f"{short_name(SCRATCH)} on the same fraction, its {statistics.LEVEL:.0%} interval resampling runs (paired by "
+        f"seed) and test cases together (two-way bootstrap, {statistics.RESAMPLES} resamples), and the verdict: "
+        f"better / worse where the interval excludes 0, 'not shown' where it does not.", "",
+        *main_table(run, rows), "",
+        "The interval's two parts, each resampling one axis only (scipy.stats.bootstrap, paired):", "",
+        *components_table(rows), "",
+        "## Learning curves", "",
+        *([f"![learning curves]({figures['learning_curves']})", ""] if "learning_curves" in figures else []),
+        f"Plateau: the mean of nnU-Net's per-epoch validation pseudo-Dice over the last {curves.TAIL:.0%} of the "
+        f"epochs, averaged over runs; rise: that mean minus the mean over the {curves.TAIL:.0%} before.", "",
+        *plateau_lines(plateaus), "",
+        *([f"![Dice against label fraction]({figures['dice_vs_fraction']})", ""]
+          if "dice_vs_fraction" in figures else []),
+        *lr_lines(run, lr_rows),
+        *(["## What each scheme masks, late in stage 1", "", *pictures, ""] if pictures else []),
+        "## Run", "",
         f"- dataset: `{s.dataset}` ({s.num_train} training images, {s.num_val} of them the fixed validation set, "
         f"{s.num_test} test cases){'; ' + leak if leak else ''}",
         f"- configuration `{s.configuration}`, plans `{s.plans_name}`; stage 1: {s.pretrain_epochs} x "
-        f"{s.iters_per_epoch} iterations on all training images; stage 2: {s.finetune_epochs} x "
-        f"{s.iters_per_epoch} iterations",
+        f"{s.iters_per_epoch} iterations on all training images (seed 0); stage 2: {s.finetune_epochs} x "
+        f"{s.iters_per_epoch} iterations per run; torch threads per run: {s.threads or 'default'}",
         f"- device `{run.device}`, {platform.node()} ({os.cpu_count()} CPUs), "
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
-        + (f"; wall time of this invocation {wall_s / 60:.1f} min" if wall_s is not None else "")
-        + (f"; all steps over all invocations {total / 60:.1f} min" if total else ""),
-        "- per-class Dice: `per_class_dice.csv`; per-case: `per_case_dice.csv`; plot: `dice_vs_fraction.png`", ""])
+        + (f"; wall time of this invocation {wall_s / 60:.1f} min" if wall_s is not None else ""),
+        *([f"- before it started: {estimate_text}"] if estimate_text else []),
+        *cost_lines(costs, run.jobs),
+        "- files: `results.json`, `per_case_dice.csv` (every run, case and class), `per_class_dice.csv`", ""])

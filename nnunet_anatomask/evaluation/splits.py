@@ -31,13 +31,16 @@ def make_splits(train_cases: Sequence[str], num_val: int, counts: Sequence[int],
 
 
 def write_splits(path: str, splits: list[dict]) -> None:
-    """Write ``splits_final.json``; an existing file must hold the same splits (models were trained on it)."""
+    """Write ``splits_final.json``; an existing file must begin with the same splits (models were trained on them;
+    new folds may be appended)."""
     if os.path.isfile(path):
         with open(path) as f:
-            if json.load(f) == splits:
-                return
-        raise EvaluationError(f"{path} holds other splits than this run asks for: models trained on them would be "
-                              f"mixed up. Fix: use another --output, or delete that file and the results trained "
-                              f"on it.")
+            old = json.load(f)
+        if old != splits[: len(old)]:
+            raise EvaluationError(f"{path} holds other splits than this run asks for: models trained on them would "
+                                  f"be mixed up. Fix: use another --output, or delete that file and the results "
+                                  f"trained on it.")
+        if old == splits:
+            return
     with open(path, "w") as f:
         json.dump(splits, f, indent=2)

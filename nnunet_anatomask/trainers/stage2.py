@@ -30,6 +30,7 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
     """nnssl's fine-tuning recipe with our run-length knobs, atomic checkpoints and a fixed load_checkpoint."""
 
     warmup_fraction = 0.05  # nnssl / nnUNetTrainer_warmup: 50 of 1000 epochs
+    initial_lr_default = 1e-2  # stage 2's start lr (nnU-Net's default); see this module's docstring
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -45,6 +46,7 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
         self.num_val_iterations_per_epoch = knobs.validation_iterations(self.num_iterations_per_epoch)
         self.save_every = knobs.read_knob(knobs.SAVE_EVERY)
         self.warmup_duration_whole_net = knobs.warmup_epochs(self.warmup_fraction, self.num_epochs)
+        self.initial_lr = self.initial_lr_default
 
     def check_training_data(self) -> None:
         """Preprocessed data present, and enough cases for nnU-Net's 5-fold split: say so before any work."""

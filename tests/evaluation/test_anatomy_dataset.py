@@ -81,7 +81,7 @@ def test_aal_groups_cover_aal_names(tmp_path):
     lut = ad._aal_groups(str(txt))
     names = list(ad.LOBES)
     assert [names[v - 1] if v else None for v in lut[1:7]] == \
-        ["frontal", "temporal", "cerebellum", "cerebellum", "deep_grey", None]
+        ["frontal", "temporal", "cerebellum", "cerebellum", "central", None]
 
 
 def test_subject_generator_on_a_toy_template():
@@ -114,3 +114,23 @@ def test_nothing_installed_names_both_packages(tmp_path, monkeypatch):
         ad.load_templates("lobes", {"mricron": None, "nilearn": "x"})
     with pytest.raises(ad.SourceMissing, match="pip install nilearn"):
         ad.load_templates("tissue", {"mricron": "x", "nilearn": None})
+
+
+def test_lobar_volumes_fill_the_brain_by_the_nearest_aal_group(tmp_path):
+    """The one rule for every template: each brain voxel takes the group of the nearest AAL voxel, AAL read
+    through world coordinates. Catches labels kept only where AAL itself is (the old grey-matter rule), voxels
+    outside the brain labelled, and AAL read on the voxel grid instead of in world space."""
+    (tmp_path / "aal.nii.txt").write_text("1 Frontal_Sup_L 2101\n2 Occipital_Sup_L 5101\n")
+    aal = np.zeros((4, 4, 16), np.uint8)
+    aal[:, :, 3], aal[:, :, 12] = 1, 2          # frontal at AAL x = 3, occipital at AAL x = 12
+    aal_img = sitk.GetImageFromArray(aal)
+    aal_img.SetOrigin((-2.0, 0.0, 0.0))         # AAL's grid starts 2 mm before the template's: world x 1 and 10
+    sitk.WriteImage(aal_img, str(tmp_path / "aal.nii.gz"))
+    template = sitk.GetImageFromArray(np.zeros((4, 4, 12), np.float32))
+    brain = np.zeros((4, 4, 12), bool)
+    brain[:, :, 1:10] = True                    # template x = 1..9 is brain
+    labels = ad._lobar_volumes(template, brain, str(tmp_path))
+    frontal, occipital = list(ad.LOBES).index("frontal") + 1, list(ad.LOBES).index("occipital") + 1
+    # nearest of world x 1 (frontal) and 10 (occipital); on AAL's voxel grid occipital would fall outside
+    assert list(labels[0, 0]) == [0] + [frontal] * 5 + [occipital] * 4 + [0, 0]
+    assert (labels[~brain] == 0).all()

@@ -1,7 +1,7 @@
-"""Smoke test: `python -m nnunet_anatomask.evaluate --size tiny` end to end through the real nnU-Net CLIs (plan,
-nnUNetv2_pretrain per scheme, nnUNetv2_train per fraction for every scheme and for scratch, predict, evaluate),
-then a rerun that skips every finished step. It checks that the table, CSVs and plot exist with finite numbers,
-not which scheme wins (1 epoch x 2 iterations)."""
+"""Smoke test: `python -m nnunet_anatomask.evaluate --size tiny` end to end through the real nnU-Net code (plan,
+stage 1 per registered scheme, stage 2 per fraction and seed for every scheme and for Scratch, predict, evaluate,
+report), then a rerun that skips every finished step. It checks the report (every registered scheme, the seeds,
+finite intervals, the learning curves), not which scheme wins (1 epoch x 2 iterations)."""
 import csv
 import json
 import math
@@ -11,15 +11,19 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from nnunet_anatomask.evaluation.protocol import SIZES
-from nnunet_anatomask.evaluation.trainer_names import SCRATCH, scheme_trainers
+from nnunet_anatomask.evaluation.trainer_names import SCRATCH, scheme_trainers, short_name
 from tests.conftest import clean_env
 
+TINY = SIZES["tiny"]
 
-def evaluate(out, timeout=900):
+
+def evaluate(out, timeout=2400, *extra):
     proc = subprocess.run([sys.executable, "-m", "nnunet_anatomask.evaluate", "--size", "tiny", "--output", str(out),
-                           "--device", "cpu"], env=clean_env(), capture_output=True, text=True, timeout=timeout)
+                           "--device", "cpu", *extra], env=clean_env(), capture_output=True, text=True,
+                          timeout=timeout)
     if proc.returncode != 0:
         pytest.fail(f"evaluate exited {proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
     return proc.stdout
@@ -31,50 +35,88 @@ def tiny(tmp_path_factory):
     return out, evaluate(out)
 
 
-def test_table_csv_plot(tiny):
+def test_report_has_every_scheme_the_seeds_and_finite_intervals(tiny):
     out, stdout = tiny
+    assert "estimated wall time" in stdout.splitlines()[2]  # printed before any step
+    text = (out / "report" / "results.md").read_text()
+    runs = f"{len(TINY.seeds)} runs"
+    assert f"seeds {', '.join(map(str, TINY.seeds))}" in text
+    for tr in [SCRATCH, *scheme_trainers()]:
+        row = next(line for line in text.splitlines() if line.startswith(f"| {short_name(tr)} |"))
+        cells = row.strip("|").split("|")[1:]
+        assert len(cells) == len(TINY.fractions) and all(runs in c for c in cells), row
+        numbers = [float(x) for x in re.findall(r"[-+]?\d+\.\d+", row)]
+        assert len(numbers) == (1 if tr == SCRATCH else 4) * len(TINY.fractions), row
+        assert all(math.isfinite(x) for x in numbers), row
+        for k in range(len(TINY.fractions) if tr != SCRATCH else 0):
+            _, diff, lo, hi = numbers[4 * k: 4 * k + 4]
+            assert lo <= diff <= hi
+    results = json.loads((out / "report" / "results.json").read_text())
+    schemes = [r for r in results["table"] if r["trainer"] != SCRATCH]
+    assert len(schemes) == len(scheme_trainers()) * len(TINY.fractions)
+    assert all(r["runs"] == len(TINY.seeds) and r["seed_low"] is not None and r["case_low"] is not None
+               for r in schemes)
+
+
+def test_learning_curves_and_figures(tiny):
+    out, _ = tiny
     report = out / "report"
     text = (report / "results.md").read_text()
-    trainers = [SCRATCH, *scheme_trainers()]
-    fractions = SIZES["tiny"].fractions
-    for tr in trainers:
-        row = next(line for line in text.splitlines() if line.startswith(f"| {tr[len('nnUNetTrainer'):]} |"))
-        numbers = [float(x) for x in re.findall(r"[-+]?\d+\.\d+", row)]
-        per_cell = 1 if tr == SCRATCH else 4  # mean, or mean + difference + interval
-        assert len(numbers) == per_cell * len(fractions), row
-        assert all(math.isfinite(x) for x in numbers), row
-        if tr != SCRATCH:
-            for k in range(len(fractions)):
-                _, diff, lo, hi = numbers[4 * k: 4 * k + 4]
-                assert lo <= diff <= hi
-    assert "smoke run" in text
-    with open(report / "per_class_dice.csv") as f:
+    assert "![learning curves](learning_curves.png)" in text
+    for name in ("learning_curves.png", "dice_vs_fraction.png",
+                 *(f"stage1_{short_name(t)}.png" for t in scheme_trainers())):
+        assert (report / name).stat().st_size > 1000, name
+    plateaus = json.loads((report / "results.json").read_text())["plateaus"]
+    assert len(plateaus) == (1 + len(scheme_trainers())) * len(TINY.fractions)
+    with open(report / "per_case_dice.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == len(trainers) * len(fractions)  # one foreground class
-    assert all(math.isfinite(float(r["mean_dice"])) for r in rows)
-    assert (report / "dice_vs_fraction.png").stat().st_size > 1000
-    results = json.loads((report / "results.json").read_text())
-    assert results["labelled_cases"] == [2, 6] and set(results["trainers"]) == set(trainers)
+    assert {r["seed"] for r in rows} == {str(s) for s in TINY.seeds}
+    assert all(math.isfinite(float(r["dice"])) for r in rows)
+
+
+def test_runs_are_folds_on_identical_splits_and_seeded(tiny):
+    """Every (fraction, seed) is one fold; the folds of a fraction hold the same cases; the same seed trains the
+    same network twice (a rerun of Scratch's first fold in another results folder), another seed does not."""
+    out, _ = tiny
+    folds = json.loads((out / "folds.json").read_text())
+    splits = json.loads((out / "nnUNet_preprocessed" / "Dataset980_EvalTiny" / "splits_final.json").read_text())
+    assert len(folds) == len(splits) == len(TINY.fractions) * len(TINY.seeds)
+    for a in folds:
+        for b in folds:
+            assert (splits[a["fold"]] == splits[b["fold"]]) == (a["fraction"] == b["fraction"])
+    test_cases = {f[:-7] for f in os.listdir(out / "nnUNet_raw" / "Dataset980_EvalTiny" / "labelsTs")}
+    assert not test_cases & {c for s in splits for c in s["train"] + s["val"]}
+    model = out / "nnUNet_results" / "Dataset980_EvalTiny" / f"{SCRATCH}__{TINY.plans_name}__2d"
+    first = next(f for f in folds if f["seed"] == TINY.seeds[0])
+    other = next(f for f in folds if f["seed"] == TINY.seeds[1] and f["fraction"] == first["fraction"])
+    again = out / "again"
+    env = clean_env(nnUNet_raw=str(out / "nnUNet_raw"), nnUNet_preprocessed=str(out / "nnUNet_preprocessed"),
+                    nnUNet_results=str(again), nnUNet_n_proc_DA="0", nnUNet_anatomask_finetune_epochs="1",
+                    nnUNet_anatomask_iters_per_epoch="2", nnUNet_anatomask_save_every="1")
+    subprocess.run([sys.executable, "-m", "nnunet_anatomask.evaluation.launch", "train", "980", "2d",
+                    str(first["fold"]), "-tr", SCRATCH, "-p", TINY.plans_name, "-device", "cpu", "--seed",
+                    str(first["seed"]), "--threads", "1"], env=env, check=True, capture_output=True, timeout=600)
+    weights = lambda folder: torch.load(folder / "checkpoint_final.pth", weights_only=False)["network_weights"]  # noqa
+    rerun = weights(again / "Dataset980_EvalTiny" / model.name / f"fold_{first['fold']}")
+    same, seed_b = weights(model / f"fold_{first['fold']}"), weights(model / f"fold_{other['fold']}")
+    assert all(torch.equal(rerun[k], same[k]) for k in same)
+    assert not all(torch.equal(seed_b[k], same[k]) for k in same)
 
 
 def test_each_scheme_pretrained_once_and_kept_apart(tiny):
     out, _ = tiny
     base = out / "nnUNet_results" / "Dataset980_EvalTiny"
-    plans = SIZES["tiny"].plans_name
     for tr in scheme_trainers():
-        folder = base / f"{tr}__{plans}__2d"
+        folder = base / f"{tr}__{TINY.plans_name}__2d"
         assert (folder / "fold_all" / "pretraining" / "checkpoint_final.pth").is_file()
-        for k in range(len(SIZES["tiny"].fractions)):
-            assert (folder / f"fold_{k}" / "checkpoint_final.pth").is_file()
-            log = "".join(p.read_text() for p in (folder / f"fold_{k}").glob("training_log_*.txt"))
+        for fold in range(len(TINY.fractions) * len(TINY.seeds)):
+            log = "".join(p.read_text() for p in (folder / f"fold_{fold}").glob("training_log_*.txt"))
             assert "Using the stage-1 checkpoint" in log and "fold_all" in log
-    assert not (base / f"{SCRATCH}__{plans}__2d" / "fold_all").exists()
-    splits = json.loads((out / "nnUNet_preprocessed" / "Dataset980_EvalTiny" / "splits_final.json").read_text())
-    test_cases = {f[:-7] for f in os.listdir(out / "nnUNet_raw" / "Dataset980_EvalTiny" / "labelsTs")}
-    assert not test_cases & {c for s in splits for c in s["train"] + s["val"]}
+    assert not (base / f"{SCRATCH}__{TINY.plans_name}__2d" / "fold_all").exists()
 
 
 def test_rerun_skips_finished_steps(tiny):
     out, _ = tiny
-    stdout = evaluate(out, timeout=300)
-    assert "[run ]" not in stdout and stdout.count("[skip]") >= 2 + 2 * len(SIZES["tiny"].fractions) * 3
+    stdout = evaluate(out, 300)
+    runs = len(TINY.fractions) * len(TINY.seeds) * (1 + len(scheme_trainers()))
+    assert "[run ]" not in stdout and stdout.count("[skip]") == 2 + len(scheme_trainers()) + 2 * runs

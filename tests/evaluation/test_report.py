@@ -1,56 +1,106 @@
-"""The report from finished predictions: table with intervals, 'not run' cells, CSVs, plot, results.json."""
+"""The report from finished predictions and curves (written here by hand): tables with seeds and intervals, a
+'not run' cell, the lr comparison against Scratch at its best, CSVs, figures, results.json."""
 import csv
 import json
 import math
 import os
 
 import numpy as np
+import pytest
 
+from nnunet_anatomask.evaluation.folds import save_folds
 from nnunet_anatomask.evaluation.pipeline import Run
 from nnunet_anatomask.evaluation.protocol import SIZES
 from nnunet_anatomask.evaluation.report import write_report
 from nnunet_anatomask.evaluation.trainer_names import SCRATCH
 
+SCHEMES = ["nnUNetTrainerRandomMask", "nnUNetTrainerAnatoMask"]
 
-def fake_run(tmp_path, fractions=(0.5, 1.0)):
-    """A tiny run whose predictions are summary.json files with random Dice; AnatoMask's fold 1 is missing."""
-    run = Run(SIZES["tiny"], str(tmp_path), ["nnUNetTrainerRandomMask", "nnUNetTrainerAnatoMask"], list(fractions),
-              "cpu", log=lambda m: None)
+
+def write_summary(path, rng, shift):
+    per_case = [{"reference_file": f"/x/case_{i}.nii.gz", "metrics": {
+        "1": {"Dice": float(rng.uniform(0.6, 0.7) + shift)},
+        "2": {"Dice": float(rng.uniform(0.3, 0.4)) if i else None}}} for i in range(6)]
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as f:
+        json.dump({"metric_per_case": per_case}, f)
+
+
+def write_curve(path, level):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    dice = list(level * (1 - np.exp(-np.arange(10) / 2)))
+    with open(path, "w") as f:
+        json.dump({"iterations_per_epoch": 5, "epoch_seconds": [1.0] * 10, "mean_fg_dice": dice,
+                   "ema_fg_dice": dice, "train_losses": [0] * 10, "val_losses": [0] * 10, "lrs": [0] * 10}, f)
+
+
+@pytest.fixture
+def run(tmp_path):
+    """Two fractions x two seeds and the lr comparison; AnatoMask never ran at 100 %; at the smallest fraction
+    Scratch is better with the compared lr, RandomMask better than Scratch by 0.2 at the default lr."""
+    run = Run(SIZES["tiny"], str(tmp_path), SCHEMES, [0.5, 1.0], [0, 1], "cpu", lr_study=1e-3, log=lambda m: None)
     os.makedirs(run.layout.raw_dataset)
     with open(os.path.join(run.layout.raw_dataset, "dataset.json"), "w") as f:
         json.dump({"labels": {"background": 0, "a": 1, "b": 2}}, f)
+    table, wanted = run.fold_table()
+    save_folds(run.folds_file, table)
     rng = np.random.default_rng(0)
-    for tr in run.all_trainers():
-        for k in range(len(fractions)):
-            if tr == "nnUNetTrainerAnatoMask" and k == 1:
-                continue  # not run yet
-            os.makedirs(run.layout.pred_dir(tr, k))
-            per_case = [{"reference_file": f"/x/case_{i}.nii.gz", "metrics": {
-                "1": {"Dice": float(rng.uniform(0.5, 0.9))},
-                "2": {"Dice": float(rng.uniform(0.2, 0.6)) if i else None}}} for i in range(5)]
-            with open(run.layout.summary(tr, k), "w") as f:
-                json.dump({"metric_per_case": per_case}, f)
+    for r in wanted:
+        for tr in run.all_trainers():
+            if tr == SCHEMES[1] and r.fraction == 1.0:
+                continue
+            shift = 0.2 if tr == SCHEMES[0] and r.initial_lr is None else 0.0
+            shift += 0.1 if tr == SCRATCH and r.initial_lr is not None else 0.0
+            write_summary(run.layout.summary(tr, r.fold), rng, shift)
+            write_curve(run.curve_file(tr, r.fold), 0.6 + shift)
+    with open(os.path.join(run.out, "timings.json"), "w") as f:
+        json.dump({"data": {"wall_s": 1, "cpu_s": 1}, "stage1 nnUNetTrainerRandomMask": {"wall_s": 60, "cpu_s": 50},
+                   "stage2 x": {"wall_s": 30, "cpu_s": 20}, "predict x": {"wall_s": 6, "cpu_s": 4}}, f)
     return run
 
 
 def numbers(row):
     for ch in "[](),|":
         row = row.replace(ch, " ")
-    return [float(x) for x in row.split()[1:]]
+    return [float(x) for x in row.split() if x.lstrip("+-").replace(".", "").isdigit()]
 
 
-def test_report_table_csv_plot(tmp_path):
-    run = fake_run(tmp_path)
-    text = open(write_report(run, 12.0)).read()
-    assert "| Scratch | " in text and "| RandomMask | " in text and "not run" in text
-    nums = numbers(next(line for line in text.splitlines() if line.startswith("| RandomMask")))
-    assert len(nums) == 8 and all(math.isfinite(x) for x in nums)
-    assert nums[2] <= nums[1] <= nums[3]  # difference inside its interval
-    with open(os.path.join(run.layout.report, "per_class_dice.csv")) as f:
-        rows = list(csv.DictReader(f))
-    assert {r["class"] for r in rows} == {"a", "b"}
-    assert {r["trainer"] for r in rows} == {SCRATCH, "nnUNetTrainerRandomMask", "nnUNetTrainerAnatoMask"}
-    assert next(r for r in rows if r["class"] == "b")["test_cases"] == "4"  # NaN case skipped
-    assert os.path.getsize(os.path.join(run.layout.report, "dice_vs_fraction.png")) > 1000
+def test_table_with_seeds_intervals_and_verdicts(run):
+    text = open(write_report(run, 12.0, "estimated wall time 1 h")).read()
+    lines = text.splitlines()
+    rm = next(line for line in lines if line.startswith("| RandomMask |"))
+    nums = numbers(rm)
+    assert len(nums) == 2 * 5 and all(math.isfinite(x) for x in nums)  # mean, diff, low, high, runs; 2 fractions
+    mean, diff, lo, hi, runs = nums[:5]
+    assert lo <= diff <= hi and runs == 2 and "better" in rm.split("|")[2]
+    assert "not run" in next(line for line in lines if line.startswith("| AnatoMask |"))
+    assert "seeds 0, 1" in text and "estimated wall time 1 h" in text
+    assert "| RandomMask | 50 % |" in text  # the components table
+
+
+def test_lr_comparison_against_scratch_at_its_best(run):
+    write_report(run, None)
     res = json.load(open(os.path.join(run.layout.report, "results.json")))
-    assert res["bootstrap"] == {"resamples": 2000, "seed": 0, "level": 0.95}
+    lr_rows = res["lr_comparison"]
+    assert {(r["trainer"], r["initial_lr"]) for r in lr_rows} == {(t, lr) for t in run.all_trainers()
+                                                                  for lr in (None, 1e-3)}
+    assert all(r["vs"] == SCRATCH and r["vs_initial_lr"] == 1e-3 for r in lr_rows if "vs" in r)
+    text = open(os.path.join(run.layout.report, "results.md")).read()
+    assert "Stage-2 start learning rate at 50 %" in text
+
+
+def test_files_plateaus_costs(run):
+    write_report(run, None)
+    report = run.layout.report
+    with open(os.path.join(report, "per_class_dice.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert {r["class"] for r in rows} == {"a", "b"} and {r["runs"] for r in rows} == {"2"}
+    with open(os.path.join(report, "per_case_dice.csv")) as f:
+        cases = list(csv.DictReader(f))
+    assert len(cases) == (3 * 2 * 2 - 2 + 3 * 2) * 6 * 2  # (cells x seeds) x cases x classes
+    for name in ("learning_curves.png", "dice_vs_fraction.png"):
+        assert os.path.getsize(os.path.join(report, name)) > 1000
+    res = json.load(open(os.path.join(report, "results.json")))
+    rm = next(p for p in res["plateaus"] if p["trainer"] == SCHEMES[0] and p["initial_lr"] is None)
+    assert rm["plateau"] == pytest.approx(0.8 * (1 - np.exp(-np.array([8, 9]) / 2)).mean())
+    assert res["costs"]["cpu_s"]["per_scheme"]["nnUNetTrainerRandomMask"] == pytest.approx(50 + 4 * (20 + 4))

@@ -1,0 +1,47 @@
+"""What a run will cost, printed before it starts: from the size's per-piece seconds (``protocol.Cost``).
+
+work = sum over schemes of stage 1 + (schemes + 1) x runs x (stage-2 run + prediction), where runs = fractions x
+seeds (+ seeds for the learning-rate comparison), a stage-2 run = iterations x seconds per iteration + overhead,
+and a scheme's stage 1 = its iterations x seconds per stage-2 iteration x its ratio + the overhead of a run;
+wall time = data and plan + work / jobs (steps side by side on a machine with nothing else to do).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from nnunet_anatomask.evaluation.protocol import Size
+from nnunet_anatomask.evaluation.trainer_names import short_name
+
+
+@dataclass(frozen=True)
+class Estimate:
+    total_s: float
+    stage1_s: dict             # scheme -> seconds of work
+    run_s: float               # one stage-2 run with its prediction, seconds of work
+    runs_per_trainer: int
+    jobs: int
+    per_added_scheme_s: float  # wall seconds another scheme adds (default stage-1 ratio)
+
+
+def stage1_seconds(size: Size, scheme: str) -> float:
+    ratio = size.cost.stage1_ratio.get(scheme, size.cost.stage1_ratio_other)
+    return size.pretrain_iterations * size.cost.stage2_iteration_s * ratio + size.cost.stage2_overhead_s
+
+
+def estimate(size: Size, scheme_trainers: Sequence[str], runs_per_trainer: int, jobs: int = 1) -> Estimate:
+    c = size.cost
+    run_s = size.finetune_iterations * c.stage2_iteration_s + c.stage2_overhead_s + c.predict_s
+    stage1 = {short_name(t): stage1_seconds(size, short_name(t)) for t in scheme_trainers}
+    work = sum(stage1.values()) + (len(scheme_trainers) + 1) * runs_per_trainer * run_s
+    added = (stage1_seconds(size, "") + runs_per_trainer * run_s) / jobs
+    return Estimate(c.data_and_plan_s + work / jobs, stage1, run_s, runs_per_trainer, jobs, added)
+
+
+def describe(size: Size, e: Estimate) -> str:
+    """Two lines for the console and the report."""
+    stage1 = ", ".join(f"{k} {v / 60:.0f} min" for k, v in e.stage1_s.items())
+    return (f"estimated wall time {e.total_s / 3600:.1f} h ({e.total_s / 60:.0f} min with {e.jobs} job(s) side by "
+            f"side; {size.cost.source}): stage 1 {stage1 or 'none'}; {e.runs_per_trainer} stage-2 runs per trainer "
+            f"at {e.run_s / 60:.1f} min each (training + prediction)\n"
+            f"  each further scheme adds about {e.per_added_scheme_s / 60:.0f} min")

@@ -1,0 +1,57 @@
+"""Stage-2 runs as nnU-Net folds: one fold per (label fraction, seed, start lr), every trainer on the same folds.
+
+nnU-Net trains fold k on ``splits_final.json[k]``, so a fold number is just a run's index: runs of one fraction
+share its split (identical cases for every seed and trainer) and differ in the seed (and, for the learning-rate
+comparison, the start lr). OUT/folds.json keeps the numbering: a rerun reuses it and new runs (more seeds, another
+fraction, the lr comparison) get the next free numbers, so finished folds never change meaning.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Optional, Sequence
+
+
+@dataclass(frozen=True)
+class Stage2Run:
+    fold: int
+    fraction: float
+    seed: int
+    initial_lr: Optional[float] = None   # None: the trainer's own default
+
+    @property
+    def key(self) -> tuple:
+        return self.fraction, self.seed, self.initial_lr
+
+
+def wanted_runs(fractions: Sequence[float], seeds: Sequence[int], lr_study: Optional[float]) -> list[tuple]:
+    """(fraction, seed, lr) of every run, seed-major (a stopped run has every fraction of its first seeds);
+    the lr comparison adds every seed at the smallest fraction with start lr ``lr_study``."""
+    runs = [(f, s, None) for s in seeds for f in fractions]
+    if lr_study is not None:
+        runs += [(min(fractions), s, lr_study) for s in seeds]
+    return runs
+
+
+def assign_folds(existing: Sequence[Stage2Run], wanted: Sequence[tuple]) -> tuple[list[Stage2Run], list[Stage2Run]]:
+    """(all runs: the existing ones with their folds plus the new ones numbered after them, the wanted runs)."""
+    by_key = {r.key: r for r in existing}
+    table = list(existing)
+    for key in wanted:
+        if key not in by_key:
+            by_key[key] = Stage2Run(len(table), *key)
+            table.append(by_key[key])
+    return table, [by_key[k] for k in wanted]
+
+
+def load_folds(path: str) -> list[Stage2Run]:
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [Stage2Run(**r) for r in json.load(f)]
+
+
+def save_folds(path: str, table: Sequence[Stage2Run]) -> None:
+    with open(path, "w") as f:
+        json.dump([asdict(r) for r in table], f, indent=1)
