@@ -173,8 +173,9 @@ def _lobar_volumes(template_t1: sitk.Image, brain: np.ndarray, mricron_dir: str)
     return np.where(brain, groups[tuple(nearest)], 0).astype(np.uint8)
 
 
-LOBES_NOTE = ("every voxel of the template's own brain (largest non-zero region of the skull-stripped T1) labelled with the group of the "
-              "nearest AAL voxel, AAL read through MNI coordinates (the same rule on every template)")
+LOBES_NOTE = ("every voxel of the template's own brain (largest non-zero region of the skull-stripped T1) labelled "
+              "with the group of the nearest AAL voxel, AAL read through MNI coordinates (the same rule on every "
+              "template)")
 
 
 def _brain_mask(image: np.ndarray) -> np.ndarray:
@@ -345,7 +346,8 @@ def build_anatomy_dataset(raw_root: str, dataset_id: int = 981, name: str = "Bra
     sources = available_sources(mricron_dir, nilearn_dir)
     label_set = label_set or default_label_set(sources)
     folder = dataset_folder(raw_root, dataset_id, name)
-    settings = {"label_set": label_set, "label_rule": LABEL_RULES[label_set], "num_train": num_train, "num_test": num_test, "spacing": spacing,
+    settings = {"label_set": label_set, "label_rule": LABEL_RULES[label_set], "num_train": num_train,
+                "num_test": num_test, "spacing": spacing,
                 "test_template": test_template, "seed": seed, "augment": vars(Augment())}
     prov_path = os.path.join(folder, "provenance.json")
     if os.path.isfile(prov_path):

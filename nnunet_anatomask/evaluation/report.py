@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import math
 import os
 import platform
 import shutil
@@ -123,7 +124,8 @@ def main_table(run: Run, rows: list) -> list[str]:
 
 
 def components_table(rows: list) -> list[str]:
-    lines = ["| scheme | fraction | difference | runs x cases | seeds only | test cases only |", "|---|---|---|---|---|---|"]
+    lines = ["| scheme | fraction | difference | runs x cases | seeds only | test cases only |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         if "diff" in r:
             seed = f"[{r['seed_low']:+.3f}, {r['seed_high']:+.3f}]" if r["seed_low"] is not None else "one run"
@@ -152,8 +154,9 @@ def plateau_lines(plateaus: list) -> list[str]:
     lines = ["| trainer | fraction | start lr | runs | pseudo-Dice plateau | rise over the last stretch |",
              "|---|---|---|---|---|---|"]
     for p in sorted(plateaus, key=lambda p: (p["fraction"], p["initial_lr"] or 0, p["trainer"] != SCRATCH)):
+        rise = "-" if math.isnan(p["rise"]) else f"{p['rise']:+.3f}"
         lines.append(f"| {short_name(p['trainer'])} | {p['fraction'] * 100:g} % | {_lr(p['initial_lr'])} | "
-                     f"{p['runs']} | {p['plateau']:.3f} | {p['rise']:+.3f} |")
+                     f"{p['runs']} | {p['plateau']:.3f} | {rise} |")
     return lines
 
 

@@ -103,6 +103,25 @@ def test_runs_are_folds_on_identical_splits_and_seeded(tiny):
     assert not all(torch.equal(seed_b[k], same[k]) for k in same)
 
 
+def test_start_lr_of_the_lr_comparison_reaches_the_optimiser(tiny):
+    """`launch --initial-lr` trains with that start lr (nnU-Net logs the lr of every epoch; one epoch of warm-up
+    ends at the start lr), the default run with the trainer's default."""
+    out, _ = tiny
+    again = out / "lr"
+    env = clean_env(nnUNet_raw=str(out / "nnUNet_raw"), nnUNet_preprocessed=str(out / "nnUNet_preprocessed"),
+                    nnUNet_results=str(again), nnUNet_n_proc_DA="0", nnUNet_anatomask_finetune_epochs="1",
+                    nnUNet_anatomask_iters_per_epoch="2", nnUNet_anatomask_save_every="1")
+    subprocess.run([sys.executable, "-m", "nnunet_anatomask.evaluation.launch", "train", "980", "2d", "0", "-tr",
+                    SCRATCH, "-p", TINY.plans_name, "-device", "cpu", "--seed", "0", "--threads", "1",
+                    "--initial-lr", "0.00123"], env=env, check=True, capture_output=True, timeout=600)
+    name = f"{SCRATCH}__{TINY.plans_name}__2d"
+    logged = lambda folder: torch.load(folder / "fold_0" / "checkpoint_final.pth",  # noqa: E731
+                                       weights_only=False)["logging"]["lrs"]
+    assert logged(again / "Dataset980_EvalTiny" / name) == [pytest.approx(0.00123)]
+    default = __import__("nnunet_anatomask.trainers.stage2", fromlist=["x"]).nnUNetTrainerScratch.initial_lr_default
+    assert logged(out / "nnUNet_results" / "Dataset980_EvalTiny" / name) == [pytest.approx(default)]
+
+
 def test_each_scheme_pretrained_once_and_kept_apart(tiny):
     out, _ = tiny
     base = out / "nnUNet_results" / "Dataset980_EvalTiny"
