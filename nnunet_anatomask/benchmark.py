@@ -6,14 +6,15 @@
 
 Rows: nnU-Net's `nnUNetTrainer.train_step` on a fixed batch (compiled where nnU-Net compiles: CUDA with
 nnUNet_compile unset or true), then one stage-1 optimiser step (`Stage1Runner.train_step`) per scheme in SCHEMES,
-at the last epoch (AnatoMask's teacher runs, alpha = 0.5). Every row is built and warmed up (--warmup steps)
+at the last epoch (AnatoMask's teacher runs, alpha = 0.5); a scheme whose loader crops are larger than the patch
+(crop_scale, e.g. GL-MAE) gets a batch of that size. Every row is built and warmed up (--warmup steps)
 inside its own memory window; then the rows take turns, step by step, for --steps steps each, and each reports
 its median (the device synchronised after every step). Peak memory, over what was allocated before the row was
 built: CUDA max_memory_allocated; CPU the peak resident set size (VmHWM). With --dataset also the end-to-end
 it/s with nnU-Net's data loader (stage 1: stage1_batches) against the step-only it/s. A second table splits off,
 per scheme and again taking turns, the costs that are ours: select_mask (of which AnatoMask's teacher forward),
-loss + logged figures, on_step_end (teacher EMA) and the masked-forward emulation (masked forward + backward
-minus the same network's dense forward + backward).
+loss + logged figures (both for schemes with the default step), on_step_end (teacher EMA) and the masked-forward
+emulation (masked forward + backward minus the same network's dense forward + backward).
 --explain runs torch._dynamo.explain on the masked model's forward (graph breaks) and checks that a new mask
 does not recompile. Nothing is written outside a temporary folder except --output.
 """
@@ -40,9 +41,10 @@ from batchgenerators.utilities.file_and_folder_operations import join, load_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context, empty_cache
 
-from nnunet_anatomask.pretraining.schemes import SCHEMES
+from nnunet_anatomask.pretraining import masking
+from nnunet_anatomask.pretraining.schemes import SCHEMES, MaskingScheme
 from nnunet_anatomask.trainers.stage1 import Stage1Runner
-from nnunet_anatomask.trainers.stage1_data import shutdown, stage1_batches
+from nnunet_anatomask.trainers.stage1_data import crop_size, shutdown, stage1_batches
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Row:
     step: Callable[[dict], object]  # one train step on a batch {'data', 'target'}
     batches: Callable[[], Iterator[dict]]  # the real data loader of this row (with --dataset)
     runner: Optional[Stage1Runner]  # None for the supervised row
+    batch: Optional[dict] = None  # this row's fixed batch, when it differs from the shared one (larger crops)
     step_ms: float = float("nan")
     peak_mib: float = float("nan")
     e2e_its: float = float("nan")
@@ -252,10 +255,11 @@ def measured_build(name: str, build, batch: dict, args) -> Row:
     """Build a row's step inside a memory window, run the warm-up, then one step for the peak memory."""
     memory = PeakMemory(torch.device(args.device))
     row = Row(name, *build())
+    row.batch = row.batch or batch
     for _ in range(args.warmup):
-        row.step(batch)
+        row.step(row.batch)
     memory.reset_peak()
-    row.step(batch)
+    row.step(row.batch)
     row.peak_mib = memory.peak_mib()
     return row
 
@@ -274,29 +278,39 @@ def supervised_parts(trainer: nnUNetTrainer):
     return trainer.train_step, batches, None
 
 
-def scheme_parts(trainer: nnUNetTrainer, scheme_name: str):
+def crop_batch(trainer: nnUNetTrainer, crop_scale: float, synthetic: bool) -> Optional[dict]:
+    """A batch of the scheme's loader crops when they are larger than the patch (random, or the real loader's)."""
+    if crop_scale == 1:
+        return None
+    if not synthetic:
+        batches = stage1_batches(trainer, crop_scale)
+        try:
+            return next(batches)
+        finally:
+            shutdown(batches)
+    crop = crop_size(trainer.configuration_manager.patch_size, crop_scale)
+    return {"data": torch.randn(trainer.batch_size, trainer.num_input_channels, *crop)}
+
+
+def scheme_parts(trainer: nnUNetTrainer, scheme_name: str, synthetic: bool):
     """A Stage1Runner at its last epoch (AnatoMask: alpha = 0.5, the teacher runs); the step as train_epoch
     runs it, the batch moved to the device first."""
-    runner = Stage1Runner(trainer, SCHEMES[scheme_name])
+    scheme = SCHEMES[scheme_name]
+    runner = Stage1Runner(trainer, scheme)
     runner.num_epochs = max(runner.num_epochs, 2)
     runner.build()
     epoch, device = runner.num_epochs - 1, trainer.device
     step = lambda b: runner.train_step(b["data"].to(device, non_blocking=True), epoch)  # noqa: E731
-    return step, lambda: stage1_batches(trainer), runner
+    return (step, lambda: stage1_batches(trainer, scheme.crop_scale), runner,
+            crop_batch(trainer, scheme.crop_scale, synthetic))
 
 
 def our_costs(runner: Stage1Runner, batch: dict, args) -> dict:
     """ms of a stage-1 step and of its parts that are ours, called as train_step calls them, taking turns."""
     scheme, model, device, epoch = runner.scheme, runner.model, runner.trainer.device, runner.num_epochs - 1
     images = batch["data"].to(device)
-    cell_mask = scheme.select_mask(images, epoch)
-    grid_mask = cell_mask.view(images.shape[0], *runner.grid.cells_per_axis)
-    with torch.no_grad(), autocast(device):
-        prediction = runner.forward(images, grid_mask)
-
-    def loss():
-        with torch.no_grad(), autocast(device):
-            scheme.loss(images, prediction, cell_mask, epoch)
+    patch = images[(..., *[slice(0, p) for p in runner.grid.patch_size])]  # the emulation runs on the patch
+    grid_mask = scheme.grid_mask(masking.random_mask(scheme.random_key(patch), scheme.n_masked(epoch)))
 
     def forward_backward(forward):
         with autocast(device):
@@ -304,25 +318,41 @@ def our_costs(runner: Stage1Runner, batch: dict, args) -> dict:
         out.float().square().mean().backward()
 
     dense_network = torch.compile(model.network) if runner.trainer._do_i_compile() else model.network
-    fns = {"step": lambda: runner.train_step(images, epoch), "select_mask": lambda: scheme.select_mask(images, epoch),
-           "loss": loss, "on_step_end": lambda: scheme.on_step_end(epoch),
-           "masked": lambda: forward_backward(lambda: runner.forward(images, grid_mask)),
-           "dense": lambda: (model.set_mask(None), forward_backward(lambda: dense_network(images)))}
-    if hasattr(scheme, "teacher_scores"):
-        fns["teacher"] = lambda: scheme.teacher_scores(images)
+    fns = {"step": lambda: runner.train_step(images, epoch), "on_step_end": lambda: scheme.on_step_end(epoch),
+           "masked": lambda: forward_backward(lambda: runner.forward(patch, grid_mask)),
+           "dense": lambda: (model.set_mask(None), forward_backward(lambda: dense_network(patch)))}
+    if type(scheme).step is MaskingScheme.step:  # the default sequence: its parts can be timed one by one
+        fns.update(default_step_parts(runner, images, epoch))
     parts = interleaved_medians(fns, args.steps, args.warmup, device)
     parts["emulation"] = parts.pop("masked") - parts.pop("dense")
     runner.optimizer.zero_grad(set_to_none=True)
     return parts
 
 
+def default_step_parts(runner: Stage1Runner, images: torch.Tensor, epoch: int) -> dict:
+    """select_mask, loss (forward only) and, where the scheme has one, its teacher forward, as step calls them."""
+    scheme, device = runner.scheme, runner.trainer.device
+    cell_mask = scheme.select_mask(images, epoch)
+    with torch.no_grad(), autocast(device):
+        prediction = runner.forward(images, scheme.grid_mask(cell_mask))
+
+    def loss():
+        with torch.no_grad(), autocast(device):
+            scheme.loss(images, prediction, cell_mask, epoch)
+
+    fns = {"select_mask": lambda: scheme.select_mask(images, epoch), "loss": loss}
+    if hasattr(scheme, "teacher_scores"):
+        fns["teacher"] = lambda: scheme.teacher_scores(images)
+    return fns
+
+
 def bench(trainer: nnUNetTrainer, batch: dict, args) -> list[Row]:
     """Build every row (memory), time them in turns, then end-to-end (--dataset) and our costs one by one."""
     release(trainer)  # its network is built again inside the supervised row's memory window
     rows = [measured_build("supervised (nnUNetTrainer.train_step)", lambda: supervised_parts(trainer), batch, args)]
-    rows += [measured_build(name, lambda name=name: scheme_parts(trainer, name), batch, args)
-             for name in args.schemes]
-    medians = interleaved_medians({row.name: lambda row=row: row.step(batch) for row in rows}, args.steps, 0,
+    rows += [measured_build(name, lambda name=name: scheme_parts(trainer, name, args.synthetic is not None),
+                            batch, args) for name in args.schemes]
+    medians = interleaved_medians({row.name: lambda row=row: row.step(row.batch) for row in rows}, args.steps, 0,
                                   trainer.device)  # warmed up in measured_build
     for row in rows:
         row.step_ms = medians[row.name]
@@ -334,26 +364,24 @@ def bench(trainer: nnUNetTrainer, batch: dict, args) -> list[Row]:
             finally:
                 shutdown(batches)
         if row.runner is not None:
-            row.parts = our_costs(row.runner, batch, args)
+            row.parts = our_costs(row.runner, row.batch, args)
     return rows
 
 
 # ==================================================================== torch.compile check
 def explain_masked_forward(trainer: nnUNetTrainer, images: torch.Tensor) -> list[str]:
-    """torch._dynamo.explain of MaskedReconstructionModel.forward, and the graphs compiled over three masks."""
+    """torch._dynamo.explain of the masked model's forward (with and without features), and the graphs compiled
+    over three masks."""
     runner = Stage1Runner(trainer, SCHEMES["RandomMask"])
     runner.build()
     images = images.to(trainer.device)
-    masks = [runner.scheme.select_mask(images, 0).view(images.shape[0], *runner.grid.cells_per_axis)
-             for _ in range(3)]
-    torch._dynamo.reset()
-    result = torch._dynamo.explain(runner.model)(images, masks[0])
-    lines = [f"torch._dynamo.explain(MaskedReconstructionModel)(images, cell_mask): {result.graph_count} graph(s), "
-             f"{result.graph_break_count} graph break(s), {result.op_count} ops"]
-    for reason in result.break_reasons:
-        frame = reason.user_stack[-1] if reason.user_stack else None
-        where = f" at {frame.filename}:{frame.lineno}" if frame is not None else ""
-        lines.append(f"  break: {reason.reason}{where}")
+    masks = [runner.scheme.grid_mask(runner.scheme.select_mask(images, 0)) for _ in range(3)]
+    lines, graph_counts = [], []
+    for features in (False, True):  # the plain reconstruction, and the features a scheme may ask for
+        torch._dynamo.reset()
+        result = torch._dynamo.explain(runner.model)(images, masks[0], features=features)
+        graph_counts.append(result.graph_count)
+        lines += explain_lines(result, f"torch._dynamo.explain(masked model)(images, cell_mask, features={features})")
     torch._dynamo.reset()
     graphs = []
 
@@ -365,8 +393,19 @@ def explain_masked_forward(trainer: nnUNetTrainer, images: torch.Tensor) -> list
     for mask in masks:
         compiled(images, mask)
     lines.append(f"torch.compile over 3 different masks: {len(graphs)} graph(s) compiled "
-                 f"({'no recompilation' if len(graphs) == result.graph_count else 'RECOMPILED on a new mask'})")
+                 f"({'no recompilation' if len(graphs) == graph_counts[0] else 'RECOMPILED on a new mask'})")
     torch._dynamo.reset()
+    return lines
+
+
+def explain_lines(result, what: str) -> list[str]:
+    """A summary line of a torch._dynamo.explain result and one line per graph break."""
+    lines = [f"{what}: {result.graph_count} graph(s), {result.graph_break_count} graph break(s), "
+             f"{result.op_count} ops"]
+    for reason in result.break_reasons:
+        frame = reason.user_stack[-1] if reason.user_stack else None
+        where = f" at {frame.filename}:{frame.lineno}" if frame is not None else ""
+        lines.append(f"  break: {reason.reason}{where}")
     return lines
 
 

@@ -1,4 +1,4 @@
-"""Checkpoint I/O (design §5): atomic writes, weights_only-loadable contents, and clear errors on bad files."""
+"""Checkpoint I/O (docs/architecture.md, Checkpoints): atomic writes, weights_only-loadable contents, and clear errors on bad files."""
 import hashlib
 import json
 import os

@@ -1,4 +1,4 @@
-"""Run-length knobs read from environment variables, in nnU-Net's style (design §1).
+"""Run-length knobs read from environment variables, in nnU-Net's style (docs/usage.md).
 
 Every knob is validated when a trainer is built, before any work starts, so a typo costs seconds.
 """
@@ -38,5 +38,5 @@ def validation_iterations(iters_per_epoch: int) -> int:
 
 
 def warmup_epochs(fraction: float, num_epochs: int) -> int:
-    """A warm-up given as a fraction of the run, at least one epoch (design §1)."""
+    """A warm-up given as a fraction of the run, at least one epoch (docs/usage.md)."""
     return max(1, round(fraction * num_epochs))

@@ -3,8 +3,8 @@
 * :func:`plot_progress` - a ``progress.png`` in the style of nnU-Net's: stacked
   panels (loss, epoch time, learning rate, scheme curves) sharing the epoch axis.
 * :func:`plot_reconstruction` - one sample: input, what the network saw (masked
-  cells greyed out), the reconstruction, its error and optionally a teacher's
-  per-voxel error map; one row per channel.
+  cells greyed out), the reconstruction, its error and every per-voxel map a
+  scheme makes (a teacher's error map, a cluster map, ...); one row per channel.
 
 Both take plain lists / numpy arrays (convert torch tensors with
 ``t.detach().cpu().numpy()``) and write the PNG atomically (temp file in the same
@@ -205,7 +205,7 @@ def _show_mask(ax, img: np.ndarray, visible: np.ndarray, vmin: float, vmax: floa
 
 
 def _check_shapes(images: np.ndarray, visible: np.ndarray, reconstruction: np.ndarray,
-                  error_map: np.ndarray | None) -> None:
+                  maps: dict[str, np.ndarray]) -> None:
     """Raise ValueError if the arrays of one sample do not fit together."""
     if images.ndim not in (3, 4):
         raise ValueError(f"images must be [C, H, W] or [C, D, H, W], got shape {images.shape}")
@@ -213,59 +213,65 @@ def _check_shapes(images: np.ndarray, visible: np.ndarray, reconstruction: np.nd
         raise ValueError(f"reconstruction shape {reconstruction.shape} != images shape {images.shape}")
     if visible.shape != images.shape[1:]:
         raise ValueError(f"visible shape {visible.shape} != spatial shape {images.shape[1:]}")
-    if error_map is not None and error_map.shape != images.shape[1:]:
-        raise ValueError(f"error_map shape {error_map.shape} != spatial shape {images.shape[1:]}")
+    for name, m in maps.items():
+        if m.shape != images.shape[1:]:
+            raise ValueError(f"map {name!r} shape {m.shape} != spatial shape {images.shape[1:]}")
 
 
-def _panel_grid(fig: Figure, n_rows: int, with_map: bool) -> np.ndarray:
-    """Axes [n_rows, 5 or 7]: input, mask, reconstruction, error, error colour bar
-    (+ teacher error map, its colour bar). All image panels get the same size."""
-    widths = [1, 1, 1, 1, 0.06] + ([0.12, 1, 0.06] if with_map else [])
+def _panel_grid(fig: Figure, n_rows: int, n_maps: int) -> np.ndarray:
+    """Axes [n_rows, 5 + 2 * n_maps]: input, mask, reconstruction, error, error colour bar, then each map and
+    its colour bar. All image panels get the same size."""
+    widths = [1, 1, 1, 1, 0.06] + [0.12, 1, 0.06] * n_maps
     gs = fig.add_gridspec(n_rows, len(widths), width_ratios=widths)
-    keep = [0, 1, 2, 3, 4] + ([6, 7] if with_map else [])
+    keep = [0, 1, 2, 3, 4] + [c for j in range(n_maps) for c in (6 + 3 * j, 7 + 3 * j)]
     return np.array([[fig.add_subplot(gs[r, c]) for c in keep] for r in range(n_rows)])
 
 
 def plot_reconstruction(images, visible, reconstruction, path: str, title: str = "",
-                        error_map=None, channel_names: Sequence[str] | None = None) -> None:
-    """Write a picture of one masked-image-modelling sample to ``path``.
+                        maps: dict | None = None, channel_names: Sequence[str] | None = None) -> None:
+    """Write :func:`reconstruction_figure` of one sample to ``path`` (PNG, atomically)."""
+    _save_atomic(reconstruction_figure(images, visible, reconstruction, title, maps, channel_names), path, dpi=110)
+
+
+def reconstruction_figure(images, visible, reconstruction, title: str = "", maps: dict | None = None,
+                          channel_names: Sequence[str] | None = None) -> Figure:
+    """A picture of one masked-image-modelling sample.
 
     Args:
         images: float [C, H, W] or [C, D, H, W], the (normalised) input of one sample.
         visible: bool [*spatial], True where the network saw the voxel, False where masked.
         reconstruction: float like ``images``, already composed (prediction in masked
             voxels, input in visible ones).
-        path: PNG file to write.
         title: figure suptitle (for 3D the slice shown is appended).
-        error_map: optional float [*spatial], e.g. a teacher's per-voxel error (0 = not scored).
+        maps: optional {title: float [*spatial]}, every per-voxel map of the scheme (e.g. "teacher
+            error", 0 = not scored); each gets a panel titled with its name and its own colour bar.
         channel_names: optional name per channel for the row labels.
 
     3D data is shown at the middle slice along the first spatial axis. One row per
     channel; columns: input, mask, reconstruction, error in masked voxels, and the
-    teacher error map if given. Input, mask and reconstruction share grey limits
+    maps. Input, mask and reconstruction share grey limits
     (1st-99th percentile of the input slice) per channel; the error colour scale is
     shared by all channels.
     """
     images = np.asarray(images, dtype=np.float32)
     reconstruction = np.asarray(reconstruction, dtype=np.float32)
     visible = np.asarray(visible).astype(bool)
-    error_map = None if error_map is None else np.asarray(error_map, dtype=np.float32)
-    _check_shapes(images, visible, reconstruction, error_map)
+    maps = {name: np.asarray(m, dtype=np.float32) for name, m in (maps or {}).items()}
+    _check_shapes(images, visible, reconstruction, maps)
     n_sp = images.ndim - 1
     img, rec, vis = (_middle_slice(a, n_sp) for a in (images, reconstruction, visible))
     n_ch = img.shape[0]
     names = list(channel_names) if channel_names else [f"channel {c}" for c in range(n_ch)]
-    with_map = error_map is not None
-    fig = plt.figure(figsize=(13.5 + 3.4 * with_map, 3.0 * n_ch + 1.1), layout="constrained")
-    axes = _panel_grid(fig, n_ch, with_map)
+    fig = plt.figure(figsize=(13.5 + 3.4 * len(maps), 3.0 * n_ch + 1.1), layout="constrained")
+    axes = _panel_grid(fig, n_ch, len(maps))
     err = np.where(vis[None], 0.0, np.abs(rec - img))
     err_max = float(err.max()) or 1.0
     for c in range(n_ch):
         _plot_channel_row(fig, axes[c], img[c], rec[c], vis, err[c], err_max, names[c])
-        if with_map:
-            _plot_error_map(fig, axes[c, 5:], _middle_slice(error_map, n_sp), vis)
+        for j, (name, m) in enumerate(maps.items()):
+            _plot_map(fig, axes[c, 5 + 2 * j:7 + 2 * j], _middle_slice(m, n_sp), vis, name)
     _finish_reconstruction(fig, axes, images.shape, title)
-    _save_atomic(fig, path, dpi=110)
+    return fig
 
 
 def _plot_channel_row(fig: Figure, axes, img: np.ndarray, rec: np.ndarray, vis: np.ndarray,
@@ -287,18 +293,19 @@ def _plot_channel_row(fig: Figure, axes, img: np.ndarray, rec: np.ndarray, vis: 
     axes[0].set_ylabel(name, fontsize=13)
 
 
-def _plot_error_map(fig: Figure, axes, emap: np.ndarray, vis: np.ndarray) -> None:
-    """The teacher's per-voxel error map (+ colour bar) with the mask outline on top."""
-    im = axes[0].imshow(emap, cmap="viridis", vmin=0, vmax=float(emap.max()) or 1.0,
+def _plot_map(fig: Figure, axes, values: np.ndarray, vis: np.ndarray, name: str) -> None:
+    """One per-voxel map of the scheme (+ colour bar) with the mask outline on top, titled with its name."""
+    low = min(0.0, float(values.min()))
+    im = axes[0].imshow(values, cmap="viridis", vmin=low, vmax=float(values.max()) if values.max() > low else low + 1,
                         interpolation="nearest")
     _outline(axes[0], vis, width=1.0)
-    axes[0].set_title("teacher error map")
+    axes[0].set_title(name)
     fig.colorbar(im, cax=axes[1])
 
 
 def _finish_reconstruction(fig: Figure, axes, shape: tuple, title: str) -> None:
     """Hide ticks, add the suptitle (with slice info) and a legend for the mask shading."""
-    for ax in axes[:, [0, 1, 2, 3] + ([5] if axes.shape[1] > 5 else [])].ravel():
+    for ax in axes[:, [0, 1, 2, 3] + list(range(5, axes.shape[1], 2))].ravel():
         ax.set_xticks([])
         ax.set_yticks([])
     if len(shape) == 4:

@@ -1,5 +1,5 @@
 """Shared fixtures: tiny generated datasets planned once per session by the real nnUNetv2_plan_and_preprocess,
-and a helper that runs the real console scripts in a clean environment (design §6, CPU test budget)."""
+and a helper that runs the real console scripts in a clean environment (docs/installation.md, test budget)."""
 import json
 import os
 import subprocess

@@ -1,4 +1,4 @@
-"""Cell-mask sampling shared by every scheme: batched tensor code, no per-sample loops (design §2).
+"""Cell-mask sampling shared by every scheme: batched tensor code, no per-sample loops (docs/architecture.md).
 
 A mask is a bool tensor [B, N] over the N cells of the grid (row-major), True = masked.
 """

@@ -1,14 +1,13 @@
 """The two-stage trainer behind every scheme: stage 1 (or a found stage-1 checkpoint), then stage 2.
 
-Control flow of one `nnUNetv2_train` call (design §1): nnU-Net handles `--c` for stage 2 outside the trainer;
-we learn about it from plans['continue_training'] and resume stage 1 ourselves. The stage-1 checkpoint is
-looked up in fold_X/pretraining, then fold_all/pretraining (nnUNetv2_pretrain D C all), else stage 1 runs.
+Control flow of one `nnUNetv2_train` call (docs/architecture.md): nnU-Net handles `--c` for stage 2 outside the
+trainer; we learn about it from plans['continue_training'] and resume stage 1 ourselves. The stage-1 checkpoint
+is looked up in fold_X/pretraining, then fold_all/pretraining (nnUNetv2_pretrain D C all), else stage 1 runs.
 """
 import os
 from typing import ClassVar
 
 import torch
-from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 
 from nnunet_anatomask import checkpoint_io
 from nnunet_anatomask.pretraining.schemes.base import MaskingScheme
@@ -61,13 +60,18 @@ class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
         self.print_to_log_file("No stage-1 checkpoint found: running stage 1 now")
         return self.run_pretraining()
 
+    def load_stage1_weights(self, path: str) -> None:
+        """Stage 2 starts from the stage-1 weights; the backbone says which go over and how (CNN: nnU-Net's
+        load_pretrained_weights, every key but seg_layers)."""
+        keys = self.stage1.backbone.handover(path, self.network)
+        self.print_to_log_file(f"Stage 2 starts from the stage-1 weights of {path} ({len(keys)} tensors, all but "
+                               f"the output layer)")
+
     def run_training(self):
         if not self.was_initialized:
             self.initialize()
         if self.current_epoch == 0:
-            path = self.stage1_checkpoint()
-            load_pretrained_weights(self.network, path, verbose=False)
-            self.print_to_log_file(f"Stage 2 starts from the stage-1 weights of {path} (all but seg_layers)")
+            self.load_stage1_weights(self.stage1_checkpoint())
         else:
             self.print_to_log_file(f"Stage 2 resumed at epoch {self.current_epoch}: stage-1 weights are not "
                                    f"loaded again")

@@ -1,4 +1,4 @@
-"""Stage 2: nnU-Net's own segmentation training by nnssl's fine-tuning recipe (design §4).
+"""Stage 2: nnU-Net's own segmentation training by nnssl's fine-tuning recipe (docs/usage.md).
 
 Built on nnU-Net's nnUNetTrainer_warmup (SGD, linear lr warm-up over the first 5 % of epochs, then poly).
 nnUNetTrainerScratch is this recipe from random init; nnUNetTrainerFinetune starts it from -pretrained_weights.

@@ -20,7 +20,7 @@ def stage2_log_text(fold_dir: str) -> str:
 
 
 def load_weights_only(path: str) -> dict:
-    """Stage-1 checkpoints must load with weights_only=True on the CPU (design §5)."""
+    """Stage-1 checkpoints must load with weights_only=True on the CPU (docs/architecture.md, Checkpoints)."""
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

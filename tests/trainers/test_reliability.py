@@ -7,7 +7,7 @@ import torch.distributed as dist
 
 from nnunet_anatomask import checkpoint_io
 from nnunet_anatomask.checkpoint_io import CheckpointError
-from nnunet_anatomask.pretraining.schemes import RandomMaskScheme
+from nnunet_anatomask.pretraining.schemes.random_mask import RandomMaskScheme
 from nnunet_anatomask.trainers import nnUNetTrainerAnatoMask, nnUNetTrainerRandomMask
 from nnunet_anatomask.trainers.stage1 import NonFiniteLossError
 from nnunet_anatomask.trainers.stage2 import ConfigurationError

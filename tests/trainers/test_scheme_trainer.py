@@ -1,4 +1,4 @@
-"""End to end through the real CLIs: stage 1 -> stage 2 -> nnUNetv2_predict (design §6 budget: 1 epoch x 2
+"""End to end through the real CLIs: stage 1 -> stage 2 -> nnUNetv2_predict (test budget: 1 epoch x 2
 iterations per stage)."""
 import json
 import os

@@ -2,7 +2,7 @@
 
 An EMA teacher reconstructs the batch under its own random mask; its per-cell error is the significance
 score. The student masks the alpha * n_masked highest-scoring cells plus random other cells, with alpha
-growing over training (masking dynamics). Defaults: design §3, read from the official code.
+growing over training (masking dynamics). Defaults: docs/anatomask.md, read from the official code.
 """
 import torch
 
