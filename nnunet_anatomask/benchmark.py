@@ -21,6 +21,7 @@ does not recompile. Nothing is written outside a temporary folder except --outpu
 import argparse
 import contextlib
 import ctypes
+import difflib
 import gc
 import io
 import math
@@ -42,6 +43,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context, empty_cache
 
 from nnunet_anatomask.pretraining import masking
+from nnunet_anatomask.progress import Progress
 from nnunet_anatomask.pretraining.schemes import SCHEMES, MaskingScheme
 from nnunet_anatomask.trainers.stage1 import Stage1Runner
 from nnunet_anatomask.trainers.stage1_data import crop_size, shutdown, stage1_batches
@@ -349,14 +351,24 @@ def default_step_parts(runner: Stage1Runner, images: torch.Tensor, epoch: int) -
 def bench(trainer: nnUNetTrainer, batch: dict, args) -> list[Row]:
     """Build every row (memory), time them in turns, then end-to-end (--dataset) and our costs one by one."""
     release(trainer)  # its network is built again inside the supervised row's memory window
+    progress = Progress(2 + 2 * len(args.schemes), "benchmark", stream=sys.stderr)
+    progress.start("build + warm up: supervised")
     rows = [measured_build("supervised (nnUNetTrainer.train_step)", lambda: supervised_parts(trainer), batch, args)]
-    rows += [measured_build(name, lambda name=name: scheme_parts(trainer, name, args.synthetic is not None),
-                            batch, args) for name in args.schemes]
+    progress.done()
+    for name in args.schemes:
+        progress.start(f"build + warm up: {name}")
+        rows.append(measured_build(name, lambda name=name: scheme_parts(trainer, name, args.synthetic is not None),
+                                   batch, args))
+        progress.done()
+    progress.start(f"timing every row, {args.steps} steps each, taking turns")
     medians = interleaved_medians({row.name: lambda row=row: row.step(row.batch) for row in rows}, args.steps, 0,
                                   trainer.device)  # warmed up in measured_build
+    progress.done()
     for row in rows:
         row.step_ms = medians[row.name]
     for row in rows:
+        if row.runner is not None:
+            progress.start(f"our costs{' and end-to-end' if args.dataset is not None else ''}: {row.name}")
         if args.dataset is not None:
             batches = row.batches()
             try:
@@ -365,6 +377,7 @@ def bench(trainer: nnUNetTrainer, batch: dict, args) -> list[Row]:
                 shutdown(batches)
         if row.runner is not None:
             row.parts = our_costs(row.runner, row.batch, args)
+            progress.done()
     return rows
 
 
@@ -469,21 +482,40 @@ def report(args, argv: list[str], header: list[str], rows: list[Row], explain: l
 
 
 # ==================================================================== command line
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m nnunet_anatomask.benchmark", description=__doc__.split("\n")[0])
+def scheme_name(name: str) -> str:
+    """argparse type of --schemes: a registered scheme, else an error with a 'did you mean'."""
+    if name in SCHEMES:
+        return name
+    close = difflib.get_close_matches(name, list(SCHEMES), n=1)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    raise argparse.ArgumentTypeError(f"{name!r} is not a registered scheme.{hint} Known: {', '.join(SCHEMES)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m nnunet_anatomask.benchmark", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--synthetic", choices=sorted(SIZES), help="in-memory plans of a named size, random batch")
+    source.add_argument("--synthetic", choices=sorted(SIZES),
+                        help="in-memory plans of a named size (" + "; ".join(
+                            f"{k}: patch {v.patch}, widths {v.features}" for k, v in SIZES.items()) + "), random batch")
     source.add_argument("--dataset", help="a preprocessed dataset (name or id; needs nnUNet_preprocessed)")
-    p.add_argument("--configuration", default="3d_fullres", help="with --dataset (default 3d_fullres)")
+    p.add_argument("--configuration", default="3d_fullres", help="configuration of the plans, with --dataset")
     p.add_argument("--plans", default="nnUNetPlans", help="plans identifier, with --dataset")
     p.add_argument("--fold", default="0", help="fold whose training cases feed the loaders, with --dataset")
-    p.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES))
+    p.add_argument("--schemes", nargs="+", default=list(SCHEMES), type=scheme_name, metavar="SCHEME",
+                   help="schemes to time against nnU-Net's supervised step (registered: " + ", ".join(SCHEMES) + ")")
     p.add_argument("--steps", type=int, default=20, help="timed steps per measurement (median)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation, allocator)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"),
+                   help="device to time on")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--explain", action="store_true", help="torch._dynamo.explain the masked forward")
     p.add_argument("--output", help="also write the report (markdown) to this file")
+    return p
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
         p.error("--steps and --threads must be >= 1, --warmup >= 0")

@@ -9,10 +9,12 @@ import signal
 import numpy as np
 import torch
 
+from nnunet_anatomask.errors import PluginError
+
 SKIPPED_IN_HANDOVER = (".seg_layers.",)  # nnU-Net's load_pretrained_weights skips these too
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(PluginError, RuntimeError):
     """A checkpoint that cannot be used here; the message names the problem and the fix."""
 
 

@@ -5,8 +5,12 @@ FOLD may be `all`: every fold's nnUNetv2_train with the same trainer then reuses
 import argparse
 import difflib
 import multiprocessing
+from importlib.metadata import version
 
 import torch
+
+from nnunet_anatomask import __version__
+from nnunet_anatomask.errors import PluginError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -21,7 +25,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-device", type=str, default="cuda", choices=["cuda", "cpu", "mps"],
                         help="Device to train on. Default: cuda")
     parser.add_argument("--c", action="store_true", help="Continue stage 1 from its checkpoint_latest.pth")
+    parser.add_argument("--version", action="version", version=version_line())
     return parser.parse_args(argv)
+
+
+def version_line() -> str:
+    return f"nnunet-anatomask {__version__} (nnunetv2 {version('nnunetv2')}, torch {torch.__version__})"
 
 
 def device_from_arg(name: str) -> torch.device:
@@ -55,7 +64,15 @@ def scheme_trainer_class(name: str) -> type:
 
 
 def pretrain_entry(argv=None) -> None:
-    args = parse_args(argv)
+    """The console script: our errors end the program with their message alone (it names the fix)."""
+    try:
+        pretrain(parse_args(argv))
+    except PluginError as e:
+        raise SystemExit(f"nnUNetv2_pretrain: {e}") from None
+
+
+def pretrain(args: argparse.Namespace) -> str:
+    """Stage 1 only, for the parsed arguments; returns the final checkpoint's path."""
     fold = args.fold if args.fold == "all" else int(args.fold)
     scheme_trainer_class(args.tr)
     from nnunetv2.run.run_training import get_trainer_from_args
@@ -66,7 +83,7 @@ def pretrain_entry(argv=None) -> None:
     except FileNotFoundError as e:
         raise SystemExit(f"nnUNetv2_pretrain: {e.filename} not found. Fix: run nnUNetv2_plan_and_preprocess -d "
                          f"{args.dataset_name_or_id} first, and check -p {args.p} and nnUNet_preprocessed.") from None
-    trainer.run_pretraining()
+    return trainer.run_pretraining()
 
 
 if __name__ == "__main__":

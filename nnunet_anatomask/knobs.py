@@ -4,6 +4,8 @@ Every knob is validated when a trainer is built, before any work starts, so a ty
 """
 import os
 
+from nnunet_anatomask.errors import PluginError
+
 PRETRAIN_EPOCHS = "nnUNet_anatomask_pretrain_epochs"
 FINETUNE_EPOCHS = "nnUNet_anatomask_finetune_epochs"
 ITERS_PER_EPOCH = "nnUNet_anatomask_iters_per_epoch"
@@ -12,7 +14,7 @@ SAVE_EVERY = "nnUNet_anatomask_save_every"
 DEFAULTS = {PRETRAIN_EPOCHS: 1000, FINETUNE_EPOCHS: 1000, ITERS_PER_EPOCH: 250, SAVE_EVERY: 50}
 
 
-class KnobError(ValueError):
+class KnobError(PluginError, ValueError):
     """An environment knob holds something that is not a positive integer."""
 
 
@@ -30,6 +32,11 @@ def read_knob(name: str) -> int:
             f"{name}={raw!r} is not a positive integer. Set it to a whole number >= 1 "
             f"(e.g. `export {name}={DEFAULTS[name]}`) or unset it for the default {DEFAULTS[name]}.")
     return value
+
+
+def check_all() -> dict[str, int]:
+    """Read every knob now, so that a bad one is named before any work starts or any folder is made."""
+    return {name: read_knob(name) for name in DEFAULTS}
 
 
 def validation_iterations(iters_per_epoch: int) -> int:

@@ -80,6 +80,21 @@ def test_real_dataset_measures_end_to_end(demo3d, monkeypatch):
     assert demo3d.dataset_name in text
 
 
+def test_help_shows_defaults_and_every_option_has_help(capsys):
+    parser = benchmark.build_parser()
+    assert all(action.help for action in parser._actions), [a.dest for a in parser._actions if not a.help]
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "(default: 20)" in text and "(default: 3d_fullres)" in text and "registered: " in text
+
+
+def test_misspelled_scheme_gets_did_you_mean(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--synthetic", "tiny", "--schemes", "AnatoMsk"])
+    assert "Did you mean AnatoMask?" in capsys.readouterr().err
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(SystemExit):
         benchmark.parse_args(["--synthetic", "huge"])

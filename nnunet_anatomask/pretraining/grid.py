@@ -17,12 +17,14 @@ from typing import Sequence
 
 import torch
 
+from nnunet_anatomask.errors import PluginError
+
 # Ours: the largest cell edge (in voxels) a mask cell may have; SparK's 2D cell is 32 px, we use the
 # deepest nnU-Net stage whose cumulative stride is still <= 16 so that 3D patches keep enough cells.
 MAX_CELL = 16
 
 
-class MaskGridError(ValueError):
+class MaskGridError(PluginError, ValueError):
     """The patch size and the plans' strides cannot carry a mask grid (the message names the fix)."""
 
 

@@ -37,11 +37,12 @@ from dynamic_network_architectures.building_blocks.residual import BasicBlockD, 
 from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU, StackedConvBlocks
 
+from nnunet_anatomask.errors import PluginError
 from nnunet_anatomask.pretraining.backbones.base import MaskedOutput
 from nnunet_anatomask.pretraining.grid import MaskGrid
 
 
-class MaskedForwardError(ValueError):
+class MaskedForwardError(PluginError, ValueError):
     """The network cannot be run with the masked (sparse) forward; the message names the fix."""
 
 

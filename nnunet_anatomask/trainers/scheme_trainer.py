@@ -7,8 +7,6 @@ is looked up in fold_X/pretraining, then fold_all/pretraining (nnUNetv2_pretrain
 import os
 from typing import ClassVar
 
-import torch
-
 from nnunet_anatomask import checkpoint_io
 from nnunet_anatomask.pretraining.schemes.base import MaskingScheme
 from nnunet_anatomask.trainers.stage1 import Stage1Runner
@@ -21,14 +19,13 @@ class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
 
     scheme_class: ClassVar[type[MaskingScheme]]
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
+    def check_setup(self) -> None:
+        super().check_setup()
         if self.is_ddp:
             raise ConfigurationError(
                 "Multi-GPU training (-num_gpus > 1) is not supported by nnunet-anatomask's pretraining trainers "
                 "yet. Fix: run with one GPU (-num_gpus 1).")
-        self.stage1 = Stage1Runner(self, self.scheme_class)  # validates knobs and the mask grid now
+        self.stage1 = Stage1Runner(self, self.scheme_class)  # builds the network on meta: checks the mask grid
 
     def initialize(self):
         if pretrained_weights_argument() is not None:
@@ -68,10 +65,13 @@ class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
                                f"the output layer)")
 
     def run_training(self):
-        if not self.was_initialized:
-            self.initialize()
+        """Stage 1 (or a found stage-1 checkpoint) first; only then nnU-Net's initialize() builds stage 2's
+        network and optimiser, so stage 1 runs without them in memory and the log reads in order."""
         if self.current_epoch == 0:
-            self.load_stage1_weights(self.stage1_checkpoint())
+            path = self.stage1_checkpoint()
+            if not self.was_initialized:
+                self.initialize()
+            self.load_stage1_weights(path)
         else:
             self.print_to_log_file(f"Stage 2 resumed at epoch {self.current_epoch}: stage-1 weights are not "
                                    f"loaded again")

@@ -6,16 +6,19 @@ a backbone (pretraining/backbones/) turns it into a masked model with its mask g
 masks, forwards and losses; the runner owns the loop, mixed precision, the optimiser, logs, pictures and
 checkpoints (docs/architecture.md).
 """
+import inspect
 import json
 import os
 from time import time
 
 import torch
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.utilities.helpers import dummy_context, empty_cache
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 
 from nnunet_anatomask import checkpoint_io, knobs
-from nnunet_anatomask.plotting import plot_reconstruction
+from nnunet_anatomask.errors import PluginError
+from nnunet_anatomask.plotting import picture_scales, plot_reconstruction
 from nnunet_anatomask.pretraining.backbones import backbone_for
 from nnunet_anatomask.pretraining.losses import to_image_space
 from nnunet_anatomask.pretraining.schedules import warmup_cosine_lr
@@ -24,7 +27,21 @@ from nnunet_anatomask.trainers.stage1_data import shutdown, stage1_batches
 from nnunet_anatomask.trainers.stage1_log import Stage1Log
 
 
-class NonFiniteLossError(RuntimeError):
+FINAL_LOSS_IS = ("the last epoch's mean training loss of the scheme: for the reconstruction part, the mean squared "
+                 "error on masked cells against per-cell normalised targets (each cell of the input scaled to mean 0, "
+                 "variance 1), so 1.0 is what predicting every cell's mean scores and 0 is perfect; schemes with "
+                 "extra terms (predictor, consistency) add them")
+
+
+def prepare_trainer(trainer) -> None:
+    """What stage 1 needs of nnUNetTrainer.initialize(): the (per-rank) batch size and the dataset class; not the
+    segmentation network and optimiser, which stage 2 builds after stage 1."""
+    trainer._set_batch_size_and_oversample()
+    if trainer.dataset_class is None:
+        trainer.dataset_class = infer_dataset_class(trainer.preprocessed_dataset_folder)
+
+
+class NonFiniteLossError(PluginError, RuntimeError):
     """Stage 1 produced a NaN/Inf loss; the last good checkpoint is kept."""
 
 
@@ -54,6 +71,7 @@ class Stage1Runner:
         self.folder = os.path.join(trainer.output_folder, "pretraining")
         self.current_epoch = 0
         self.model = self.scheme = self.optimizer = self.grad_scaler = self.log = None
+        self.picture_scales: dict = {}  # colour scales fixed at each quantity's first picture (compare by eye)
 
     @property
     def final_checkpoint(self) -> str:
@@ -80,8 +98,12 @@ class Stage1Runner:
         """The trainer's own network with num_classes = input channels and no deep supervision: its decoder and
         output layer reconstruct the image, every other weight has the segmentation network's shape."""
         tr, channels = self.trainer, self.input_channels()
-        return tr.build_network_architecture(tr.plans_manager, tr.configuration_manager, channels, channels,
-                                             enable_deep_supervision=False)
+        if "plans_manager" in inspect.signature(tr.build_network_architecture).parameters:
+            return tr.build_network_architecture(tr.plans_manager, tr.configuration_manager, channels, channels,
+                                                 enable_deep_supervision=False)
+        cm = tr.configuration_manager  # the older signature, which nnU-Net 2.8 still accepts
+        return tr.build_network_architecture(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                             cm.network_arch_init_kwargs_req_import, channels, channels, False)
 
     def build(self) -> None:
         """Masked model (backbone), scheme, AdamW over both; compiled where nnU-Net compiles."""
@@ -105,8 +127,7 @@ class Stage1Runner:
     def run(self, resume: bool = False) -> str:
         """Run (or resume) stage 1 to the end; returns the final checkpoint's path."""
         tr = self.trainer
-        if not tr.was_initialized:
-            tr.initialize()
+        prepare_trainer(tr)  # not tr.initialize(): stage 2's network and optimiser are built after stage 1
         self.build()
         if resume and os.path.isfile(self.latest_checkpoint):
             self.load(self.latest_checkpoint)
@@ -187,8 +208,7 @@ class Stage1Runner:
 
     def end_epoch(self, epoch: int, figures: dict, picture: Picture) -> None:
         self.log.record(epoch, figures)
-        self.log.print(f"[stage 1 {self.scheme.name}] epoch {epoch}/{self.num_epochs - 1}  " + "  ".join(
-            f"{k} {v:.4g}" if k != "epoch_time" else f"{k} {v:.2f} s" for k, v in figures.items()))
+        self.print_epoch(epoch, figures)
         self.current_epoch = epoch + 1
         last = epoch == self.num_epochs - 1
         if self.current_epoch % self.save_every == 0 and not last:
@@ -196,6 +216,17 @@ class Stage1Runner:
         if epoch % max(1, self.num_epochs // 10) == 0 or last:
             self.save_picture(epoch, picture)
         self.log.plot()
+
+    def print_epoch(self, epoch: int, figures: dict) -> None:
+        """One epoch in nnU-Net's log style: a blank line, the epoch, learning rate, loss, the scheme's figures,
+        the epoch time."""
+        rest = {k: v for k, v in figures.items() if k not in ("loss", "lr", "epoch_time")}
+        self.log.print("")
+        self.log.print(f"Epoch {epoch} (stage 1: {self.scheme.name} pretraining, epochs 0-{self.num_epochs - 1})")
+        self.log.print(f"Current learning rate: {figures['lr']:.5g}")
+        self.log.print(f"train_loss {figures['loss']:.4f}")
+        self.log.print(", ".join(f"{k} {v:.4g}" for k, v in rest.items()))
+        self.log.print(f"Epoch time: {figures['epoch_time']:.2f} s")
 
     def finish(self, wall_time: float) -> None:
         self.save(self.final_checkpoint)
@@ -205,6 +236,8 @@ class Stage1Runner:
         summary = {"scheme": self.scheme.name, "epochs": self.num_epochs,
                    "iterations_per_epoch": self.iterations,
                    "final_loss": values["loss"][-1] if values.get("loss") else None,
+                   "final_loss_is": FINAL_LOSS_IS,
+                   "train_time_s": round(sum(values.get("epoch_time", [])), 2),
                    "wall_time_s": round(wall_time, 2), "checkpoint": self.final_checkpoint}
         with open(os.path.join(self.folder, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
@@ -214,15 +247,18 @@ class Stage1Runner:
 
     # --- pictures and checkpoints ---------------------------------------------------------------------
     def save_picture(self, epoch: int, picture: Picture) -> None:
-        """Middle slice of the first sample of the epoch's last step: input, mask, reconstruction, every map."""
+        """Middle slice of the first sample of the epoch's last step: input, mask, reconstruction, every map, on
+        colour scales fixed at the run's first picture of each quantity."""
         grid, images = self.grid, picture.images
         visible = ~grid.to_voxels(self.scheme.grid_mask(picture.cell_mask))[0, 0]
         recon = torch.where(visible, images[0], to_image_space(picture.prediction, images, grid)[0])
+        sample = (images[0].float().cpu().numpy(), visible.cpu().numpy(), recon.float().cpu().numpy())
         maps = {name: grid.cell_values_to_voxels(m)[0, 0].float().cpu().numpy() for name, m in picture.maps.items()}
+        self.picture_scales = {**picture_scales(*sample, maps), **self.picture_scales}
         names = [str(v) for v in self.trainer.dataset_json["channel_names"].values()]
-        plot_reconstruction(images[0].float().cpu().numpy(), visible.cpu().numpy(), recon.float().cpu().numpy(),
-                            os.path.join(self.folder, f"reconstruction_epoch_{epoch:04d}.png"),
-                            title=f"{self.scheme.name}, epoch {epoch}", maps=maps, channel_names=names)
+        plot_reconstruction(*sample, os.path.join(self.folder, f"reconstruction_epoch_{epoch:04d}.png"),
+                            title=f"{self.scheme.name}, epoch {epoch}", maps=maps, channel_names=names,
+                            batch_ratio=float(picture.cell_mask.float().mean()), scales=self.picture_scales)
 
     def checkpoint(self) -> dict:
         """Everything needed to resume, CPU tensors and plain types only (weights_only-loadable)."""
@@ -233,7 +269,8 @@ class Stage1Runner:
             "scheme": self.scheme.name,
             "scheme_state": checkpoint_io.to_cpu({"scheme": self.scheme.state_dict(),
                                                    "model_extra": self.model.extra_state_dict(),
-                                                   "rng": checkpoint_io.rng_state()}),
+                                                   "rng": checkpoint_io.rng_state(),
+                                                   "picture_scales": dict(self.picture_scales)}),
             "optimizer_state": checkpoint_io.to_cpu(self.optimizer.state_dict()),
             "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "current_epoch": self.current_epoch,
@@ -260,4 +297,5 @@ class Stage1Runner:
             self.grad_scaler.load_state_dict(ckpt["grad_scaler_state"])
         self.current_epoch = ckpt["current_epoch"]
         self.log.load_state(ckpt["logging"])
+        self.picture_scales = dict(state.get("picture_scales", {}))  # absent in checkpoints before 0.2
         checkpoint_io.set_rng_state(state["rng"])

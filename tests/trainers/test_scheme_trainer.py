@@ -36,7 +36,7 @@ def train_and_predict(planned, tmp_path, trainer: str, config: str, scheme: str,
     run_cli(["nnUNetv2_train", planned.dataset_id, config, 0, "-tr", trainer, "-p", plans, "-device", "cpu"], env)
     fold_dir = fold_folder(tmp_path / "results", planned.dataset_name, trainer, config, 0, plans)
     check_stage1_outputs(fold_dir, scheme, channels)
-    assert "[stage 1 " in stage1_log_text(fold_dir)
+    assert "Epoch 0 (stage 1: " in stage1_log_text(fold_dir)
     log2 = stage2_log_text(fold_dir)
     assert "Stage 2 starts from the stage-1 weights" in log2
     assert os.path.isfile(os.path.join(fold_dir, "checkpoint_final.pth"))

@@ -15,6 +15,7 @@ from typing import ClassVar, NamedTuple, Sequence
 import torch
 from torch import nn
 
+from nnunet_anatomask.errors import PluginError
 from nnunet_anatomask.pretraining.grid import MaskGrid
 
 
@@ -31,7 +32,7 @@ class MaskedOutput(NamedTuple):
     decoder_features: list[torch.Tensor]
 
 
-class BackboneError(ValueError):
+class BackboneError(PluginError, ValueError):
     """No backbone can pretrain this network; the message names the network and the fix."""
 
 
