@@ -20,7 +20,7 @@ def stage2_log_text(fold_dir: str) -> str:
 
 
 def load_weights_only(path: str) -> dict:
-    """Stage-1 checkpoints must load with weights_only=True on the CPU (design §5)."""
+    """Stage-1 checkpoints must load with weights_only=True on the CPU (docs/architecture.md)."""
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -34,3 +34,13 @@ def make_trainer(planned, trainer_cls, monkeypatch, results, config: str = "3d_f
     plans["continue_training"] = continue_training
     return trainer_cls(plans=plans, configuration=config, fold=fold, dataset_json=planned.dataset_json(),
                        device=torch.device("cpu"))
+
+
+def relative_distances(weights: dict, reference: dict) -> dict[str, float]:
+    """||w - ref|| / ||ref|| for every conv and transposed-conv weight (ndim >= 3) but the seg_layers.
+
+    Only these tensors tell two initialisations apart (instance-norm weights and biases start at 1 and 0 in
+    every one); two independent He initialisations of such a tensor are about sqrt(2) apart by this measure.
+    """
+    return {k: ((weights[k].float() - ref.float()).norm() / ref.float().norm()).item()
+            for k, ref in reference.items() if ref.ndim >= 3 and ".seg_layers." not in k}
