@@ -113,14 +113,19 @@ setup(
     packages=find_packages(include=["nnunet_anatomask", "nnunet_anatomask.*"]) + ["nnunet_anatomask._ext_trainers"],
     py_modules=["nnunet_anatomask_hook"],
     install_requires=[
-        # torch is deliberately unpinned: users bring their own (CUDA) build. The CPU pair used by CI and the
-        # README lives in constraints.txt.
-        "nnunetv2",
+        # Exactly what the package imports (tests/test_dependencies.py). torch is deliberately unpinned: users
+        # bring their own (CUDA) build; the CPU pair used by CI and the README lives in constraints.txt.
         "torch",
-        "batchgenerators",
-        "dynamic-network-architectures",
+        # We rely on internals of these (docs/nnunet_internals.md, tests/test_nnunet_internals.py): pinned to
+        # the range we test, from the tested release to the next minor one.
+        "nnunetv2>=2.8.1,<2.9",
+        "dynamic-network-architectures>=0.4.4,<0.5",
+        "batchgeneratorsv2>=0.3.6,<0.4",
+        "batchgenerators>=0.25.5,<0.26",
         "numpy",
-        "acvl-utils",
+        "scipy",
+        "SimpleITK",
+        "matplotlib",
     ],
     extras_require={
         "test": ["pytest", "mkdocs"],  # the docs build is checked by the test suite

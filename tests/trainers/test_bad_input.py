@@ -21,10 +21,15 @@ def good_weights(demo3d, monkeypatch, tmp_path) -> dict:
     return {"network_weights": trainer.network.state_dict()}
 
 
-def finetune_with(demo3d, monkeypatch, tmp_path, path):
+def finetune_trainer(demo3d, monkeypatch, tmp_path, path):
+    """nnUNetTrainerFinetune as nnUNetv2_train ... -pretrained_weights PATH builds it."""
     monkeypatch.setattr(sys, "argv", ["nnUNetv2_train", "990", "3d_fullres", "0", "-pretrained_weights", str(path)])
-    trainer = make_trainer(demo3d, nnUNetTrainerFinetune, monkeypatch, tmp_path)
-    maybe_load_checkpoint(trainer, False, False, str(path))
+    return make_trainer(demo3d, nnUNetTrainerFinetune, monkeypatch, tmp_path)
+
+
+def finetune_with(demo3d, monkeypatch, tmp_path, path):
+    """nnUNetv2_train's loading of -pretrained_weights PATH (nnU-Net's maybe_load_checkpoint)."""
+    maybe_load_checkpoint(finetune_trainer(demo3d, monkeypatch, tmp_path, path), False, False, str(path))
 
 
 def test_shape_mismatch_names_key_and_shapes(demo3d, good_weights, monkeypatch, tmp_path):
@@ -56,8 +61,21 @@ def test_other_configuration(demo3d, good_weights, monkeypatch, tmp_path):
 
 
 def test_matching_weights_pass_validation(demo3d, good_weights, monkeypatch, tmp_path):
+    """Matching weights pass our validation and end up in the network: after nnU-Net's maybe_load_checkpoint every
+    tensor but the seg_layers equals the file's, while the trainer's own random init differed from them in every
+    conv weight (so equality is no accident). Mutation caught: the weights not reaching the network
+    (nnunetv2.run.run_training.load_pretrained_weights made a no-op)."""
     torch.save(good_weights, tmp_path / "good.pth")
-    finetune_with(demo3d, monkeypatch, tmp_path, tmp_path / "good.pth")
+    trainer = finetune_trainer(demo3d, monkeypatch, tmp_path, tmp_path / "good.pth")
+    trainer.initialize()  # what maybe_load_checkpoint does first: builds the network, validates the file
+    own_init = {k: v.clone() for k, v in trainer.network.state_dict().items()}
+    maybe_load_checkpoint(trainer, False, False, str(tmp_path / "good.pth"))
+    loaded, expected = trainer.network.state_dict(), good_weights["network_weights"]
+    transferred = [k for k in loaded if ".seg_layers." not in k]
+    assert any(k.startswith("encoder.") for k in transferred) and any(k.startswith("decoder.") for k in transferred)
+    assert all(not torch.equal(own_init[k], expected[k]) for k in transferred if k.endswith("conv.weight"))
+    for key in transferred:
+        assert torch.equal(loaded[key], expected[key]), key
 
 
 def test_scheme_trainer_refuses_pretrained_weights(demo3d, monkeypatch, tmp_path):

@@ -5,7 +5,6 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from nnunet_anatomask import checkpoint_io
 from nnunet_anatomask.checkpoint_io import CheckpointError
 from nnunet_anatomask.pretraining.schemes.random_mask import RandomMaskScheme
 from nnunet_anatomask.trainers import nnUNetTrainerAnatoMask, nnUNetTrainerRandomMask
@@ -15,25 +14,49 @@ from tests.conftest import run_cli
 from tests.trainers.helpers import fold_folder, load_weights_only, make_trainer, stage1_log_text, stage2_log_text
 
 TR = "nnUNetTrainerRandomMask"
+KILLER = os.path.join(os.path.dirname(__file__), "kill_at_checkpoint_write")  # its sitecustomize.py
+
+
+def killing_env(planned, results, write: int, log, **knobs) -> dict:
+    """A training environment whose nnUNetv2_train is SIGKILLed in its `write`-th checkpoint write, the file
+    being written cut to half (KILL_AT_CHECKPOINT_WRITE's sitecustomize); conftest's clean_env strips PYTHONPATH,
+    so it is set here, for this subprocess only."""
+    return planned.train_env(results, PYTHONPATH=KILLER, KILL_AT_CHECKPOINT_WRITE=str(write),
+                             CHECKPOINT_WRITE_LOG=str(log), **knobs)
+
+
+def killed_write(log) -> str:
+    """The path of the last checkpoint write of the log: the one the process died in."""
+    return log.read_text().splitlines()[-1].split(" ", 2)[2]
 
 
 def test_kill_during_checkpoint_writes_then_continue(demo3d, tmp_path):
     """Run A dies in the 2nd stage-1 checkpoint write; run B (--c) resumes stage 1, finishes it and dies in the
-    2nd stage-2 write (checkpoint_best after checkpoint_latest); run C (--c) resumes stage 2 and finishes."""
+    3rd stage-2 write (epoch 1's checkpoint_latest, after epoch 0's latest and best); run C (--c) resumes stage 2
+    from epoch 0's checkpoint_latest and finishes.
+
+    The fault is injected from outside (kill_at_checkpoint_write/sitecustomize.py wraps torch.save in the real
+    nnUNetv2_train process). Mutation caught: a checkpoint written straight to its final name (no temporary file
+    + os.replace, in checkpoint_io.atomic_save or in stage 2's save_checkpoint) leaves a half checkpoint that run
+    A's or run B's checks (or the resume) fail on."""
     results = tmp_path / "results"
     knobs = dict(nnUNet_anatomask_pretrain_epochs="3", nnUNet_anatomask_finetune_epochs="3")
     cmd = ["nnUNetv2_train", demo3d.dataset_id, "3d_fullres", 0, "-tr", TR, "-device", "cpu"]
     fold = fold_folder(results, demo3d.dataset_name, TR, "3d_fullres", 0)
     pre = os.path.join(fold, "pretraining")
 
-    a = run_cli(cmd, demo3d.train_env(results, **knobs, **{checkpoint_io.KILL_AT_WRITE: "2"}), check=False)
+    log_a = tmp_path / "writes_a.log"
+    a = run_cli(cmd, killing_env(demo3d, results, 2, log_a, **knobs), check=False)
     assert a.returncode == -9, a.stderr[-3000:]
+    assert os.path.dirname(killed_write(log_a)) == pre  # the fault hit stage 1's 2nd checkpoint
     assert load_weights_only(os.path.join(pre, "checkpoint_latest.pth"))["current_epoch"] == 1  # the 1st write
     assert [f for f in os.listdir(pre) if ".tmp" in f]  # the cut write never replaced it
 
-    b = run_cli(cmd + ["--c"], demo3d.train_env(results, **knobs, **{checkpoint_io.KILL_AT_WRITE: "4"}),
-                check=False)
+    log_b = tmp_path / "writes_b.log"
+    b = run_cli(cmd + ["--c"], killing_env(demo3d, results, 5, log_b, **knobs), check=False)
     assert b.returncode == -9, b.stderr[-3000:]
+    cut = killed_write(log_b)  # writes 1-2: stage 1's epoch-1 latest and final; 3-4: stage 2's epoch-0 latest, best
+    assert os.path.dirname(cut) == fold and os.path.basename(cut).startswith("checkpoint_latest.pth")
     assert "at epoch 1" in stage1_log_text(fold)
     assert os.path.isfile(os.path.join(pre, "checkpoint_final.pth"))
     assert torch.load(os.path.join(fold, "checkpoint_latest.pth"), weights_only=False)["current_epoch"] == 1
