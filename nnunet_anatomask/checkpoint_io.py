@@ -4,7 +4,6 @@ import json
 import os
 import pickle
 import random
-import signal
 
 import numpy as np
 import torch
@@ -18,24 +17,12 @@ class CheckpointError(PluginError, RuntimeError):
     """A checkpoint that cannot be used here; the message names the problem and the fix."""
 
 
-# Test-only fault injection: the N-th checkpoint write of a process is cut in half and the process SIGKILLed
-# before the rename, as a power cut during the write would (tests/test_reliability.py).
-KILL_AT_WRITE = "nnUNet_anatomask_debug_kill_at_checkpoint_write"
-_writes_in_process = 0
-
-
 def temporary_path(path: str) -> str:
     return f"{path}.tmp{os.getpid()}"
 
 
 def commit(tmp: str, path: str) -> None:
     """Atomically move a fully written temporary checkpoint into place (os.replace)."""
-    global _writes_in_process
-    _writes_in_process += 1
-    if os.environ.get(KILL_AT_WRITE) == str(_writes_in_process):
-        with open(tmp, "r+b") as f:
-            f.truncate(os.path.getsize(tmp) // 2)
-        os.kill(os.getpid(), signal.SIGKILL)
     os.replace(tmp, path)
 
 
