@@ -122,6 +122,7 @@ setup(
         "dynamic-network-architectures>=0.4.4,<0.5",
         "batchgeneratorsv2>=0.3.6,<0.4",
         "batchgenerators>=0.25.5,<0.26",
+        "timm>=1.0,<2",  # Primus' EVA blocks and rotary embedding (pretraining/backbones/primus.py)
         "numpy",
         "scipy",
         "SimpleITK",

@@ -356,13 +356,13 @@ def test_augmenter_finish():
 
 
 def test_bgv2_transforms():
-    with relied_on("bgv2-transforms", "batchgeneratorsv2 transforms (RemoveLabelTansform, SpatialTransform, ...)"):
+    with relied_on("bgv2-transforms", "batchgeneratorsv2 transforms (RemoveLabelTransform, SpatialTransform, ...)"):
         from batchgeneratorsv2.transforms.intensity.brightness import MultiplicativeBrightnessTransform
         from batchgeneratorsv2.transforms.intensity.contrast import BGContrast
         from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
         from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
         from batchgeneratorsv2.transforms.utils.random import RandomTransform
-        from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTansform
+        from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTransform
         inspect.signature(SpatialTransform).bind(
             (8, 8), patch_center_dist_from_border=0, random_crop=False, p_elastic_deform=0, p_rotation=0.2,
             rotation=(-0.5, 0.5), p_scaling=0.2, scaling=(0.7, 1.4), p_synchronize_scaling_across_axes=1,
@@ -371,7 +371,7 @@ def test_bgv2_transforms():
             multiplier_range=BGContrast((0.75, 1.25)), synchronize_channels=False, p_per_channel=1)
         inspect.signature(RandomTransform).bind(MirrorTransform(allowed_axes=(0, 1)), apply_probability=0.15)
         segmentation = torch.tensor([[[-1, 0], [1, -1]]], dtype=torch.int16)
-        out = RemoveLabelTansform(-1, 0)(image=torch.zeros(1, 2, 2), segmentation=segmentation.clone())
+        out = RemoveLabelTransform(-1, 0)(image=torch.zeros(1, 2, 2), segmentation=segmentation.clone())
         assert out["segmentation"].tolist() == [[[0, 0], [1, 0]]]
 
 

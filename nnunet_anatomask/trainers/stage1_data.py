@@ -15,7 +15,7 @@ from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform, Convert3DTo2DTransform
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
-from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTansform
+from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTransform
 from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
@@ -37,7 +37,7 @@ def stage1_transforms(patch_size, rotation, mirror_axes, do_dummy_2d: bool) -> C
         apply_probability=0.15))
     if mirror_axes:
         transforms.append(MirrorTransform(allowed_axes=mirror_axes))
-    transforms.append(RemoveLabelTansform(-1, 0))
+    transforms.append(RemoveLabelTransform(-1, 0))
     return ComposeTransforms(transforms)
 
 
