@@ -135,6 +135,7 @@ setup(
     entry_points={
         "console_scripts": [
             "nnUNetv2_pretrain = nnunet_anatomask.cli:pretrain_entry",
+            "nnUNetv2_export_pretrained = nnunet_anatomask.export:main",
         ],
     },
     cmdclass=cmdclass,

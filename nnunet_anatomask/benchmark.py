@@ -132,11 +132,13 @@ def scratch_env(synthetic_config: dict = None):
                 os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
-def make_trainer(plans: dict, dataset_json: dict, configuration: str, fold, device: torch.device) -> nnUNetTrainer:
-    """nnU-Net's own trainer, built and initialised as nnUNetv2_train does (its chatter swallowed)."""
+def make_trainer(plans: dict, dataset_json: dict, configuration: str, fold, device: torch.device,
+                 trainer_class: type = nnUNetTrainer) -> nnUNetTrainer:
+    """nnU-Net's own trainer (nnUNetTrainer, or a Primus trainer), built and initialised as nnUNetv2_train does
+    (its chatter swallowed)."""
     plans = {**plans, "continue_training": False}
     with contextlib.redirect_stdout(io.StringIO()):
-        trainer = nnUNetTrainer(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json,
+        trainer = trainer_class(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json,
                                 device=device)
         trainer.initialize()
     return trainer
@@ -147,9 +149,10 @@ def synthetic_batch(trainer: nnUNetTrainer) -> dict:
     patch, b = trainer.configuration_manager.patch_size, trainer.batch_size
     data = torch.randn(b, trainer.num_input_channels, *patch)
     labels = trainer.label_manager.num_segmentation_heads
+    scales = trainer._get_deep_supervision_scales() or [[1] * len(patch)]  # None without deep supervision (Primus)
     target = [torch.randint(0, labels, (b, 1, *[round(p * s) for p, s in zip(patch, scale)]), dtype=torch.int16)
-              for scale in trainer._get_deep_supervision_scales()]
-    return {"data": data, "target": target}
+              for scale in scales]
+    return {"data": data, "target": target if trainer.enable_deep_supervision else target[0]}
 
 
 def first_batch(trainer: nnUNetTrainer) -> dict:
@@ -166,6 +169,8 @@ def release(trainer: nnUNetTrainer) -> None:
     """Drop the trainer's network, optimiser and loss (initialize() builds them again)."""
     trainer.network = trainer.optimizer = trainer.lr_scheduler = trainer.loss = None
     trainer.was_initialized = False
+    if hasattr(trainer, "training_stage"):  # nnUNetTrainer_warmup (Primus) keeps its optimiser per stage
+        trainer.training_stage = None
     gc.collect()
     empty_cache(trainer.device)
 
@@ -465,7 +470,8 @@ def machine_lines(device: torch.device) -> list[str]:
             f"- load average (1, 5, 15 min) at the end: {load}"]
 
 
-def report(args, argv: list[str], header: list[str], rows: list[Row], explain: list[str]) -> str:
+def report(args, argv: list[str], header: list[str], rows: list[Row], explain: list[str],
+           ratios: list[str] = ()) -> str:
     text = [f"## Stage-1 benchmark: {header[0]}", "",
             f"- command: `python -m nnunet_anatomask.benchmark {shlex.join(argv)}`",
             f"- date: {datetime.now().astimezone().isoformat(timespec='seconds')}", *header[1:],
@@ -476,6 +482,8 @@ def report(args, argv: list[str], header: list[str], rows: list[Row], explain: l
             "Our costs: the stage-1 step and each part that is ours, called as the step calls it (loss: forward "
             "only), taking turns (median, same steps); emulation = masked forward + backward minus the same "
             "network's dense forward + backward:", "", *costs_table(rows)]
+    if ratios:
+        text += ["", *ratios]
     if explain:
         text += ["", "torch.compile check:", "", *[f"    {line}" for line in explain]]
     return "\n".join(text) + "\n"
@@ -510,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="device to time on")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--explain", action="store_true", help="torch._dynamo.explain the masked forward")
+    p.add_argument("--primus", choices=("S", "B", "M", "L"),
+                   help="time nnU-Net's Primus of this size (its own trainer as the supervised row; stage 1 by token "
+                        "dropping) and the encoder at mask ratios 0, 0.5, 0.75, instead of the plans' CNN")
     p.add_argument("--output", help="also write the report (markdown) to this file")
     return p
 
@@ -523,7 +534,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def run(args) -> tuple[list[str], list[Row], list[str]]:
+def run(args) -> tuple[list[str], list[Row], list[str], list[str]]:
     """Build nnU-Net's trainer for the plans, then time the supervised step and every scheme's step."""
     device = torch.device(args.device)
     if args.synthetic:
@@ -533,21 +544,60 @@ def run(args) -> tuple[list[str], list[Row], list[str]]:
         plans, dataset_json = dataset_plans(args.dataset, args.plans)
         configuration, synthetic = args.configuration, None
     with scratch_env(synthetic):
-        trainer = make_trainer(plans, dataset_json, configuration, args.fold, device)
+        trainer = make_trainer(plans, dataset_json, configuration, args.fold, device, trainer_class(args))
         batch = synthetic_batch(trainer) if synthetic else first_batch(trainer)
         if device.type == "cuda":  # as nnU-Net's loader hands batches over (pin_memory)
-            batch = {"data": batch["data"].pin_memory(), "target": [t.pin_memory() for t in batch["target"]]}
-        cm = trainer.configuration_manager
+            batch = {k: [t.pin_memory() for t in v] if isinstance(v, list) else v.pin_memory() for k, v in
+                     batch.items()}
         header = [f"{args.synthetic or plans['dataset_name']} {configuration} ({plans['plans_name']})",
-                  f"- network: {cm.network_arch_class_name.split('.')[-1]}, "
-                  f"{cm.network_arch_init_kwargs['n_stages']} stages, features "
-                  f"{cm.network_arch_init_kwargs['features_per_stage']}; patch {list(cm.patch_size)}, "
+                  f"- network: {network_line(trainer, args)}; patch {list(trainer.configuration_manager.patch_size)}, "
                   f"batch {tuple(batch['data'].shape)}; device {device}, torch.compile "
                   f"{'on' if trainer._do_i_compile() else 'off'} (nnU-Net's rule), autocast "
                   f"{'fp16' if device.type == 'cuda' else 'off'}"]
         rows = bench(trainer, batch, args)
         explain = explain_masked_forward(trainer, batch["data"]) if args.explain else []
-    return header, rows, explain
+        ratios = encoder_at_ratios(next(r.runner for r in rows if r.runner), batch, args) if args.primus else []
+    return header, rows, explain, ratios
+
+
+def trainer_class(args) -> type:
+    """nnU-Net's nnUNetTrainer, or with --primus its nnUNet_Primus_<size>_Trainer (the ViT and its recipe)."""
+    if not args.primus:
+        return nnUNetTrainer
+    from nnunetv2.training.nnUNetTrainer.primus import primus_trainers
+    return getattr(primus_trainers, f"nnUNet_Primus_{args.primus}_Trainer")
+
+
+def network_line(trainer: nnUNetTrainer, args) -> str:
+    if args.primus:
+        return f"Primus {args.primus} (nnUNet_Primus_{args.primus}_Trainer: token size 8³)"
+    cm = trainer.configuration_manager
+    kwargs = cm.network_arch_init_kwargs
+    return (f"{cm.network_arch_class_name.split('.')[-1]}, {kwargs['n_stages']} stages, features "
+            f"{kwargs['features_per_stage']}")
+
+
+def encoder_at_ratios(runner: Stage1Runner, batch: dict, args, ratios=(0.0, 0.5, 0.75)) -> list[str]:
+    """Stage-1 encoder forward + backward on the same patch at several mask ratios (token dropping: its cost
+    should fall with 1 - ratio), taking turns."""
+    model, device = runner.model, runner.trainer.device
+    images = batch["data"].to(device)
+    n = runner.grid.num_cells
+
+    def encoder_step(ratio: float):
+        keep = torch.rand(images.shape[0], n, device=device).argsort(1)[:, : n - round(ratio * n)]
+        with autocast(device):
+            out = model.encode(model.embed(images), keep)
+        out.float().square().mean().backward()
+
+    medians = interleaved_medians({r: (lambda r=r: encoder_step(r)) for r in ratios}, args.steps, args.warmup, device)
+    runner.optimizer.zero_grad(set_to_none=True)
+    lines = ["Primus encoder at mask ratios (forward + backward of the encoder on the kept tokens):", "",
+             "| mask ratio | tokens seen | encoder ms | × ratio 0 | 1 - ratio |", "|---:|---:|---:|---:|---:|"]
+    for r in ratios:
+        lines.append(f"| {r:.2f} | {n - round(r * n)} of {n} | {_fmt(medians[r], 2)} | "
+                     f"{_fmt(medians[r] / medians[ratios[0]], 2)} | {1 - r:.2f} |")
+    return lines
 
 
 def main(argv: list[str] = None) -> str:

@@ -5,6 +5,7 @@ trainer; we learn about it from plans['continue_training'] and resume stage 1 ou
 is looked up in fold_X/pretraining, then fold_all/pretraining (nnUNetv2_pretrain D C all), else stage 1 runs.
 """
 import os
+from collections import Counter
 from typing import ClassVar
 
 from nnunet_anatomask import checkpoint_io
@@ -61,8 +62,9 @@ class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
         """Stage 2 starts from the stage-1 weights; the backbone says which go over and how (CNN: nnU-Net's
         load_pretrained_weights, every key but seg_layers)."""
         keys = self.stage1.backbone.handover(path, self.network)
-        self.print_to_log_file(f"Stage 2 starts from the stage-1 weights of {path} ({len(keys)} tensors, all but "
-                               f"the output layer)")
+        parts = Counter(key.split(".")[0] for key in keys)
+        self.print_to_log_file(f"Stage 2 starts from the stage-1 weights of {path}: {len(keys)} tensors ("
+                               + ", ".join(f"{part} {n}" for part, n in parts.items()) + "); the rest starts fresh")
 
     def run_training(self):
         """Stage 1 (or a found stage-1 checkpoint) first; only then nnU-Net's initialize() builds stage 2's

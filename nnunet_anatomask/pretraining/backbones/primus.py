@@ -24,7 +24,7 @@ from nnunet_anatomask.pretraining.backbones.cnn import unwrapped
 from nnunet_anatomask.pretraining.grid import MaskGrid
 
 DECODER_DEPTH = 2  # ours: MAE's decoder is 8 blocks of width 512 for ViT-L; two blocks of the encoder's width here
-OUTPUT_LAYER = "up_projection.decode."  # Primus' patch decoder; its last conv depends on the number of classes
+DECODER = "up_projection."  # Primus' patch decoder: every width depends on the number of output channels
 
 
 def is_primus(network: nn.Module) -> bool:
@@ -54,13 +54,14 @@ class PrimusBackbone(Backbone):
         return TokenDroppingModel(network, self.grid)
 
     def handover(self, checkpoint_path: str, network: nn.Module) -> list[str]:
-        """Every stage-1 tensor whose name and shape the stage-2 Primus shares: patch embedding, position
-        embedding, EVA blocks and the patch decoder but its output layer (it depends on the class count)."""
+        """Every stage-1 tensor whose name and shape the stage-2 Primus shares: the encoder (patch embedding,
+        position embedding, EVA blocks). Primus' patch decoder has widths that depend on the class count, so it
+        starts fresh unless stage 1 and 2 happen to have as many output channels."""
         weights = load_checkpoint_file(checkpoint_path, "stage-1 checkpoint")["network_weights"]
         target = unwrapped(network)
         state = target.state_dict()
         moved = {k: v for k, v in weights.items() if k in state and state[k].shape == v.shape}
-        missing = [k for k in state if k not in moved and not k.startswith(OUTPUT_LAYER)]
+        missing = [k for k in state if k not in moved and not k.startswith(DECODER)]
         if missing:
             raise BackboneError(f"the stage-1 checkpoint {checkpoint_path} does not fit this Primus: '{missing[0]}' "
                                 f"is missing or has another shape. Fix: pretrain with the same Primus trainer size "
