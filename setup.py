@@ -103,10 +103,28 @@ if _editable_wheel is not None:
 setup(
     name="nnunet-anatomask",
     version=read_version(),
-    description="Masked-image-modelling pretraining (AnatoMask, SparK-style random masking, ...) "
-    "as nnU-Net v2 trainers",
+    description="Self-supervised masked-image-modelling pretraining (AnatoMask, SelfMedHPM, AMLP, GL-MAE, random "
+    "masking) as nnU-Net v2 trainers, for nnunetv2 2.8",
     long_description=read_readme(),
     long_description_content_type="text/markdown",
+    author="The nnunet-anatomask developers",
+    license="Apache-2.0",  # nnU-Net's licence, the norm of its ecosystem
+    license_files=["LICENSE"],
+    keywords=["nnU-Net", "nnunetv2", "self-supervised learning", "masked image modelling", "medical image "
+              "segmentation", "pretraining"],
+    classifiers=[
+        "Development Status :: 4 - Beta",
+        "Intended Audience :: Science/Research",
+        "Topic :: Scientific/Engineering :: Medical Science Apps.",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Operating System :: POSIX :: Linux",
+        "Environment :: GPU :: NVIDIA CUDA",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+    ],
     python_requires=">=3.10",
     # _ext_trainers has no __init__.py on purpose (nnU-Net imports its one module as a top-level module),
     # so find_packages() does not see it; it is listed explicitly so its .py file is shipped.
