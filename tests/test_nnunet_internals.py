@@ -463,6 +463,47 @@ def test_primus():
                                                    "eva_depth", "eva_numheads", "input_shape"]
 
 
+def test_primus_parts_for_token_dropping():
+    with relied_on("primus-parts", "dna Primus / EVA parts and timm's keep-indices helper"):
+        from dynamic_network_architectures.architectures.primus import Primus
+        from timm.layers import apply_keep_indices_nlc, trunc_normal_  # noqa: F401
+        torch.manual_seed(0)
+        network = Primus(1, 96, (8, 8, 8), 1, eva_depth=1, eva_numheads=2, input_shape=(16, 16, 16)).eval()
+        eva = network.eva
+        assert network.embed_dim == 96 and network.register_tokens is None
+        assert tuple(network.down_projection.proj.kernel_size) == (8, 8, 8) and callable(eva._init_weights)
+        assert all(hasattr(b, "drop_path1") and hasattr(b, "drop_path2") for b in eva.blocks)
+        assert eva.pos_embed.shape == (1, 8, 96) and eva.rope.get_embed().shape[0] == 8
+        x = torch.randn(1, 1, 16, 16, 16)
+        with torch.no_grad():
+            tokens = network.down_projection(x).flatten(2).transpose(1, 2)  # b c w h d -> b (w h d) c
+            reference, _ = eva(tokens)
+            ours = tokens + eva.pos_embed
+            rope = apply_keep_indices_nlc(ours, eva.rope.get_embed(), torch.arange(8)[None]).unsqueeze(1)
+            for block in eva.blocks:
+                ours = block(ours, rope=rope)
+            torch.testing.assert_close(eva.norm(ours), reference, rtol=1e-5, atol=1e-5)
+        widths = lambda classes: [m.out_channels for m in Primus(1, 96, (8, 8, 8), classes, eva_depth=1,  # noqa
+                                                                  eva_numheads=2, input_shape=(16, 16, 16)).up_projection.modules()
+                                  if isinstance(m, nn.ConvTranspose3d)]
+        assert widths(1) != widths(3)  # the patch decoder's widths depend on the class count
+
+
+def test_stage1_before_initialize(synthetic, folders):
+    with relied_on("stage1-before-initialize", "_set_batch_size_and_oversample / dataset_class / fold folder"):
+        from nnunetv2.utilities.file_path_utilities import get_output_folder
+        plans, _ = synthetic
+        trainer = build_trainer(synthetic, initialize=False)
+        assert trainer.dataset_class is None and callable(trainer._set_batch_size_and_oversample)
+        trainer._set_batch_size_and_oversample()
+        assert trainer.batch_size == plans["configurations"]["3d_fullres"]["batch_size"]
+        expected = get_output_folder(plans["dataset_name"], type(trainer).__name__, plans["plans_name"], "3d_fullres", 0)
+        assert trainer.output_folder == expected and os.path.isdir(expected)
+        trainer.initialize()
+        assert trainer.training_stage == "warmup_all" and trainer.configure_optimizers("warmup_all")[0] is \
+            trainer.optimizer
+
+
 # ==================================================================== every imported name
 def has_name(module, name: str) -> bool:
     """`from module import name` works: an attribute, or a submodule of a package."""
