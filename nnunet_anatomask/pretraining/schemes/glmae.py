@@ -15,6 +15,7 @@ from nnunet_anatomask.pretraining.schemes.base import MaskingScheme, Picture, St
 from nnunet_anatomask.pretraining.teacher import ema_update_, make_teacher
 
 BOX_MAP = "local crop boxes"  # the picture's per-cell map: where the local view lies in the global view
+LAYOUT_BINS = 2  # sub-boxes per axis of the embedding's layout readout (ours)
 
 
 def embedding_head(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
@@ -49,11 +50,11 @@ class GLMAEScheme(MaskingScheme):
     crop_scale = 5 / 3  # the paper's figure: global 160³ for a 96³ network input
     lambda_g2g = lambda_g2l = 1.0  # ours: iBOT weighs its patch and [CLS] distillation losses 1:1 with each other
     momentum_start, momentum_end = 0.996, 1.0  # ours: BYOL / DINO; linear over the whole run
-    head_hidden, embedding_dim = 1024, 256  # ours: BYOL's 4096 / 256 scaled to nnU-Net's 320-512 channel bottleneck
+    head_hidden, embedding_dim = 1024, 256  # ours: BYOL's 4096 / 256, scaled down
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        channels = self.student.encoder_channels[-1]
+        channels = self.student.encoder_channels[-1] * LAYOUT_BINS ** self.grid.ndim
         self.projector = embedding_head(channels, self.head_hidden, self.embedding_dim)
         self.predictor = embedding_head(self.embedding_dim, self.head_hidden, self.embedding_dim)  # BYOL's; ours
         self.teacher = make_teacher(self.student)
@@ -78,12 +79,19 @@ class GLMAEScheme(MaskingScheme):
         return torch.cat([views.resize(crops[:n_global], patch), local]), starts
 
     # --- embeddings -----------------------------------------------------------------------------------
-    def pooled(self, bottleneck: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
-        """``[V, C]``: the mean of the deepest encoder features over their visible positions (ours: a CNN has no
-        [CLS] token; averaging the zeros of masked positions in would scale the embedding with the mask)."""
+    def layout(self, bottleneck: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
+        """``[V, C * 2^ndim]``: the coarse layout of the deepest encoder features (ours; a CNN has no [CLS] token).
+        Per channel, the mean over the visible positions of each half x half (x half) sub-box minus the mean over
+        the whole map's visible positions; 0 for a sub-box with no visible position. After instance norm the
+        whole-map mean of a channel is nearly the same for every input (docs/glmae.md), where it fires is not."""
         visible = self.grid.visible_at(self.grid_mask(cell_mask), bottleneck.shape[2:])
+        features = bottleneck.float() * visible  # masked positions never count
+        pool = F.adaptive_avg_pool3d if bottleneck.ndim == 5 else F.adaptive_avg_pool2d
+        box_visible = pool(visible, LAYOUT_BINS)  # the fraction of each sub-box that is visible
+        box_mean = pool(features, LAYOUT_BINS) / box_visible.clamp_min(1e-6)
         spatial = tuple(range(2, bottleneck.ndim))
-        return (bottleneck.float() * visible).sum(spatial) / visible.sum(spatial).clamp_min(1.0)
+        whole_mean = features.sum(spatial, keepdim=True) / visible.sum(spatial, keepdim=True).clamp_min(1.0)
+        return torch.where(box_visible > 0, box_mean - whole_mean, 0.0).flatten(1)
 
     @torch.no_grad()
     def teacher_embedding(self, global_views: torch.Tensor) -> torch.Tensor:
@@ -91,7 +99,7 @@ class GLMAEScheme(MaskingScheme):
         nothing = torch.zeros(global_views.shape[0], self.grid.num_cells, dtype=torch.bool,
                               device=global_views.device)
         out = self._teacher_forward[0](global_views, self.grid_mask(nothing), features=True)
-        return self.teacher_projector(self.pooled(out.encoder_skips[-1], nothing))
+        return self.teacher_projector(self.layout(out.encoder_skips[-1], nothing))
 
     # --- the step -------------------------------------------------------------------------------------
     def step(self, images: torch.Tensor, model: nn.Module, epoch: int) -> StepOutput:
@@ -101,7 +109,7 @@ class GLMAEScheme(MaskingScheme):
         cell_mask = masking.random_mask(self.random_key(all_views), self.n_masked(epoch))
         out = model(all_views, self.grid_mask(cell_mask), features=True)
         errors = losses.per_cell_error(out.reconstruction, all_views, self.grid)  # [B, N]
-        student = self.predictor(self.projector(self.pooled(out.encoder_skips[-1], cell_mask)))
+        student = self.predictor(self.projector(self.layout(out.encoder_skips[-1], cell_mask)))
         g2g, g2l = global_guided_consistency(student, self.teacher_embedding(all_views[:n_global]))
         loss = losses.masked_mean(errors, cell_mask) + self.lambda_g2g * g2g + self.lambda_g2l * g2l
         figures = {**self.mask_figures(all_views, cell_mask),

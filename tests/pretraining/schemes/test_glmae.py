@@ -52,8 +52,8 @@ def test_resize_keeps_a_linear_ramp(crop, patch):
 
 
 def test_local_boxes_lie_inside_the_crop_reach_every_position_and_are_exact_crops():
-    """Catches: an off-by-one range of starts (never the last position, or one past the crop), starts shared by
-    the batch, a box cut from another sample or with shifted axes."""
+    """Catches: an off-by-one range of starts (never the last position, or one past the crop), a box cut from
+    another sample or with its axes swapped."""
     crop, size = (7, 8, 9), (5, 8, 4)
     images = torch.arange(40 * 2 * math.prod(crop), dtype=torch.float32).view(40, 2, *crop)
     torch.manual_seed(0)
@@ -145,19 +145,29 @@ def test_student_sees_every_view_masked_once_teacher_the_unmasked_global_views(m
     assert torch.equal(teacher_views, student_views[:2]) and not teacher_mask.any()
 
 
-def test_pooled_embedding_averages_visible_positions_only(model):
-    """Bottleneck features that are 1 where visible and 0 where masked (as the masked encoder leaves them) pool to
-    1 whatever the mask. Catches: a plain mean over all positions (it would scale with the mask)."""
+def test_layout_readout_known_values(model):
+    """A 4³ bottleneck (the tiny model's, one position per cell) holding its axis-0 coordinate (0..3) in channel 0
+    and 7 in channel 1. Nothing masked: the two halves along axis 0 average 0.5 and 2.5, the map 1.5, so the
+    layout is -1 / +1; channel 1 is constant, its layout 0. With the slab i0 = 0 masked: the visible halves average
+    1 and 2.5, the visible map 2, so -1 / +0.5; values at masked positions never count. Catches: a plain mean
+    (input-independent after instance norm), masked positions pooled, the whole-map mean not subtracted."""
     scheme = GLMAEScheme(model, model.grid, total_epochs=5)
-    cell_mask = masking.random_mask(torch.rand(3, 64), 40)
-    visible = model.grid.visible_at(scheme.grid_mask(cell_mask), (4, 4, 4))  # the tiny model's bottleneck
-    assert (visible < 1).any()
-    torch.testing.assert_close(scheme.pooled(visible.expand(3, 5, 4, 4, 4), cell_mask), torch.ones(3, 5))
+    coordinate = torch.arange(4.0).view(4, 1, 1).expand(4, 4, 4)
+    bottleneck = torch.stack([coordinate, torch.full((4, 4, 4), 7.0)])[None].repeat(2, 1, 1, 1, 1)
+    cell_mask = torch.zeros(2, 4, 4, 4, dtype=torch.bool)
+    cell_mask[1, 0] = True
+    bottleneck[1, :, 0] = 100.0  # what the masked slab holds must not matter
+    layout = scheme.layout(bottleneck, cell_mask.view(2, -1)).view(2, 2, 2, 2, 2)  # [V, C, bins0, bins1, bins2]
+    first_half = torch.tensor([-1.0, -1.0])
+    second_half = torch.tensor([1.0, 0.5])
+    torch.testing.assert_close(layout[:, 0, 0], first_half.view(2, 1, 1).expand(2, 2, 2))
+    torch.testing.assert_close(layout[:, 0, 1], second_half.view(2, 1, 1).expand(2, 2, 2))
+    assert (layout[:, 1] == 0).all()
 
 
 def test_gradient_reaches_student_and_heads_never_the_teacher(model):
-    """Catches: a teacher forward with gradient (no torch.no_grad), a teacher projector that is a trainable copy,
-    heads left out of the optimiser."""
+    """Catches: a teacher projector that is a plain, trainable copy of the projector (it would join the optimiser,
+    and take gradient if the teacher ran with it), heads that get no gradient or are left out of the optimiser."""
     scheme = GLMAEScheme(model, model.grid, total_epochs=5)
     scheme.step(crops(2), model, epoch=0).loss.backward()
     heads = list(scheme.projector.parameters()) + list(scheme.predictor.parameters())
