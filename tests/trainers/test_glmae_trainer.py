@@ -10,7 +10,7 @@ from tests.conftest import TINY_RUN
 from tests.trainers.helpers import load_weights_only, make_trainer, stage1_log_text
 from tests.trainers.test_scheme_trainer import train_and_predict
 
-LOGGED = ("rec_global", "rec_local", "g2g", "g2l", "teacher_momentum")
+LOGGED = ("rec_global", "rec_local", "g2g", "g2l", "g2g_vs_previous", "teacher_momentum")
 
 
 def check_glmae_log(ckpt: dict) -> None:

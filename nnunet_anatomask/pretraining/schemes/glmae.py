@@ -60,6 +60,7 @@ class GLMAEScheme(MaskingScheme):
         self.teacher = make_teacher(self.student)
         self.teacher_projector = make_teacher(self.projector)
         self._teacher_forward = (self.teacher,)  # a tuple: a compiled wrapper must not join the state_dict
+        self._previous_anchor = None  # the last step's teacher embeddings, for the g2g_vs_previous figure
 
     def momentum(self, epoch: int) -> float:
         return schedules.ema_momentum(epoch, self.total_epochs, self.momentum_start, self.momentum_end, 1.0)
@@ -110,13 +111,25 @@ class GLMAEScheme(MaskingScheme):
         out = model(all_views, self.grid_mask(cell_mask), features=True)
         errors = losses.per_cell_error(out.reconstruction, all_views, self.grid)  # [B, N]
         student = self.predictor(self.projector(self.layout(out.encoder_skips[-1], cell_mask)))
-        g2g, g2l = global_guided_consistency(student, self.teacher_embedding(all_views[:n_global]))
+        anchor = self.teacher_embedding(all_views[:n_global])
+        g2g, g2l = global_guided_consistency(student, anchor)
         loss = losses.masked_mean(errors, cell_mask) + self.lambda_g2g * g2g + self.lambda_g2l * g2l
         figures = {**self.mask_figures(all_views, cell_mask),
                    "rec_global": losses.masked_mean(errors[:n_global], cell_mask[:n_global]).detach(),
                    "rec_local": losses.masked_mean(errors[n_global:], cell_mask[n_global:]).detach(),
-                   "g2g": g2g.detach(), "g2l": g2l.detach()}
+                   "g2g": g2g.detach(), "g2l": g2l.detach(),
+                   "g2g_vs_previous": self.g2g_against_previous_anchor(student[:n_global], anchor)}
         return StepOutput(loss, figures, self.picture(all_views, cell_mask, out.reconstruction, starts, images))
+
+    def g2g_against_previous_anchor(self, student_global: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        """G2G of this step's masked global views against the previous step's teacher anchors, i.e. mostly other
+        cases (ours, a diagnostic): g2g well below it means the student's embedding is specific to its case; g2g
+        close to it means the heads only match what every case has in common."""
+        previous = self._previous_anchor
+        if previous is None or previous.shape != anchor.shape:
+            previous = anchor  # the first step: nothing to compare with yet
+        self._previous_anchor = anchor.detach()
+        return consistency(student_global, previous).mean().detach()
 
     def picture(self, all_views, cell_mask, reconstruction, starts, crops) -> Picture:
         """The global views, their masks and reconstructions, and where each one's local view lies in it."""

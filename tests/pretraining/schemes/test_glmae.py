@@ -108,6 +108,16 @@ def test_g2g_pairs_each_global_and_g2l_each_local_with_its_own_case():
     assert g2g.item() == pytest.approx(0.0, abs=1e-6) and g2l.item() == pytest.approx(3.0)
 
 
+def test_g2g_against_the_previous_steps_anchor(model):
+    """The diagnostic compares this step's student global embedding with the previous step's teacher anchor (the
+    first step: its own). Catches: comparing with this step's anchor (it would equal g2g), a stale first anchor."""
+    scheme = GLMAEScheme(model, model.grid, total_epochs=5)
+    e = torch.eye(3, 4)
+    assert scheme.g2g_against_previous_anchor(e[:1], e[:1]).item() == pytest.approx(0.0, abs=1e-6)
+    assert scheme.g2g_against_previous_anchor(e[1:2], e[1:2]).item() == pytest.approx(2.0)  # e1 against e0
+    assert scheme.g2g_against_previous_anchor(-e[1:2], e[2:3]).item() == pytest.approx(4.0)  # -e1 against e1
+
+
 # ==================================================================== the scheme
 @pytest.mark.parametrize("batch, n_global", [(2, 1), (3, 2), (4, 2)])
 def test_views_share_the_plans_batch(model, batch, n_global):
@@ -198,7 +208,7 @@ def test_runner_step_logs_and_pictures_the_global_view(model):
     picture of the global view whose box map covers (0.6 x 16)³ voxels; heads and teacher in scheme_state only."""
     scheme = GLMAEScheme(model, model.grid, total_epochs=5)
     out = bare_runner(model, scheme).train_step(crops(2), epoch=0)
-    assert torch.isfinite(out.loss) and {"rec_global", "rec_local", "g2g", "g2l"} <= set(out.figures)
+    assert torch.isfinite(out.loss) and {"rec_global", "rec_local", "g2g", "g2l", "g2g_vs_previous"} <= set(out.figures)
     assert all(v.ndim == 0 and not v.requires_grad for v in out.figures.values())
     picture = out.picture
     assert picture.images.shape == picture.prediction.shape == (1, 1, 16, 16, 16)
