@@ -10,51 +10,17 @@ import sys
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 from nnunetv2.run.run_training import maybe_load_checkpoint
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_anatomask.run_summary import summarise
 from tests.conftest import run_cli
+from tests.trainers.cli_runs import check_predictions, check_stage1_outputs, predict
 from tests.trainers.helpers import fold_folder, load_weights_only, make_trainer, relative_distances, \
     stage1_log_text, stage2_log_text
 
 TRAINER = "nnUNetTrainerAnatoMask"
-RESULT_KEYS = {"network_weights", "scheme", "scheme_state", "optimizer_state", "grad_scaler_state", "current_epoch",
-               "logging", "init_args", "trainer_name", "plans_name", "plans_hash", "configuration", "patch_size",
-               "input_channels", "architecture"}
-
-
-def check_stage1_outputs(fold_dir: str, scheme: str, channels: int = 1) -> dict:
-    """What every stage-1 run leaves: weights_only checkpoint with our keys, pictures, progress, summary."""
-    pre = os.path.join(fold_dir, "pretraining")
-    ckpt = load_weights_only(os.path.join(pre, "checkpoint_final.pth"))
-    assert RESULT_KEYS <= set(ckpt), RESULT_KEYS - set(ckpt)
-    assert ckpt["scheme"] == scheme and ckpt["input_channels"] == channels
-    assert not any(k.startswith("teacher") for k in ckpt["network_weights"])
-    assert not os.path.isfile(os.path.join(pre, "checkpoint_latest.pth"))  # only final is kept
-    assert os.path.isfile(os.path.join(pre, "progress.png"))
-    assert [f for f in os.listdir(pre) if f.startswith("reconstruction_epoch_")]
-    summary = json.load(open(os.path.join(pre, "summary.json")))
-    assert summary["scheme"] == scheme and np.isfinite(summary["final_loss"]) and "masked cells" in summary[
-        "final_loss_is"]
-    assert summary["checkpoint"].endswith("checkpoint_final.pth")
-    assert "Epoch 0 (stage 1: " in stage1_log_text(fold_dir)
-    return ckpt
-
-
-def check_predictions(planned, out, channels: int = 1) -> None:
-    preds = sorted(p for p in os.listdir(out) if p.endswith(".nii.gz"))
-    assert len(preds) == len(os.listdir(planned.images_ts())) // channels
-    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(out / preds[0])))
-    assert set(np.unique(seg)) <= {0, 1}
-
-
-def predict(planned, results, out, trainer: str, config: str = "3d_fullres", plans: str = "nnUNetPlans") -> None:
-    run_cli(["nnUNetv2_predict", "-i", planned.images_ts(), "-o", out, "-d", planned.dataset_id, "-c", config,
-             "-f", 0, "-tr", trainer, "-p", plans, "-device", "cpu", "-npp", 1, "-nps", 1],
-            planned.env(str(results)))
 
 
 @pytest.fixture(scope="module")

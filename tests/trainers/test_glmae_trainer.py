@@ -8,7 +8,7 @@ import pytest
 from nnunet_anatomask.trainers import nnUNetTrainerGLMAE
 from tests.conftest import TINY_RUN
 from tests.trainers.helpers import load_weights_only, make_trainer, stage1_log_text
-from tests.trainers.test_scheme_trainer import train_and_predict
+from tests.trainers.cli_runs import train_and_predict
 
 LOGGED = ("rec_global", "rec_local", "g2g", "g2l", "g2g_vs_previous", "teacher_momentum")
 

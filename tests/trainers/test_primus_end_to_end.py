@@ -9,7 +9,7 @@ from nnunetv2.training.nnUNetTrainer.primus.primus_trainers import nnUNet_Primus
 
 from tests.conftest import run_cli
 from tests.trainers.helpers import fold_folder, load_weights_only, make_trainer, stage2_log_text
-from tests.trainers.test_end_to_end import check_stage1_outputs
+from tests.trainers.cli_runs import check_stage1_outputs
 
 TRAINER = "nnUNetTrainerRandomMask_PrimusS"
 

@@ -6,9 +6,7 @@ import signal
 import subprocess
 import time
 
-import numpy as np
 import pytest
-import torch
 
 from nnunet_anatomask.pretraining import schedules
 from nnunet_anatomask.trainers import nnUNetTrainerAnatoMask
