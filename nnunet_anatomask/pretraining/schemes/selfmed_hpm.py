@@ -32,10 +32,15 @@ class CellLossPredictor(nn.Module):
         width = sum(decoder_channels)
         self.mlp = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
-    def forward(self, decoder_features: list[torch.Tensor]) -> torch.Tensor:
-        """Decoder stage outputs ``[B, C_s, *spatial_s]`` (coarse to fine) -> predicted losses ``[B, N]``."""
+    def cell_features(self, decoder_features: list[torch.Tensor]) -> torch.Tensor:
+        """Decoder stage outputs ``[B, C_s, *spatial_s]`` -> ``[B, N, sum C_s]``: each stage's mean over every cell
+        (a stage coarser than the cells: its value repeated), cells in the grid's row-major order."""
         pooled = torch.cat([self.pool(f, self.cells) for f in decoder_features], dim=1)  # [B, sum C, *cells]
-        return self.mlp(pooled.flatten(2).transpose(1, 2)).squeeze(-1)  # cells row-major, as the grid
+        return pooled.flatten(2).transpose(1, 2)
+
+    def forward(self, decoder_features: list[torch.Tensor]) -> torch.Tensor:
+        """Decoder stage outputs (coarse to fine) -> predicted losses ``[B, N]``."""
+        return self.mlp(self.cell_features(decoder_features)).squeeze(-1)
 
 
 # --- ranking over cell pairs (batched: [B, M] values, pairs within each image) -----------------------------------

@@ -1,17 +1,22 @@
 """SelfMedHPM: known answers for the ranking loss and metrics, the top-alpha selection, the schedules, the teacher's
 un-masked forward, the EMA of student and predictor, and a save/load round trip through the real Stage1Runner."""
 import math
+import os
 
 import pytest
 import torch
 
 from nnunet_anatomask.pretraining import losses, masking, schedules
 from nnunet_anatomask.pretraining.backbones.base import MaskedOutput
-from nnunet_anatomask.pretraining.schemes.selfmed_hpm import (SelfMedHPMScheme, ranked_cells, ranking_accuracy,
-                                                             relative_ranking_loss, spearman)
+from nnunet_anatomask.pretraining.grid import MaskGrid
+from nnunet_anatomask.pretraining.schemes.selfmed_hpm import (CellLossPredictor, SelfMedHPMScheme, ranked_cells,
+                                                             ranking_accuracy, relative_ranking_loss, spearman)
 from nnunet_anatomask.trainers import nnUNetTrainerSelfMedHPM
+from tests.conftest import BIN, run_cli
 from tests.pretraining.schemes.conftest import train_step
-from tests.trainers.helpers import make_trainer
+from tests.trainers.helpers import fold_folder, load_weights_only, make_trainer, stage1_log_text
+from tests.trainers.test_scheme_trainer import train_and_predict
+from tests.trainers.test_stage1_resume import kill_after_epoch
 from tests.trainers.test_stage1_step import bare_runner
 
 # Two images, three ranked cells each. Image 0: l = [1, 2, 2], p = [0, 1, 0]; image 1: l = [3, 1, 1], p = [0, 2, 5].
@@ -46,6 +51,21 @@ def test_spearman_known_values():
     for row, rho in enumerate([1.0, -1.0, 0.8]):
         assert spearman(predicted[row:row + 1], actual[row:row + 1]).item() == pytest.approx(rho)
     assert spearman(predicted, actual).item() == pytest.approx(0.8 / 3)
+
+
+def test_predictor_pools_every_decoder_stage_onto_the_cells_2d():
+    """2D grid of 2 x 4 cells of 4 x 2 px: a full-resolution stage is averaged per cell, a stage coarser than the
+    cells (1 x 2) is repeated over the cells it covers. Catches: a wrong cell order, stages dropped."""
+    grid = MaskGrid.from_plans((8, 8), [[1, 1], [4, 2]])
+    assert grid.cells_per_axis == (2, 4)
+    fine = torch.arange(64.0).view(1, 1, 8, 8)
+    coarse = torch.tensor([[[[10.0, 20.0]]]])
+    predictor = CellLossPredictor([1, 1], grid)
+    features = predictor.cell_features([coarse, fine])
+    expected_fine = fine.view(2, 4, 4, 2).mean(dim=(1, 3)).flatten()  # rows of 4 px, columns of 2 px
+    torch.testing.assert_close(features[0, :, 1], expected_fine)
+    torch.testing.assert_close(features[0, :, 0], torch.tensor([10.0, 10, 20, 20, 10, 10, 20, 20]))
+    assert predictor([coarse, fine]).shape == (1, 8)
 
 
 def test_ranked_cells_are_the_masked_cells_or_a_random_subset():
@@ -170,7 +190,7 @@ def test_predictor_and_teacher_in_scheme_state_trained_by_runner(model, images):
 
 
 def test_checkpoint_round_trip_restores_predictor_and_teacher(demo3d, tmp_path, monkeypatch):
-    """Save after two steps, load into a fresh runner: the checkpoint reads back equal and the next step (teacher
+    """Save after a step, load into a fresh runner: the checkpoint reads back equal and the next step (teacher
     ranking, mask, both losses) is the same as the original runner's. Catches: predictor, teacher or teacher
     predictor missing from scheme_state, or not loaded."""
     monkeypatch.setenv("nnUNet_anatomask_pretrain_epochs", "2")  # epoch 1: alpha = 0.5, the teacher ranks
@@ -184,18 +204,58 @@ def test_checkpoint_round_trip_restores_predictor_and_teacher(demo3d, tmp_path, 
     first = built_runner()
     patch = tuple(first.grid.patch_size)
     torch.manual_seed(0)
-    batches = [torch.randn(first.trainer.batch_size, first.input_channels(), *patch) for _ in range(3)]
-    for images in batches[:2]:
-        first.train_step(images, 1)
+    batches = [torch.randn(first.trainer.batch_size, first.input_channels(), *patch) for _ in range(2)]
+    first.train_step(batches[0], 1)
     path = str(tmp_path / "checkpoint_latest.pth")
     first.save(path)
-    expected = first.train_step(batches[2], 1)
+    expected = first.train_step(batches[1], 1)
 
     second = built_runner()
     second.load(path)
     saved, restored = torch.load(path, weights_only=True)["scheme_state"]["scheme"], second.scheme.state_dict()
     assert saved.keys() == restored.keys() and all(torch.equal(saved[k], restored[k]) for k in saved)
-    got = second.train_step(batches[2], 1)
+    got = second.train_step(batches[1], 1)
     assert torch.equal(got.picture.cell_mask, expected.picture.cell_mask)
     for name in ("loss", "ranking_loss", "teacher_rank_accuracy"):
         torch.testing.assert_close(got.figures[name], expected.figures[name], rtol=1e-6, atol=1e-7)
+
+
+# --- the real CLIs (slow: pytest -m slow -k selfmed) -------------------------------------------------------------
+@pytest.mark.slow
+def test_selfmed_hpm_train_and_predict_cli(demo3d, tmp_path):
+    """nnUNetv2_train -tr nnUNetTrainerSelfMedHPM: stage 1 (one epoch: alpha = 0.5, so the teacher ranks), stage 2,
+    nnUNetv2_predict; the predictor and both teachers are in scheme_state, the ranking figures in the log."""
+    fold_dir = train_and_predict(demo3d, tmp_path, "nnUNetTrainerSelfMedHPM", "3d_fullres", "SelfMedHPM")
+    ckpt = load_weights_only(os.path.join(fold_dir, "pretraining", "checkpoint_final.pth"))
+    state = ckpt["scheme_state"]["scheme"]
+    assert {k.split(".")[0] for k in state} == {"predictor", "teacher", "teacher_predictor"}
+    assert {k for k in state if k.startswith("teacher.network.")} == \
+        {"teacher.network." + k for k in ckpt["network_weights"]}
+    log = ckpt["logging"]
+    assert log["alpha"] == [0.5]
+    for key in ("rank_accuracy", "spearman", "teacher_rank_accuracy", "teacher_spearman", "ranking_loss"):
+        assert len(log[key]) == 1 and math.isfinite(log[key][0]), key
+
+
+@pytest.mark.slow
+def test_selfmed_hpm_pretrain_killed_then_continued_cli(demo3d, tmp_path):
+    """nnUNetv2_pretrain killed after a saved epoch, then --c: stage 1 resumes at the saved epoch, with the saved
+    log kept, and finishes with every schedule value of its epochs."""
+    epochs = 4
+    results = tmp_path / "results"
+    env = demo3d.train_env(results, nnUNet_anatomask_pretrain_epochs=str(epochs))
+    fold_dir = fold_folder(results, demo3d.dataset_name, "nnUNetTrainerSelfMedHPM", "3d_fullres", "all")
+    latest = os.path.join(fold_dir, "pretraining", "checkpoint_latest.pth")
+    cmd = ["nnUNetv2_pretrain", str(demo3d.dataset_id), "3d_fullres", "all", "-tr", "nnUNetTrainerSelfMedHPM",
+           "-device", "cpu"]
+    kill_after_epoch([os.path.join(BIN, cmd[0]), *cmd[1:]], env, latest, 1)
+    saved = load_weights_only(latest)
+    assert {k.split(".")[0] for k in saved["scheme_state"]["scheme"]} == {"predictor", "teacher", "teacher_predictor"}
+    run_cli([*cmd, "--c"], env)
+    assert f"at epoch {saved['current_epoch']}" in stage1_log_text(fold_dir)
+    log = load_weights_only(os.path.join(fold_dir, "pretraining", "checkpoint_final.pth"))["logging"]
+    assert log["alpha"] == pytest.approx([schedules.hard_fraction_hpm(e, epochs) for e in range(epochs)])
+    assert log["teacher_momentum"] == pytest.approx([schedules.ema_momentum(e, epochs, 0.999, 0.9999, 1 / 8)
+                                                     for e in range(epochs)])
+    for key, values in saved["logging"].items():
+        assert log[key][:len(values)] == pytest.approx(values, nan_ok=True), key
