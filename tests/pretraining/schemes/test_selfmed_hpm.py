@@ -90,18 +90,19 @@ def test_schedules_at_given_epochs(model):
 
 
 def test_top_alpha_predicted_hardest_plus_random(model, images, monkeypatch):
-    """Epoch 2 of 5: alpha = 0.3, n_hard = int(0.3 * 48) = 14; the 14 highest teacher predictions are masked, the
-    other 34 masked cells are guided_mask's random ones. Catches: the easiest cells chosen, a wrong n_hard."""
+    """Epoch 1 of 5: alpha = 0.2, n_hard = int(0.2 * 48) = 9 (not 10); the 9 highest teacher predictions are
+    masked, the other 39 masked cells are guided_mask's random ones. Catches: the easiest cells chosen, a rounded
+    or otherwise wrong n_hard."""
     scheme = SelfMedHPMScheme(model, model.grid, total_epochs=5)
     torch.manual_seed(3)
     predicted = torch.randn(3, 64)
     monkeypatch.setattr(scheme, "teacher_predictions", lambda imgs: predicted)
     torch.manual_seed(4)
-    mask = scheme.select_mask(images, 2)
+    mask = scheme.select_mask(images, 1)
     torch.manual_seed(4)
-    expected = masking.guided_mask(predicted, scheme.random_key(images), 48, 14)
-    assert scheme.n_hard(2) == 14 and torch.equal(mask, expected)
-    assert mask.gather(1, predicted.topk(14, dim=1).indices).all()
+    expected = masking.guided_mask(predicted, scheme.random_key(images), 48, 9)
+    assert scheme.n_hard(1) == 9 and torch.equal(mask, expected)
+    assert mask.gather(1, predicted.topk(9, dim=1).indices).all()
     assert (mask.sum(1) == 48).all()
 
 
