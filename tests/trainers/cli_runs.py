@@ -2,6 +2,9 @@
 and the checks of what a stage-1 run and a prediction leave behind."""
 import json
 import os
+import signal
+import subprocess
+import time
 
 import numpy as np
 import SimpleITK as sitk
@@ -63,3 +66,17 @@ def train_and_predict(planned, tmp_path, trainer: str, config: str, scheme: str,
         predict(planned, results, out, trainer, config, plans)
         check_predictions(planned, out, channels)
     return fold_dir
+
+
+def kill_after_epoch(cmd: list, env: dict, latest: str, epoch: int) -> None:
+    """Start cmd, SIGKILL its process group once checkpoint_latest.pth has reached `epoch`."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if os.path.isfile(latest) and load_weights_only(latest)["current_epoch"] >= epoch:
+            break
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

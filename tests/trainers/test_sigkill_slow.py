@@ -2,9 +2,6 @@
 in the middle of stage 1: the state right after loading equals the saved state, and the
 real nnUNetv2_train --c continues from the saved epoch (AnatoMask, so the EMA teacher is covered)."""
 import os
-import signal
-import subprocess
-import time
 
 import pytest
 
@@ -12,21 +9,9 @@ from nnunet_anatomask.pretraining import schedules
 from nnunet_anatomask.trainers import nnUNetTrainerAnatoMask
 from tests.conftest import BIN, run_cli
 from tests.trainers.helpers import assert_same, fold_folder, load_weights_only, make_trainer, stage1_log_text
+from tests.trainers.cli_runs import kill_after_epoch
 
 EPOCHS = 4
-
-
-def kill_after_epoch(cmd: list, env: dict, latest: str, epoch: int) -> None:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        if os.path.isfile(latest) and load_weights_only(latest)["current_epoch"] >= epoch:
-            break
-        assert proc.poll() is None, "training ended before it could be killed"
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 @pytest.mark.slow

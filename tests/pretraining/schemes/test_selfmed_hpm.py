@@ -16,7 +16,7 @@ from tests.conftest import BIN, run_cli
 from tests.pretraining.schemes.conftest import train_step
 from tests.trainers.helpers import fold_folder, load_weights_only, make_trainer, stage1_log_text
 from tests.trainers.cli_runs import train_and_predict
-from tests.trainers.test_stage1_resume import kill_after_epoch
+from tests.trainers.cli_runs import kill_after_epoch
 from tests.trainers.test_stage1_step import bare_runner
 
 # Two images, three ranked cells each. Image 0: l = [1, 2, 2], p = [0, 1, 0]; image 1: l = [3, 1, 1], p = [0, 2, 5].
