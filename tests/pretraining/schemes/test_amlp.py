@@ -255,3 +255,39 @@ def test_runner_step_trains_the_metric_and_an_ablation_registers(model, images):
     finally:
         SCHEMES.clear()
         SCHEMES.update(saved)
+
+
+# --- a real stage-1 run (in-process on the demo plans) and the real CLI (slow) ----------------------------------
+def test_stage1_run_logs_amlp_figures_and_saves_centroids(demo3d, monkeypatch, tmp_path):
+    """Two epochs x 1 iteration through the real runner: the per-epoch log holds AMLP's figures, the checkpoint
+    (weights_only) holds the centroids, and a rebuilt runner that loads it has the same centroids."""
+    from nnunet_anatomask.trainers import nnUNetTrainerAMLP
+    from tests.trainers.helpers import load_weights_only, make_trainer
+    for knob, value in (("pretrain_epochs", "2"), ("iters_per_epoch", "1"), ("save_every", "1")):
+        monkeypatch.setenv(f"nnUNet_anatomask_{knob}", value)
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    trainer = make_trainer(demo3d, nnUNetTrainerAMLP, monkeypatch, tmp_path)
+    ckpt = load_weights_only(trainer.run_pretraining())
+    log = ckpt["logging"]
+    assert log["mask_ratio"] == pytest.approx([0.25, 0.75])
+    for name in ("lesion_cluster_size", "masked_lesion_like_share", "arl_weight_entropy", "ccl", "mse",
+                 "hard_lesion_like_share", "metric_weight_max"):
+        assert len(log[name]) == 2 and all(0.0 <= v < 10.0 for v in log[name]), name
+    centroids = ckpt["scheme_state"]["scheme"]["centroids"]
+    assert centroids.shape == (1, 2, 3) and torch.isfinite(centroids).all()
+    runner = trainer.stage1
+    runner.build()
+    runner.load(runner.final_checkpoint)
+    assert torch.equal(runner.scheme.centroids.cpu(), centroids)
+
+
+@pytest.mark.slow
+def test_nnunetv2_train_amlp_end_to_end(demo3d, tmp_path):
+    """The real nnUNetv2_train -tr nnUNetTrainerAMLP: stage 1, stage 2, validation, then nnUNetv2_predict."""
+    from tests.trainers.helpers import stage1_log_text
+    from tests.trainers.test_scheme_trainer import check_stage1_outputs, train_and_predict
+    fold_dir = train_and_predict(demo3d, tmp_path, "nnUNetTrainerAMLP", "3d_fullres", "AMLP")
+    ckpt = check_stage1_outputs(fold_dir, "AMLP", 1)
+    assert ckpt["scheme_state"]["scheme"]["centroids"].shape == (1, 2, 3)
+    log = stage1_log_text(fold_dir)
+    assert "lesion_cluster_size" in log and "arl_weight_entropy" in log and "ccl" in log
