@@ -129,6 +129,7 @@ setup(
     entry_points={
         "console_scripts": [
             "nnUNetv2_pretrain = nnunet_anatomask.cli:pretrain_entry",
+            "nnUNetv2_plan_and_preprocess_unlabelled = nnunet_anatomask.unlabelled.cli:main",
         ],
     },
     cmdclass=cmdclass,

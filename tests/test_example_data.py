@@ -130,3 +130,15 @@ def test_cli(tmp_path, capsys):
     assert folder.endswith("Dataset007_AnatoMaskDemo") and folder in capsys.readouterr().out
     img = sitk.ReadImage(os.path.join(folder, "imagesTr", "case_001_0001.nii.gz"))
     assert img.GetSpacing() == pytest.approx((1.0, 1.0, 3.0))
+
+
+def test_images_only_writes_the_same_images_and_no_labels(tmp_path):
+    """An unlabelled pool: the labelled dataset's images (same seed), no label folders, background label only."""
+    labelled = make_example_dataset(str(tmp_path / "a"), 990, "Demo", **SMALL)
+    pool = make_example_dataset(str(tmp_path / "b"), 990, "Demo", images_only=True, **SMALL)
+    assert sorted(os.listdir(pool)) == ["dataset.json", "imagesTr", "imagesTs"]
+    assert sorted(os.listdir(os.path.join(pool, "imagesTr"))) == sorted(os.listdir(os.path.join(labelled, "imagesTr")))
+    assert np.array_equal(read(os.path.join(pool, "imagesTr", "case_000_0000.nii.gz")),
+                          read(os.path.join(labelled, "imagesTr", "case_000_0000.nii.gz")))
+    with open(os.path.join(pool, "dataset.json")) as f:
+        assert json.load(f)["labels"] == {"background": 0}

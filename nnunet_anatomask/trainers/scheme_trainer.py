@@ -11,6 +11,7 @@ import torch
 
 from nnunet_anatomask import checkpoint_io
 from nnunet_anatomask.pretraining.schemes.base import MaskingScheme
+from nnunet_anatomask.trainers import stage1_ddp
 from nnunet_anatomask.trainers.stage1 import Stage1Runner
 from nnunet_anatomask.trainers.stage2 import ConfigurationError, nnUNetTrainerStage2Recipe, \
     pretrained_weights_argument
@@ -24,10 +25,7 @@ class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        if self.is_ddp:
-            raise ConfigurationError(
-                "Multi-GPU training (-num_gpus > 1) is not supported by nnunet-anatomask's pretraining trainers "
-                "yet. Fix: run with one GPU (-num_gpus 1).")
+        stage1_ddp.keep_cpu_device(self, device)  # -num_gpus N runs stage 1 under DDP (docs/pools_and_ddp.md)
         self.stage1 = Stage1Runner(self, self.scheme_class)  # validates knobs and the mask grid now
 
     def initialize(self):
