@@ -15,6 +15,7 @@ from nnunet_anatomask.trainers import stage1_ddp
 from nnunet_anatomask.trainers.stage1 import Stage1Runner
 from nnunet_anatomask.trainers.stage2 import ConfigurationError, nnUNetTrainerStage2Recipe, \
     pretrained_weights_argument
+from nnunet_anatomask.trainers.transfer_checks import check_same_plans
 
 
 class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
@@ -51,7 +52,10 @@ class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
         for path in (self.stage1.final_checkpoint, fold_all):
             if os.path.isfile(path):
                 ckpt = checkpoint_io.load_checkpoint_file(path, "stage-1 checkpoint")
-                checkpoint_io.check_same(ckpt, self.stage1.compatibility(), f"The stage-1 checkpoint {path}")
+                expected, source = self.stage1.compatibility(), f"The stage-1 checkpoint {path}"
+                check_same_plans(ckpt, self.plans_manager.plans, self.configuration_name, expected["plans_hash"],
+                                 source)
+                checkpoint_io.check_same(ckpt, expected, source)
                 self.print_to_log_file(f"Using the stage-1 checkpoint {path} ({ckpt['scheme']}, "
                                        f"{ckpt['current_epoch']} epochs)")
                 return path

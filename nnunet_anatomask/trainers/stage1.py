@@ -121,6 +121,8 @@ class Stage1Runner:
         self.log.print(f"Stage 1: {self.scheme.name} pretraining for {self.num_epochs} epochs x "
                        f"{self.iterations} iterations, mask grid {self.grid.cells_per_axis} cells of "
                        f"{self.grid.cell_size} voxels, batch size {tr.batch_size}{crop}")
+        if stage1_ddp.is_distributed():
+            self.log.print(stage1_ddp.describe(tr))
         batches = stage1_batches(tr, self.scheme.crop_scale)
         start = time()
         try:

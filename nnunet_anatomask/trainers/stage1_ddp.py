@@ -96,6 +96,12 @@ def mean_over_ranks(figures: dict[str, float]) -> dict[str, float]:
     return {name: float(np.mean([g[name] for g in gathered if name in g])) for name in names}
 
 
+def describe(trainer) -> str:
+    """The log line of a distributed run: ranks, per-rank and global batch."""
+    return (f"DDP: {world_size()} ranks, batch size {trainer.batch_size} per rank, global batch "
+            f"{trainer.configuration_manager.batch_size} (the plans')")
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

@@ -101,3 +101,18 @@ def check_transfer(ckpt: dict, target_plans: dict, target_json: dict, configurat
             f"{source}: stage 1 normalised CT intensities with the statistics in {pool}'s plans, this run uses "
             f"other ones (pool vs target): {'; '.join(differences)}. The same HU would reach the network as "
             f"different inputs in the two stages. {fix}")
+
+
+def check_same_plans(ckpt: dict, target_plans: dict, configuration: str, plans_hash: str, source: str) -> None:
+    """A stage-1 checkpoint of this dataset whose plans hash differs: name the differing entries (before
+    checkpoint_io.check_same reports the hashes)."""
+    pool_plans = (ckpt.get("init_args") or {}).get("plans")
+    if ckpt.get("plans_hash") in (None, plans_hash) or not isinstance(pool_plans, dict) or \
+            configuration not in pool_plans.get("configurations", {}):
+        return
+    differences = plan_differences(pool_plans, target_plans, configuration)
+    if differences:
+        raise CheckpointError(
+            f"{source} was pretrained with other plans than this run's (checkpoint vs this run): "
+            f"{'; '.join(differences)}. Fix: train with the plans it was pretrained with (-p), or delete/move it so "
+            f"that stage 1 runs again with the current plans.")

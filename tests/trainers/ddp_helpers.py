@@ -117,8 +117,10 @@ def make_trainer(planned: dict, scheme: str, results: str):
 
 
 def build_runner(planned: dict, scheme: str, results: str):
-    """The trainer's stage-1 runner, built (under DDP when a process group runs), with deterministic keys."""
+    """The trainer's stage-1 runner, built (under DDP when a process group runs), with deterministic keys. Rank 0
+    initialises from a fixed seed (reproducible figures), other ranks from others (DDP must broadcast rank 0's)."""
     runner = make_trainer(planned, scheme, results).stage1
+    torch.manual_seed(1234 + stage1_ddp.rank())
     runner.build()
     deterministic_keys(runner.scheme)
     return runner

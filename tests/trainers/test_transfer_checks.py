@@ -9,7 +9,7 @@ from nnunetv2.run.run_training import maybe_load_checkpoint
 
 from nnunet_anatomask.checkpoint_io import CheckpointError
 from nnunet_anatomask.trainers import nnUNetTrainerFinetune, nnUNetTrainerScratch
-from nnunet_anatomask.trainers.transfer_checks import check_transfer
+from nnunet_anatomask.trainers.transfer_checks import check_same_plans, check_transfer
 from tests.trainers.helpers import make_trainer
 
 CONFIG = "3d_fullres"
@@ -98,3 +98,14 @@ def test_finetune_refuses_before_training(demo3d, monkeypatch, tmp_path):
     with pytest.raises(CheckpointError, match=r"channels \['CT'\]"):
         maybe_load_checkpoint(fresh, False, False, str(tmp_path / "pool.pth"))
     assert fresh.current_epoch == 0
+
+
+def test_stage1_lookup_names_what_differs_in_the_plans(demo3d, pool):
+    """A found stage-1 checkpoint of the same dataset whose plans hash differs: the entries are named."""
+    replanned = copy.deepcopy(demo3d.plans())
+    replanned["configurations"][CONFIG]["spacing"] = [1.5, 1.0, 1.0]
+    ckpt = dict(pool, plans_hash="pool-hash")
+    check_same_plans(ckpt, replanned, CONFIG, "pool-hash", "The stage-1 checkpoint X")  # same hash: nothing to say
+    with pytest.raises(CheckpointError, match=r"X was pretrained with other plans than this run's \(checkpoint vs "
+                                              r"this run\): spacing: \[1.0, 1.0, 1.0\] vs \[1.5, 1.0, 1.0\]"):
+        check_same_plans(ckpt, replanned, CONFIG, "this-hash", "The stage-1 checkpoint X")
