@@ -9,7 +9,10 @@ import os
 import pytest
 import torch
 
+from tests.conftest import BIN, run_cli
 from tests.trainers import ddp_helpers as h
+from tests.trainers.helpers import fold_folder, load_weights_only, stage1_log_text
+from tests.trainers.test_stage1_resume import kill_after_epoch
 
 pytestmark = pytest.mark.slow
 SCHEMES = ["AnatoMask", "HeadAndBuffers"]  # an EMA teacher; a trained head, a float and an integer buffer
@@ -85,3 +88,23 @@ def test_ranks_draw_different_batches_and_masks_reproducibly(runs):
         assert not torch.equal(ranks[0]["draws"][0][key], ranks[1]["draws"][0][key]), key
         for r in ranks:
             assert torch.equal(r["draws"][0][key], r["draws"][1][key]), key
+
+
+def test_real_cli_two_cpu_ranks_then_continue_on_one(demo3d, tmp_path):
+    """nnUNetv2_pretrain -device cpu -num_gpus 2 (gloo) killed after epoch 1, then --c in one process: rank 0 alone
+    wrote the log and checkpoints, and the run continues at the saved epoch."""
+    results = tmp_path / "results"
+    env = demo3d.train_env(results, nnUNet_anatomask_pretrain_epochs="3")
+    folder = os.path.join(fold_folder(results, demo3d.dataset_name, "nnUNetTrainerRandomMask", "3d_fullres", "all"),
+                          "pretraining")
+    cmd = [os.path.join(BIN, "nnUNetv2_pretrain"), "990", "3d_fullres", "all", "-tr", "nnUNetTrainerRandomMask",
+           "-device", "cpu"]
+    kill_after_epoch(cmd + ["-num_gpus", "2"], env, os.path.join(folder, "checkpoint_latest.pth"), 1)
+    first_log = stage1_log_text(os.path.dirname(folder))
+    assert "DDP: 2 ranks, batch size 1 per rank, global batch 2" in first_log
+    assert first_log.count("[stage 1 RandomMask] epoch 0/2") == 1  # one writer
+    run_cli(["nnUNetv2_pretrain", "990", "3d_fullres", "all", "-tr", "nnUNetTrainerRandomMask", "-device", "cpu",
+             "--c"], env)
+    log = stage1_log_text(os.path.dirname(folder))
+    assert "Resuming stage 1 (RandomMask)" in log and "epoch 2/2" in log
+    assert load_weights_only(os.path.join(folder, "checkpoint_final.pth"))["current_epoch"] == 3
