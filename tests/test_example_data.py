@@ -153,3 +153,15 @@ def test_lesions_are_planted_on_top_of_the_default_case(tmp_path):
 def test_negative_lesions_rejected(tmp_path):
     with pytest.raises(ValueError, match="lesions must be >= 0"):
         make_example_dataset(str(tmp_path), lesions=-1, **SMALL)
+
+
+def test_images_only_writes_the_same_images_and_no_labels(tmp_path):
+    """An unlabelled pool: the labelled dataset's images (same seed), no label folders, background label only."""
+    labelled = make_example_dataset(str(tmp_path / "a"), 990, "Demo", **SMALL)
+    pool = make_example_dataset(str(tmp_path / "b"), 990, "Demo", images_only=True, **SMALL)
+    assert sorted(os.listdir(pool)) == ["dataset.json", "imagesTr", "imagesTs"]
+    assert sorted(os.listdir(os.path.join(pool, "imagesTr"))) == sorted(os.listdir(os.path.join(labelled, "imagesTr")))
+    assert np.array_equal(read(os.path.join(pool, "imagesTr", "case_000_0000.nii.gz")),
+                          read(os.path.join(labelled, "imagesTr", "case_000_0000.nii.gz")))
+    with open(os.path.join(pool, "dataset.json")) as f:
+        assert json.load(f)["labels"] == {"background": 0}

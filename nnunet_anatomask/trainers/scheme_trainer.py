@@ -8,11 +8,15 @@ import os
 from collections import Counter
 from typing import ClassVar
 
+import torch
+
 from nnunet_anatomask import checkpoint_io
 from nnunet_anatomask.pretraining.schemes.base import MaskingScheme
+from nnunet_anatomask.trainers import stage1_ddp
 from nnunet_anatomask.trainers.stage1 import Stage1Runner
 from nnunet_anatomask.trainers.stage2 import ConfigurationError, nnUNetTrainerStage2Recipe, \
     pretrained_weights_argument
+from nnunet_anatomask.trainers.transfer_checks import check_same_plans
 
 
 class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
@@ -20,12 +24,13 @@ class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
 
     scheme_class: ClassVar[type[MaskingScheme]]
 
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        stage1_ddp.keep_cpu_device(self, device)  # -num_gpus N runs stage 1 under DDP (docs/pools_and_ddp.md)
+
     def check_setup(self) -> None:
         super().check_setup()
-        if self.is_ddp:
-            raise ConfigurationError(
-                "Multi-GPU training (-num_gpus > 1) is not supported by nnunet-anatomask's pretraining trainers "
-                "yet. Fix: run with one GPU (-num_gpus 1).")
         self.stage1 = Stage1Runner(self, self.scheme_class)  # builds the network on meta: checks the mask grid
 
     def initialize(self):
@@ -51,7 +56,10 @@ class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
         for path in (self.stage1.final_checkpoint, fold_all):
             if os.path.isfile(path):
                 ckpt = checkpoint_io.load_checkpoint_file(path, "stage-1 checkpoint")
-                checkpoint_io.check_same(ckpt, self.stage1.compatibility(), f"The stage-1 checkpoint {path}")
+                expected, source = self.stage1.compatibility(), f"The stage-1 checkpoint {path}"
+                check_same_plans(ckpt, self.plans_manager.plans, self.configuration_name, expected["plans_hash"],
+                                 source)
+                checkpoint_io.check_same(ckpt, expected, source)
                 self.print_to_log_file(f"Using the stage-1 checkpoint {path} ({ckpt['scheme']}, "
                                        f"{ckpt['current_epoch']} epochs)")
                 return path

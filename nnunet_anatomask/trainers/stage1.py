@@ -23,8 +23,8 @@ from nnunet_anatomask.pretraining.backbones import backbone_for
 from nnunet_anatomask.pretraining.losses import to_image_space
 from nnunet_anatomask.pretraining.schedules import warmup_cosine_lr
 from nnunet_anatomask.pretraining.schemes.base import MaskingScheme, Picture, StepOutput
+from nnunet_anatomask.trainers import stage1_ddp
 from nnunet_anatomask.trainers.stage1_data import shutdown, stage1_batches
-from nnunet_anatomask.trainers.stage1_log import Stage1Log
 
 
 FINAL_LOSS_IS = ("the last epoch's mean training loss of the scheme: for the reconstruction part, the mean squared "
@@ -58,6 +58,8 @@ def foreground_threshold(trainer) -> float:
 
 
 class Stage1Runner:
+    ddp = None  # model + scheme under DistributedDataParallel when a process group runs (stage1_ddp.py)
+
     def __init__(self, trainer, scheme_class: type[MaskingScheme]):
         self.trainer, self.scheme_class = trainer, scheme_class
         self.num_epochs = knobs.read_knob(knobs.PRETRAIN_EPOCHS)
@@ -119,8 +121,10 @@ class Stage1Runner:
         if tr._do_i_compile():  # where nnU-Net compiles (CUDA, nnUNet_compile not off)
             self.forward = torch.compile(self.model)
             self.scheme.compile_()
-        self.log = Stage1Log(self.folder, f"stage 1: {s.name} on {tr.plans_manager.dataset_name} "
-                                          f"{tr.configuration_name} fold {tr.fold}")
+        self.ddp = stage1_ddp.wrap(self.model, self.scheme, self.forward, tr.device)  # None in one process
+        log_class = stage1_ddp.log_class()  # rank 0 writes the log; other ranks keep figures only
+        self.log = log_class(self.folder, f"stage 1: {s.name} on {tr.plans_manager.dataset_name} "
+                             f"{tr.configuration_name} fold {tr.fold}")
         self.current_epoch = 0
 
     # --- the loop -------------------------------------------------------------------------------------
@@ -133,12 +137,13 @@ class Stage1Runner:
             self.load(self.latest_checkpoint)
             self.log.print(f"Resuming stage 1 ({self.scheme.name}) from {self.latest_checkpoint} "
                            f"at epoch {self.current_epoch}")
-        tr.dataset_class.unpack_dataset(tr.preprocessed_dataset_folder, overwrite_existing=False,
-                                        num_processes=1, verify=True)
+        stage1_ddp.unpack_dataset(tr)
         crop = "" if self.scheme.crop_scale == 1 else f", loader crops {self.scheme.crop_scale:.3g} x the patch"
         self.log.print(f"Stage 1: {self.scheme.name} pretraining for {self.num_epochs} epochs x "
                        f"{self.iterations} iterations, mask grid {self.grid.cells_per_axis} cells of "
                        f"{self.grid.cell_size} voxels, batch size {tr.batch_size}{crop}")
+        if stage1_ddp.is_distributed():
+            self.log.print(stage1_ddp.describe(tr))
         batches = stage1_batches(tr, self.scheme.crop_scale)
         start = time()
         try:
@@ -154,6 +159,7 @@ class Stage1Runner:
                               self.scheme.warmup_fraction)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        stage1_ddp.reseed_ranks(self.trainer.device)  # different masks and crops on every rank
         self.model.train()
         start, sums = time(), {}
         for _ in range(self.iterations):
@@ -162,6 +168,7 @@ class Stage1Runner:
             for name, value in out.figures.items():
                 sums[name] = sums.get(name, 0.0) + value
         means = {name: (value / self.iterations).item() for name, value in sums.items()}
+        means = stage1_ddp.mean_over_ranks(means)  # the same figures, and the same finiteness verdict, on every rank
         self.check_finite(epoch, means)
         self.end_epoch(epoch, {"loss": means.pop("loss"), "lr": lr, **self.scheme.epoch_figures(epoch),
                                **means, "epoch_time": time() - start}, out.picture)
@@ -172,9 +179,11 @@ class Stage1Runner:
         self.optimizer.zero_grad(set_to_none=True)
         cuda = self.trainer.device.type == "cuda"
         with torch.autocast("cuda", enabled=True) if cuda else dummy_context():  # as nnU-Net's train_step
-            out = self.scheme.step(images, self.forward, epoch)  # a teacher forward runs in mixed precision too
+            # a teacher forward runs in mixed precision too; under DDP the scheme's step runs inside the DDP module
+            out = self.ddp(images, epoch) if self.ddp is not None else self.scheme.step(images, self.forward, epoch)
         self.optimise(out.loss)
         self.scheme.on_step_end(epoch)
+        stage1_ddp.sync_state(self.model, self.scheme)  # scheme buffers equal on every rank (no-op in one process)
         loss = out.loss.detach()
         figures = {"loss": loss, "nonfinite_steps": (~torch.isfinite(loss)).float(), **out.figures}
         return out._replace(loss=loss, figures=figures)
@@ -213,7 +222,7 @@ class Stage1Runner:
         last = epoch == self.num_epochs - 1
         if self.current_epoch % self.save_every == 0 and not last:
             self.save(self.latest_checkpoint)
-        if epoch % max(1, self.num_epochs // 10) == 0 or last:
+        if (epoch % max(1, self.num_epochs // 10) == 0 or last) and stage1_ddp.rank() == 0:
             self.save_picture(epoch, picture)
         self.log.plot()
 
@@ -230,6 +239,13 @@ class Stage1Runner:
 
     def finish(self, wall_time: float) -> None:
         self.save(self.final_checkpoint)
+        stage1_ddp.barrier()  # every rank finds the final checkpoint (stage 2 loads it) once rank 0 wrote it
+        if stage1_ddp.rank() == 0:
+            self.write_summary(wall_time)
+        self.model = self.scheme = self.optimizer = self.forward = self.ddp = None
+        empty_cache(self.trainer.device)
+
+    def write_summary(self, wall_time: float) -> None:
         if os.path.isfile(self.latest_checkpoint):
             os.remove(self.latest_checkpoint)
         values = self.log.values
@@ -242,8 +258,6 @@ class Stage1Runner:
         with open(os.path.join(self.folder, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         self.log.print(f"Stage 1 done: {self.final_checkpoint}")
-        self.model = self.scheme = self.optimizer = self.forward = None
-        empty_cache(self.trainer.device)
 
     # --- pictures and checkpoints ---------------------------------------------------------------------
     def save_picture(self, epoch: int, picture: Picture) -> None:

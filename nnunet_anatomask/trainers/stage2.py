@@ -19,6 +19,7 @@ from nnunetv2.utilities.file_path_utilities import get_output_folder
 
 from nnunet_anatomask import checkpoint_io, knobs
 from nnunet_anatomask.errors import PluginError
+from nnunet_anatomask.trainers.transfer_checks import check_transfer
 
 
 class ConfigurationError(PluginError, RuntimeError):
@@ -134,10 +135,12 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
             self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
 
     def validate_pretrained_weights(self, path: str) -> dict:
-        """Readable, a checkpoint, right configuration, every key and shape matching: else one clear error."""
+        """Readable, a checkpoint, right configuration, for our stage-1 checkpoints the same channels, plans and CT
+        statistics (transfer_checks.py), every key and shape matching: else one clear error."""
         ckpt = checkpoint_io.load_checkpoint_file(path, "-pretrained_weights file")
         source = f"-pretrained_weights {path}"
         checkpoint_io.check_same(ckpt, {"configuration": self.configuration_name}, source)
+        check_transfer(ckpt, self.plans_manager.plans, self.dataset_json, self.configuration_name, source)
         network = self.network._orig_mod if isinstance(self.network, OptimizedModule) else self.network
         checkpoint_io.check_weights_match(network.state_dict(), ckpt["network_weights"], source)
         return ckpt

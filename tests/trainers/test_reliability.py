@@ -155,12 +155,13 @@ def test_cascade_is_refused(demo3d, monkeypatch, tmp_path):
                      plans=plans)
 
 
-def test_multi_gpu_is_refused_at_once(demo3d, monkeypatch, tmp_path):
-    """Under a (gloo, 1-process) process group, as nnU-Net's -num_gpus N sets up, the trainer stops at once."""
+def test_ddp_trainer_keeps_the_cpu_device(demo3d, monkeypatch, tmp_path):
+    """Under a process group nnU-Net puts a trainer on cuda:<rank>; ours stays on a requested CPU (gloo: our DDP
+    tests, nnUNetv2_pretrain -device cpu -num_gpus N), and multi-GPU is no longer refused."""
     dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
     try:
-        with pytest.raises(ConfigurationError, match="-num_gpus"):
-            make_trainer(demo3d, nnUNetTrainerRandomMask, monkeypatch, tmp_path)
+        trainer = make_trainer(demo3d, nnUNetTrainerRandomMask, monkeypatch, tmp_path)
+        assert trainer.is_ddp and trainer.device == torch.device("cpu") and trainer.grad_scaler is None
     finally:
         dist.destroy_process_group()
 

@@ -11,7 +11,7 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import nn
 
-from nnunet_anatomask.pretraining import losses, masking
+from nnunet_anatomask.pretraining import distributed, losses, masking
 from nnunet_anatomask.pretraining.grid import MaskGrid
 
 SCHEMES: dict[str, type["MaskingScheme"]] = {}  # name -> scheme class, in registration order
@@ -102,6 +102,16 @@ class MaskingScheme(nn.Module):
 
     def on_step_end(self, epoch: int) -> None:
         """Called after every optimiser step (teacher EMA, running statistics)."""
+
+    def sync_state_(self) -> None:
+        """Under DDP, after on_step_end: make this scheme's state identical on every rank (no-op in one process).
+
+        Default: floating buffers (running statistics, centroids updated from each rank's batch) averaged over the
+        ranks, other buffers set to rank 0's. Parameters need nothing: trained heads get averaged gradients, and an
+        EMA teacher updates from the synchronised student. Override where an average is not the right merge (e.g.
+        all-reduce sums and counts, then divide). docs/pools_and_ddp.md.
+        """
+        distributed.sync_buffers_(self)
 
     def compile_(self) -> None:
         """torch.compile the scheme's own forward passes (teacher, heads); called where the student is compiled."""
