@@ -41,6 +41,22 @@ def prepare_trainer(trainer) -> None:
         trainer.dataset_class = infer_dataset_class(trainer.preprocessed_dataset_folder)
 
 
+class BatchTooSmallError(PluginError, ValueError):
+    """The per-process batch is smaller than the scheme needs (e.g. GL-MAE's global + local view)."""
+
+
+def check_batch(trainer, scheme_class: type[MaskingScheme]) -> None:
+    """Before any step: the batch each process gets (nnU-Net splits the plans' batch over -num_gpus ranks) holds
+    at least the scheme's ``min_batch`` crops."""
+    if trainer.batch_size >= scheme_class.min_batch:
+        return
+    split = f" (the plans' batch {trainer.configuration_manager.batch_size} split over " \
+            f"{stage1_ddp.world_size()} ranks)" if stage1_ddp.is_distributed() else ""
+    raise BatchTooSmallError(
+        f"{scheme_class.name} needs at least {scheme_class.min_batch} crops per process, but each gets "
+        f"{trainer.batch_size}{split}. Fix: use fewer GPUs (-num_gpus), or plans with a larger batch_size.")
+
+
 class NonFiniteLossError(PluginError, RuntimeError):
     """Stage 1 produced a NaN/Inf loss; the last good checkpoint is kept."""
 
@@ -132,6 +148,7 @@ class Stage1Runner:
         """Run (or resume) stage 1 to the end; returns the final checkpoint's path."""
         tr = self.trainer
         prepare_trainer(tr)  # not tr.initialize(): stage 2's network and optimiser are built after stage 1
+        check_batch(tr, self.scheme_class)
         self.build()
         if resume and os.path.isfile(self.latest_checkpoint):
             self.load(self.latest_checkpoint)

@@ -4,6 +4,7 @@ Batches and masks are fixed for the equality checks: every rank feeds its slice 
 the schemes' random keys are a hash of each sample's voxels and of the call's index in the run (ours), so one
 process over the concatenated batch draws exactly the masks the ranks draw.
 """
+import math
 import os
 import types
 import uuid
@@ -232,9 +233,10 @@ def two_ranks(rank: int, planned: dict, schemes: list[str], out: str) -> None:
 TINY_PATCH = (16, 16, 16)
 
 
-def tiny_batch(step: int) -> torch.Tensor:
+def tiny_batch(step: int, size: int = GLOBAL_BATCH, crop_scale: float = 1.0) -> torch.Tensor:
+    """The global batch of a tiny run's step, crops of crop_scale x the patch (what stage1_batches loads)."""
     generator = torch.Generator().manual_seed(2000 + step)
-    return torch.randn(GLOBAL_BATCH, 1, *TINY_PATCH, generator=generator)
+    return torch.randn(size, 1, *(math.ceil(p * crop_scale) for p in TINY_PATCH), generator=generator)
 
 
 def tiny_run(rank: int, scheme_name: str, optimiser: str, out: str) -> None:
@@ -249,14 +251,16 @@ def tiny_run(rank: int, scheme_name: str, optimiser: str, out: str) -> None:
     scheme_class = HeadAndBuffers if scheme_name == "HeadAndBuffers" else SCHEMES[scheme_name]
     scheme = scheme_class(model, model.grid, total_epochs=max(EPOCHS) + 1)
     runner = bare_runner(model, scheme)
-    runner.trainer.batch_size = GLOBAL_BATCH // stage1_ddp.world_size()
+    global_batch = max(GLOBAL_BATCH, scheme.min_batch * stage1_ddp.world_size())  # GL-MAE: 2 views per rank
+    runner.trainer.batch_size = global_batch // stage1_ddp.world_size()
     use_optimiser(runner, optimiser)
     runner.ddp = stage1_ddp.wrap(model, scheme, model, torch.device("cpu"))
     deterministic_keys(scheme)
     losses = []
     for step, epoch in enumerate(EPOCHS):
         scheme.key_step, scheme.key_calls = step, 0
-        losses.append(runner.train_step(my_slice(tiny_batch(step)), epoch).loss.item())
+        batch = tiny_batch(step, global_batch, scheme.crop_scale)
+        losses.append(runner.train_step(my_slice(batch), epoch).loss.item())
     save_result(runner, losses, os.path.join(out, f"tiny_{scheme_name}_{optimiser}_{stage1_ddp.world_size()}"
                                                   f"_rank{rank}.pt"))
 
@@ -278,3 +282,9 @@ def tiny_two_ranks(rank: int, schemes: list[str], out: str) -> None:
     buffers_run(rank, out)
     for scheme in schemes:
         tiny_run(rank, scheme, "sgd", out)
+
+
+def paper_schemes_two_ranks(rank: int, schemes: list[str], out: str) -> None:
+    """The registered schemes with heads, teachers or buffers, each on two ranks with the runner's AdamW."""
+    for scheme in schemes:
+        tiny_run(rank, scheme, "adamw", out)

@@ -139,3 +139,17 @@ def test_preprocessed_data_missing(demo3d, monkeypatch, tmp_path):
     with pytest.raises(ConfigurationError, match="No preprocessed data for configuration '3d_unprocessed'.*"
                                                  "nnUNetv2_plan_and_preprocess"):
         trainer.run_pretraining()
+
+
+def test_glmae_refuses_a_batch_of_one_before_any_step(demo3d, monkeypatch, tmp_path):
+    """GL-MAE needs a global and a local view per process; plans with batch 1 (or -num_gpus splitting the batch
+    down to 1) are named before stage 1 builds anything."""
+    from nnunet_anatomask.trainers import nnUNetTrainerGLMAE
+    from nnunet_anatomask.trainers.stage1 import BatchTooSmallError
+
+    plans = demo3d.plans()
+    plans["configurations"]["3d_fullres"]["batch_size"] = 1
+    trainer = make_trainer(demo3d, nnUNetTrainerGLMAE, monkeypatch, tmp_path, plans=plans)
+    with pytest.raises(BatchTooSmallError, match="GLMAE needs at least 2 crops per process, but each gets 1.*Fix"):
+        trainer.run_pretraining()
+    assert trainer.stage1.model is None  # refused before the masked model was built

@@ -44,6 +44,7 @@ class MaskingScheme(nn.Module):
 
     name: ClassVar[str] = "base"
     mask_ratio: ClassVar[float] = 0.6
+    min_batch: ClassVar[int] = 1  # crops a step needs per process (GL-MAE: a global and a local view)
     crop_scale: ClassVar[float] = 1.0  # the loader's crops are the plans' patch x crop_scale (GL-MAE: 5/3)
     # Optimiser (AdamW) and schedule defaults, every length a fraction of the run.
     base_lr: ClassVar[float] = 1e-4

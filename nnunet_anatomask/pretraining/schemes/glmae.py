@@ -47,6 +47,7 @@ class GLMAEScheme(MaskingScheme):
 
     name = "GLMAE"
     mask_ratio = 0.6  # ours: RandomMask's (AnatoMask's) ratio, so a comparison isolates the views and consistency
+    min_batch = 2  # one global and one local view
     crop_scale = 5 / 3  # the paper's figure: global 160³ for a 96³ network input
     lambda_g2g = lambda_g2l = 1.0  # ours: iBOT weighs its patch and [CLS] distillation losses 1:1 with each other
     momentum_start, momentum_end = 0.996, 1.0  # ours: BYOL / DINO; linear over the whole run
