@@ -103,24 +103,48 @@ if _editable_wheel is not None:
 setup(
     name="nnunet-anatomask",
     version=read_version(),
-    description="Masked-image-modelling pretraining (AnatoMask, SparK-style random masking, ...) "
-    "as nnU-Net v2 trainers",
+    description="Self-supervised masked-image-modelling pretraining (AnatoMask, SelfMedHPM, AMLP, GL-MAE, random "
+    "masking) as nnU-Net v2 trainers, for nnunetv2 2.8",
     long_description=read_readme(),
     long_description_content_type="text/markdown",
+    author="The nnunet-anatomask developers",
+    license="Apache-2.0",  # nnU-Net's licence, the norm of its ecosystem
+    license_files=["LICENSE"],
+    keywords=["nnU-Net", "nnunetv2", "self-supervised learning", "masked image modelling", "medical image "
+              "segmentation", "pretraining"],
+    classifiers=[
+        "Development Status :: 4 - Beta",
+        "Intended Audience :: Science/Research",
+        "Topic :: Scientific/Engineering :: Medical Science Apps.",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Operating System :: POSIX :: Linux",
+        "Environment :: GPU :: NVIDIA CUDA",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+    ],
     python_requires=">=3.10",
     # _ext_trainers has no __init__.py on purpose (nnU-Net imports its one module as a top-level module),
     # so find_packages() does not see it; it is listed explicitly so its .py file is shipped.
     packages=find_packages(include=["nnunet_anatomask", "nnunet_anatomask.*"]) + ["nnunet_anatomask._ext_trainers"],
     py_modules=["nnunet_anatomask_hook"],
     install_requires=[
-        # torch is deliberately unpinned: users bring their own (CUDA) build. The CPU pair used by CI and the
-        # README lives in constraints.txt.
-        "nnunetv2",
+        # Exactly what the package imports (tests/test_dependencies.py). torch is deliberately unpinned: users
+        # bring their own (CUDA) build; the CPU pair used by CI and the README lives in constraints.txt.
         "torch",
-        "batchgenerators",
-        "dynamic-network-architectures",
+        # We rely on internals of these (docs/nnunet_internals.md, tests/test_nnunet_internals.py): pinned to
+        # the range we test, from the tested release to the next minor one.
+        "nnunetv2>=2.8.1,<2.9",
+        "dynamic-network-architectures>=0.4.4,<0.5",
+        "batchgeneratorsv2>=0.3.6,<0.4",
+        "batchgenerators>=0.25.5,<0.26",
+        "timm>=1.0,<2",  # Primus' EVA blocks and rotary embedding (pretraining/backbones/primus.py)
         "numpy",
-        "acvl-utils",
+        "scipy",
+        "SimpleITK",
+        "matplotlib",
     ],
     extras_require={
         "test": ["pytest", "mkdocs"],  # the docs build is checked by the test suite
@@ -129,6 +153,8 @@ setup(
     entry_points={
         "console_scripts": [
             "nnUNetv2_pretrain = nnunet_anatomask.cli:pretrain_entry",
+            "nnUNetv2_export_pretrained = nnunet_anatomask.export:main",
+            "nnUNetv2_plan_and_preprocess_unlabelled = nnunet_anatomask.unlabelled.cli:main",
         ],
     },
     cmdclass=cmdclass,

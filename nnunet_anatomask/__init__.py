@@ -1,2 +1,2 @@
 """nnunet-anatomask: masked-image-modelling pretraining for nnU-Net v2 (see README.md)."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -6,20 +6,22 @@
 
 Rows: nnU-Net's `nnUNetTrainer.train_step` on a fixed batch (compiled where nnU-Net compiles: CUDA with
 nnUNet_compile unset or true), then one stage-1 optimiser step (`Stage1Runner.train_step`) per scheme in SCHEMES,
-at the last epoch (AnatoMask's teacher runs, alpha = 0.5). Every row is built and warmed up (--warmup steps)
+at the last epoch (AnatoMask's teacher runs, alpha = 0.5); a scheme whose loader crops are larger than the patch
+(crop_scale, e.g. GL-MAE) gets a batch of that size. Every row is built and warmed up (--warmup steps)
 inside its own memory window; then the rows take turns, step by step, for --steps steps each, and each reports
 its median (the device synchronised after every step). Peak memory, over what was allocated before the row was
 built: CUDA max_memory_allocated; CPU the peak resident set size (VmHWM). With --dataset also the end-to-end
 it/s with nnU-Net's data loader (stage 1: stage1_batches) against the step-only it/s. A second table splits off,
 per scheme and again taking turns, the costs that are ours: select_mask (of which AnatoMask's teacher forward),
-loss + logged figures, on_step_end (teacher EMA) and the masked-forward emulation (masked forward + backward
-minus the same network's dense forward + backward).
+loss + logged figures (both for schemes with the default step), on_step_end (teacher EMA) and the masked-forward
+emulation (masked forward + backward minus the same network's dense forward + backward).
 --explain runs torch._dynamo.explain on the masked model's forward (graph breaks) and checks that a new mask
 does not recompile. Nothing is written outside a temporary folder except --output.
 """
 import argparse
 import contextlib
 import ctypes
+import difflib
 import gc
 import io
 import math
@@ -40,9 +42,11 @@ from batchgenerators.utilities.file_and_folder_operations import join, load_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context, empty_cache
 
-from nnunet_anatomask.pretraining.schemes import SCHEMES
+from nnunet_anatomask.pretraining import masking
+from nnunet_anatomask.progress import Progress
+from nnunet_anatomask.pretraining.schemes import SCHEMES, MaskingScheme
 from nnunet_anatomask.trainers.stage1 import Stage1Runner
-from nnunet_anatomask.trainers.stage1_data import shutdown, stage1_batches
+from nnunet_anatomask.trainers.stage1_data import crop_size, shutdown, stage1_batches
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class Row:
     step: Callable[[dict], object]  # one train step on a batch {'data', 'target'}
     batches: Callable[[], Iterator[dict]]  # the real data loader of this row (with --dataset)
     runner: Optional[Stage1Runner]  # None for the supervised row
+    batch: Optional[dict] = None  # this row's fixed batch, when it differs from the shared one (larger crops)
     step_ms: float = float("nan")
     peak_mib: float = float("nan")
     e2e_its: float = float("nan")
@@ -127,11 +132,13 @@ def scratch_env(synthetic_config: dict = None):
                 os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
-def make_trainer(plans: dict, dataset_json: dict, configuration: str, fold, device: torch.device) -> nnUNetTrainer:
-    """nnU-Net's own trainer, built and initialised as nnUNetv2_train does (its chatter swallowed)."""
+def make_trainer(plans: dict, dataset_json: dict, configuration: str, fold, device: torch.device,
+                 trainer_class: type = nnUNetTrainer) -> nnUNetTrainer:
+    """nnU-Net's own trainer (nnUNetTrainer, or a Primus trainer), built and initialised as nnUNetv2_train does
+    (its chatter swallowed)."""
     plans = {**plans, "continue_training": False}
     with contextlib.redirect_stdout(io.StringIO()):
-        trainer = nnUNetTrainer(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json,
+        trainer = trainer_class(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json,
                                 device=device)
         trainer.initialize()
     return trainer
@@ -142,9 +149,10 @@ def synthetic_batch(trainer: nnUNetTrainer) -> dict:
     patch, b = trainer.configuration_manager.patch_size, trainer.batch_size
     data = torch.randn(b, trainer.num_input_channels, *patch)
     labels = trainer.label_manager.num_segmentation_heads
+    scales = trainer._get_deep_supervision_scales() or [[1] * len(patch)]  # None without deep supervision (Primus)
     target = [torch.randint(0, labels, (b, 1, *[round(p * s) for p, s in zip(patch, scale)]), dtype=torch.int16)
-              for scale in trainer._get_deep_supervision_scales()]
-    return {"data": data, "target": target}
+              for scale in scales]
+    return {"data": data, "target": target if trainer.enable_deep_supervision else target[0]}
 
 
 def first_batch(trainer: nnUNetTrainer) -> dict:
@@ -161,6 +169,8 @@ def release(trainer: nnUNetTrainer) -> None:
     """Drop the trainer's network, optimiser and loss (initialize() builds them again)."""
     trainer.network = trainer.optimizer = trainer.lr_scheduler = trainer.loss = None
     trainer.was_initialized = False
+    if hasattr(trainer, "training_stage"):  # nnUNetTrainer_warmup (Primus) keeps its optimiser per stage
+        trainer.training_stage = None
     gc.collect()
     empty_cache(trainer.device)
 
@@ -252,10 +262,11 @@ def measured_build(name: str, build, batch: dict, args) -> Row:
     """Build a row's step inside a memory window, run the warm-up, then one step for the peak memory."""
     memory = PeakMemory(torch.device(args.device))
     row = Row(name, *build())
+    row.batch = row.batch or batch
     for _ in range(args.warmup):
-        row.step(batch)
+        row.step(row.batch)
     memory.reset_peak()
-    row.step(batch)
+    row.step(row.batch)
     row.peak_mib = memory.peak_mib()
     return row
 
@@ -274,29 +285,39 @@ def supervised_parts(trainer: nnUNetTrainer):
     return trainer.train_step, batches, None
 
 
-def scheme_parts(trainer: nnUNetTrainer, scheme_name: str):
+def crop_batch(trainer: nnUNetTrainer, crop_scale: float, synthetic: bool) -> Optional[dict]:
+    """A batch of the scheme's loader crops when they are larger than the patch (random, or the real loader's)."""
+    if crop_scale == 1:
+        return None
+    if not synthetic:
+        batches = stage1_batches(trainer, crop_scale)
+        try:
+            return next(batches)
+        finally:
+            shutdown(batches)
+    crop = crop_size(trainer.configuration_manager.patch_size, crop_scale)
+    return {"data": torch.randn(trainer.batch_size, trainer.num_input_channels, *crop)}
+
+
+def scheme_parts(trainer: nnUNetTrainer, scheme_name: str, synthetic: bool):
     """A Stage1Runner at its last epoch (AnatoMask: alpha = 0.5, the teacher runs); the step as train_epoch
     runs it, the batch moved to the device first."""
-    runner = Stage1Runner(trainer, SCHEMES[scheme_name])
+    scheme = SCHEMES[scheme_name]
+    runner = Stage1Runner(trainer, scheme)
     runner.num_epochs = max(runner.num_epochs, 2)
     runner.build()
     epoch, device = runner.num_epochs - 1, trainer.device
     step = lambda b: runner.train_step(b["data"].to(device, non_blocking=True), epoch)  # noqa: E731
-    return step, lambda: stage1_batches(trainer), runner
+    return (step, lambda: stage1_batches(trainer, scheme.crop_scale), runner,
+            crop_batch(trainer, scheme.crop_scale, synthetic))
 
 
 def our_costs(runner: Stage1Runner, batch: dict, args) -> dict:
     """ms of a stage-1 step and of its parts that are ours, called as train_step calls them, taking turns."""
     scheme, model, device, epoch = runner.scheme, runner.model, runner.trainer.device, runner.num_epochs - 1
     images = batch["data"].to(device)
-    cell_mask = scheme.select_mask(images, epoch)
-    grid_mask = cell_mask.view(images.shape[0], *runner.grid.cells_per_axis)
-    with torch.no_grad(), autocast(device):
-        prediction = runner.forward(images, grid_mask)
-
-    def loss():
-        with torch.no_grad(), autocast(device):
-            scheme.loss(images, prediction, cell_mask, epoch)
+    patch = images[(..., *[slice(0, p) for p in runner.grid.patch_size])]  # the emulation runs on the patch
+    grid_mask = scheme.grid_mask(masking.random_mask(scheme.random_key(patch), scheme.n_masked(epoch)))
 
     def forward_backward(forward):
         with autocast(device):
@@ -304,29 +325,55 @@ def our_costs(runner: Stage1Runner, batch: dict, args) -> dict:
         out.float().square().mean().backward()
 
     dense_network = torch.compile(model.network) if runner.trainer._do_i_compile() else model.network
-    fns = {"step": lambda: runner.train_step(images, epoch), "select_mask": lambda: scheme.select_mask(images, epoch),
-           "loss": loss, "on_step_end": lambda: scheme.on_step_end(epoch),
-           "masked": lambda: forward_backward(lambda: runner.forward(images, grid_mask)),
-           "dense": lambda: (model.set_mask(None), forward_backward(lambda: dense_network(images)))}
-    if hasattr(scheme, "teacher_scores"):
-        fns["teacher"] = lambda: scheme.teacher_scores(images)
+    fns = {"step": lambda: runner.train_step(images, epoch), "on_step_end": lambda: scheme.on_step_end(epoch),
+           "masked": lambda: forward_backward(lambda: runner.forward(patch, grid_mask)),
+           "dense": lambda: (model.set_mask(None), forward_backward(lambda: dense_network(patch)))}
+    if type(scheme).step is MaskingScheme.step:  # the default sequence: its parts can be timed one by one
+        fns.update(default_step_parts(runner, images, epoch))
     parts = interleaved_medians(fns, args.steps, args.warmup, device)
     parts["emulation"] = parts.pop("masked") - parts.pop("dense")
     runner.optimizer.zero_grad(set_to_none=True)
     return parts
 
 
+def default_step_parts(runner: Stage1Runner, images: torch.Tensor, epoch: int) -> dict:
+    """select_mask, loss (forward only) and, where the scheme has one, its teacher forward, as step calls them."""
+    scheme, device = runner.scheme, runner.trainer.device
+    cell_mask = scheme.select_mask(images, epoch)
+    with torch.no_grad(), autocast(device):
+        prediction = runner.forward(images, scheme.grid_mask(cell_mask))
+
+    def loss():
+        with torch.no_grad(), autocast(device):
+            scheme.loss(images, prediction, cell_mask, epoch)
+
+    fns = {"select_mask": lambda: scheme.select_mask(images, epoch), "loss": loss}
+    if hasattr(scheme, "teacher_scores"):
+        fns["teacher"] = lambda: scheme.teacher_scores(images)
+    return fns
+
+
 def bench(trainer: nnUNetTrainer, batch: dict, args) -> list[Row]:
     """Build every row (memory), time them in turns, then end-to-end (--dataset) and our costs one by one."""
     release(trainer)  # its network is built again inside the supervised row's memory window
+    progress = Progress(2 + 2 * len(args.schemes), "benchmark", stream=sys.stderr)
+    progress.start("build + warm up: supervised")
     rows = [measured_build("supervised (nnUNetTrainer.train_step)", lambda: supervised_parts(trainer), batch, args)]
-    rows += [measured_build(name, lambda name=name: scheme_parts(trainer, name), batch, args)
-             for name in args.schemes]
-    medians = interleaved_medians({row.name: lambda row=row: row.step(batch) for row in rows}, args.steps, 0,
+    progress.done()
+    for name in args.schemes:
+        progress.start(f"build + warm up: {name}")
+        rows.append(measured_build(name, lambda name=name: scheme_parts(trainer, name, args.synthetic is not None),
+                                   batch, args))
+        progress.done()
+    progress.start(f"timing every row, {args.steps} steps each, taking turns")
+    medians = interleaved_medians({row.name: lambda row=row: row.step(row.batch) for row in rows}, args.steps, 0,
                                   trainer.device)  # warmed up in measured_build
+    progress.done()
     for row in rows:
         row.step_ms = medians[row.name]
     for row in rows:
+        if row.runner is not None:
+            progress.start(f"our costs{' and end-to-end' if args.dataset is not None else ''}: {row.name}")
         if args.dataset is not None:
             batches = row.batches()
             try:
@@ -334,26 +381,25 @@ def bench(trainer: nnUNetTrainer, batch: dict, args) -> list[Row]:
             finally:
                 shutdown(batches)
         if row.runner is not None:
-            row.parts = our_costs(row.runner, batch, args)
+            row.parts = our_costs(row.runner, row.batch, args)
+            progress.done()
     return rows
 
 
 # ==================================================================== torch.compile check
 def explain_masked_forward(trainer: nnUNetTrainer, images: torch.Tensor) -> list[str]:
-    """torch._dynamo.explain of MaskedReconstructionModel.forward, and the graphs compiled over three masks."""
+    """torch._dynamo.explain of the masked model's forward (with and without features), and the graphs compiled
+    over three masks."""
     runner = Stage1Runner(trainer, SCHEMES["RandomMask"])
     runner.build()
     images = images.to(trainer.device)
-    masks = [runner.scheme.select_mask(images, 0).view(images.shape[0], *runner.grid.cells_per_axis)
-             for _ in range(3)]
-    torch._dynamo.reset()
-    result = torch._dynamo.explain(runner.model)(images, masks[0])
-    lines = [f"torch._dynamo.explain(MaskedReconstructionModel)(images, cell_mask): {result.graph_count} graph(s), "
-             f"{result.graph_break_count} graph break(s), {result.op_count} ops"]
-    for reason in result.break_reasons:
-        frame = reason.user_stack[-1] if reason.user_stack else None
-        where = f" at {frame.filename}:{frame.lineno}" if frame is not None else ""
-        lines.append(f"  break: {reason.reason}{where}")
+    masks = [runner.scheme.grid_mask(runner.scheme.select_mask(images, 0)) for _ in range(3)]
+    lines, graph_counts = [], []
+    for features in (False, True):  # the plain reconstruction, and the features a scheme may ask for
+        torch._dynamo.reset()
+        result = torch._dynamo.explain(runner.model)(images, masks[0], features=features)
+        graph_counts.append(result.graph_count)
+        lines += explain_lines(result, f"torch._dynamo.explain(masked model)(images, cell_mask, features={features})")
     torch._dynamo.reset()
     graphs = []
 
@@ -365,8 +411,19 @@ def explain_masked_forward(trainer: nnUNetTrainer, images: torch.Tensor) -> list
     for mask in masks:
         compiled(images, mask)
     lines.append(f"torch.compile over 3 different masks: {len(graphs)} graph(s) compiled "
-                 f"({'no recompilation' if len(graphs) == result.graph_count else 'RECOMPILED on a new mask'})")
+                 f"({'no recompilation' if len(graphs) == graph_counts[0] else 'RECOMPILED on a new mask'})")
     torch._dynamo.reset()
+    return lines
+
+
+def explain_lines(result, what: str) -> list[str]:
+    """A summary line of a torch._dynamo.explain result and one line per graph break."""
+    lines = [f"{what}: {result.graph_count} graph(s), {result.graph_break_count} graph break(s), "
+             f"{result.op_count} ops"]
+    for reason in result.break_reasons:
+        frame = reason.user_stack[-1] if reason.user_stack else None
+        where = f" at {frame.filename}:{frame.lineno}" if frame is not None else ""
+        lines.append(f"  break: {reason.reason}{where}")
     return lines
 
 
@@ -413,7 +470,8 @@ def machine_lines(device: torch.device) -> list[str]:
             f"- load average (1, 5, 15 min) at the end: {load}"]
 
 
-def report(args, argv: list[str], header: list[str], rows: list[Row], explain: list[str]) -> str:
+def report(args, argv: list[str], header: list[str], rows: list[Row], explain: list[str],
+           ratios: list[str] = ()) -> str:
     text = [f"## Stage-1 benchmark: {header[0]}", "",
             f"- command: `python -m nnunet_anatomask.benchmark {shlex.join(argv)}`",
             f"- date: {datetime.now().astimezone().isoformat(timespec='seconds')}", *header[1:],
@@ -424,27 +482,51 @@ def report(args, argv: list[str], header: list[str], rows: list[Row], explain: l
             "Our costs: the stage-1 step and each part that is ours, called as the step calls it (loss: forward "
             "only), taking turns (median, same steps); emulation = masked forward + backward minus the same "
             "network's dense forward + backward:", "", *costs_table(rows)]
+    if ratios:
+        text += ["", *ratios]
     if explain:
         text += ["", "torch.compile check:", "", *[f"    {line}" for line in explain]]
     return "\n".join(text) + "\n"
 
 
 # ==================================================================== command line
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m nnunet_anatomask.benchmark", description=__doc__.split("\n")[0])
+def scheme_name(name: str) -> str:
+    """argparse type of --schemes: a registered scheme, else an error with a 'did you mean'."""
+    if name in SCHEMES:
+        return name
+    close = difflib.get_close_matches(name, list(SCHEMES), n=1)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    raise argparse.ArgumentTypeError(f"{name!r} is not a registered scheme.{hint} Known: {', '.join(SCHEMES)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m nnunet_anatomask.benchmark", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--synthetic", choices=sorted(SIZES), help="in-memory plans of a named size, random batch")
+    source.add_argument("--synthetic", choices=sorted(SIZES),
+                        help="in-memory plans of a named size (" + "; ".join(
+                            f"{k}: patch {v.patch}, widths {v.features}" for k, v in SIZES.items()) + "), random batch")
     source.add_argument("--dataset", help="a preprocessed dataset (name or id; needs nnUNet_preprocessed)")
-    p.add_argument("--configuration", default="3d_fullres", help="with --dataset (default 3d_fullres)")
+    p.add_argument("--configuration", default="3d_fullres", help="configuration of the plans, with --dataset")
     p.add_argument("--plans", default="nnUNetPlans", help="plans identifier, with --dataset")
     p.add_argument("--fold", default="0", help="fold whose training cases feed the loaders, with --dataset")
-    p.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES))
+    p.add_argument("--schemes", nargs="+", default=list(SCHEMES), type=scheme_name, metavar="SCHEME",
+                   help="schemes to time against nnU-Net's supervised step (registered: " + ", ".join(SCHEMES) + ")")
     p.add_argument("--steps", type=int, default=20, help="timed steps per measurement (median)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation, allocator)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"),
+                   help="device to time on")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--explain", action="store_true", help="torch._dynamo.explain the masked forward")
+    p.add_argument("--primus", choices=("S", "B", "M", "L"),
+                   help="time nnU-Net's Primus of this size (its own trainer as the supervised row; stage 1 by token "
+                        "dropping) and the encoder at mask ratios 0, 0.5, 0.75, instead of the plans' CNN")
     p.add_argument("--output", help="also write the report (markdown) to this file")
+    return p
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
         p.error("--steps and --threads must be >= 1, --warmup >= 0")
@@ -452,7 +534,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def run(args) -> tuple[list[str], list[Row], list[str]]:
+def run(args) -> tuple[list[str], list[Row], list[str], list[str]]:
     """Build nnU-Net's trainer for the plans, then time the supervised step and every scheme's step."""
     device = torch.device(args.device)
     if args.synthetic:
@@ -462,21 +544,60 @@ def run(args) -> tuple[list[str], list[Row], list[str]]:
         plans, dataset_json = dataset_plans(args.dataset, args.plans)
         configuration, synthetic = args.configuration, None
     with scratch_env(synthetic):
-        trainer = make_trainer(plans, dataset_json, configuration, args.fold, device)
+        trainer = make_trainer(plans, dataset_json, configuration, args.fold, device, trainer_class(args))
         batch = synthetic_batch(trainer) if synthetic else first_batch(trainer)
         if device.type == "cuda":  # as nnU-Net's loader hands batches over (pin_memory)
-            batch = {"data": batch["data"].pin_memory(), "target": [t.pin_memory() for t in batch["target"]]}
-        cm = trainer.configuration_manager
+            batch = {k: [t.pin_memory() for t in v] if isinstance(v, list) else v.pin_memory() for k, v in
+                     batch.items()}
         header = [f"{args.synthetic or plans['dataset_name']} {configuration} ({plans['plans_name']})",
-                  f"- network: {cm.network_arch_class_name.split('.')[-1]}, "
-                  f"{cm.network_arch_init_kwargs['n_stages']} stages, features "
-                  f"{cm.network_arch_init_kwargs['features_per_stage']}; patch {list(cm.patch_size)}, "
+                  f"- network: {network_line(trainer, args)}; patch {list(trainer.configuration_manager.patch_size)}, "
                   f"batch {tuple(batch['data'].shape)}; device {device}, torch.compile "
                   f"{'on' if trainer._do_i_compile() else 'off'} (nnU-Net's rule), autocast "
                   f"{'fp16' if device.type == 'cuda' else 'off'}"]
         rows = bench(trainer, batch, args)
         explain = explain_masked_forward(trainer, batch["data"]) if args.explain else []
-    return header, rows, explain
+        ratios = encoder_at_ratios(next(r.runner for r in rows if r.runner), batch, args) if args.primus else []
+    return header, rows, explain, ratios
+
+
+def trainer_class(args) -> type:
+    """nnU-Net's nnUNetTrainer, or with --primus its nnUNet_Primus_<size>_Trainer (the ViT and its recipe)."""
+    if not args.primus:
+        return nnUNetTrainer
+    from nnunetv2.training.nnUNetTrainer.primus import primus_trainers
+    return getattr(primus_trainers, f"nnUNet_Primus_{args.primus}_Trainer")
+
+
+def network_line(trainer: nnUNetTrainer, args) -> str:
+    if args.primus:
+        return f"Primus {args.primus} (nnUNet_Primus_{args.primus}_Trainer: token size 8³)"
+    cm = trainer.configuration_manager
+    kwargs = cm.network_arch_init_kwargs
+    return (f"{cm.network_arch_class_name.split('.')[-1]}, {kwargs['n_stages']} stages, features "
+            f"{kwargs['features_per_stage']}")
+
+
+def encoder_at_ratios(runner: Stage1Runner, batch: dict, args, ratios=(0.0, 0.5, 0.75)) -> list[str]:
+    """Stage-1 encoder forward + backward on the same patch at several mask ratios (token dropping: its cost
+    should fall with 1 - ratio), taking turns."""
+    model, device = runner.model, runner.trainer.device
+    images = batch["data"].to(device)
+    n = runner.grid.num_cells
+
+    def encoder_step(ratio: float):
+        keep = torch.rand(images.shape[0], n, device=device).argsort(1)[:, : n - round(ratio * n)]
+        with autocast(device):
+            out = model.encode(model.embed(images), keep)
+        out.float().square().mean().backward()
+
+    medians = interleaved_medians({r: (lambda r=r: encoder_step(r)) for r in ratios}, args.steps, args.warmup, device)
+    runner.optimizer.zero_grad(set_to_none=True)
+    lines = ["Primus encoder at mask ratios (forward + backward of the encoder on the kept tokens):", "",
+             "| mask ratio | tokens seen | encoder ms | × ratio 0 | 1 - ratio |", "|---:|---:|---:|---:|---:|"]
+    for r in ratios:
+        lines.append(f"| {r:.2f} | {n - round(r * n)} of {n} | {_fmt(medians[r], 2)} | "
+                     f"{_fmt(medians[r] / medians[ratios[0]], 2)} | {1 - r:.2f} |")
+    return lines
 
 
 def main(argv: list[str] = None) -> str:

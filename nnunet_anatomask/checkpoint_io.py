@@ -1,25 +1,20 @@
-"""Checkpoint I/O (design §5): atomic writes, weights_only-loadable contents, and clear errors on bad files."""
+"""Checkpoint I/O (docs/architecture.md, Checkpoints): atomic writes, weights_only-loadable contents, and clear errors on bad files."""
 import hashlib
 import json
 import os
 import pickle
 import random
-import signal
 
 import numpy as np
 import torch
 
+from nnunet_anatomask.errors import PluginError
+
 SKIPPED_IN_HANDOVER = (".seg_layers.",)  # nnU-Net's load_pretrained_weights skips these too
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(PluginError, RuntimeError):
     """A checkpoint that cannot be used here; the message names the problem and the fix."""
-
-
-# Test-only fault injection: the N-th checkpoint write of a process is cut in half and the process SIGKILLed
-# before the rename, as a power cut during the write would (tests/test_reliability.py).
-KILL_AT_WRITE = "nnUNet_anatomask_debug_kill_at_checkpoint_write"
-_writes_in_process = 0
 
 
 def temporary_path(path: str) -> str:
@@ -28,12 +23,6 @@ def temporary_path(path: str) -> str:
 
 def commit(tmp: str, path: str) -> None:
     """Atomically move a fully written temporary checkpoint into place (os.replace)."""
-    global _writes_in_process
-    _writes_in_process += 1
-    if os.environ.get(KILL_AT_WRITE) == str(_writes_in_process):
-        with open(tmp, "r+b") as f:
-            f.truncate(os.path.getsize(tmp) // 2)
-        os.kill(os.getpid(), signal.SIGKILL)
     os.replace(tmp, path)
 
 

@@ -1,12 +1,22 @@
-"""nnUNetv2_pretrain DATASET CONFIG FOLD -tr TRAINER [-p PLANS] [-device D] [--c]: stage 1 only.
+"""nnUNetv2_pretrain DATASET CONFIG FOLD -tr TRAINER [-p PLANS] [-device D] [-num_gpus N] [--c]: stage 1 only.
 
 FOLD may be `all`: every fold's nnUNetv2_train with the same trainer then reuses that stage-1 checkpoint.
+-num_gpus N runs N processes under DDP, launched as nnU-Net's run_training launches -num_gpus (NCCL on CUDA;
+with -device cpu, N gloo processes: docs/pools_and_ddp.md).
 """
 import argparse
 import difflib
 import multiprocessing
+import os
+from importlib.metadata import version
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from nnunet_anatomask import __version__
+from nnunet_anatomask.errors import PluginError
+from nnunet_anatomask.gpu_check import gpu_count_problem
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -20,8 +30,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-p", type=str, default="nnUNetPlans", help="Plans identifier. Default: nnUNetPlans")
     parser.add_argument("-device", type=str, default="cuda", choices=["cuda", "cpu", "mps"],
                         help="Device to train on. Default: cuda")
+    parser.add_argument("-num_gpus", type=int, default=1,
+                        help="Processes (one per GPU) for distributed stage 1. Default: 1")
     parser.add_argument("--c", action="store_true", help="Continue stage 1 from its checkpoint_latest.pth")
+    parser.add_argument("--version", action="version", version=version_line())
     return parser.parse_args(argv)
+
+
+def version_line() -> str:
+    return f"nnunet-anatomask {__version__} (nnunetv2 {version('nnunetv2')}, torch {torch.__version__})"
 
 
 def device_from_arg(name: str) -> torch.device:
@@ -54,19 +71,67 @@ def scheme_trainer_class(name: str) -> type:
     return cls
 
 
-def pretrain_entry(argv=None) -> None:
-    args = parse_args(argv)
-    fold = args.fold if args.fold == "all" else int(args.fold)
+def pretrain(args: argparse.Namespace) -> str:
+    """Stage 1 only, in this process, for the parsed arguments; returns the final checkpoint's path."""
     scheme_trainer_class(args.tr)
+    return run_stage1(args)
+
+
+def run_stage1(args: argparse.Namespace) -> str:
+    """Build the trainer as nnUNetv2_train does and run stage 1 (in this process, or in one DDP rank)."""
     from nnunetv2.run.run_training import get_trainer_from_args
 
+    fold = args.fold if args.fold == "all" else int(args.fold)
     try:
         trainer = get_trainer_from_args(args.dataset_name_or_id, args.configuration, fold, args.tr, args.p,
                                         args.c, device=device_from_arg(args.device))
     except FileNotFoundError as e:
         raise SystemExit(f"nnUNetv2_pretrain: {e.filename} not found. Fix: run nnUNetv2_plan_and_preprocess -d "
                          f"{args.dataset_name_or_id} first, and check -p {args.p} and nnUNet_preprocessed.") from None
-    trainer.run_pretraining()
+    return trainer.run_pretraining()
+
+
+def pretrain_rank(rank: int, args: argparse.Namespace) -> None:
+    """One DDP rank (nnU-Net's run_ddp without validation): process group, device, stage 1."""
+    cuda = args.device == "cuda"
+    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=args.num_gpus)
+    try:
+        if cuda:
+            torch.cuda.set_device(torch.device("cuda", rank))
+        run_stage1(args)
+    except PluginError as e:  # the message alone, as in one process; the parent then reports the failed rank
+        raise SystemExit(f"nnUNetv2_pretrain (rank {rank}): {e}") from None
+    finally:
+        dist.destroy_process_group()
+
+
+def launch_ranks(args: argparse.Namespace) -> None:
+    """nnU-Net's launch of -num_gpus (run_training.run_training): localhost rendezvous, one spawned process per
+    rank."""
+    from nnunetv2.run.run_training import find_free_network_port
+
+    os.environ["MASTER_ADDR"] = "localhost"
+    os.environ.setdefault("MASTER_PORT", str(find_free_network_port()))
+    mp.spawn(pretrain_rank, args=(args,), nprocs=args.num_gpus, join=True)
+
+
+def pretrain_entry(argv=None) -> None:
+    """The console script: our errors end the program with their message alone (it names the fix)."""
+    args = parse_args(argv)
+    problem = gpu_count_problem(args.num_gpus, args.device)
+    if problem is not None:
+        raise SystemExit(f"nnUNetv2_pretrain: {problem}")
+    try:
+        if args.num_gpus > 1:
+            scheme_trainer_class(args.tr)
+            launch_ranks(args)
+        else:
+            pretrain(args)
+    except PluginError as e:
+        raise SystemExit(f"nnUNetv2_pretrain: {e}") from None
+    except mp.ProcessExitedException as e:
+        raise SystemExit(f"nnUNetv2_pretrain: rank {e.error_index} stopped (exit code {e.exit_code}); its "
+                         f"message is above.") from None
 
 
 if __name__ == "__main__":

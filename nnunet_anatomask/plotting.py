@@ -3,8 +3,8 @@
 * :func:`plot_progress` - a ``progress.png`` in the style of nnU-Net's: stacked
   panels (loss, epoch time, learning rate, scheme curves) sharing the epoch axis.
 * :func:`plot_reconstruction` - one sample: input, what the network saw (masked
-  cells greyed out), the reconstruction, its error and optionally a teacher's
-  per-voxel error map; one row per channel.
+  cells greyed out), the reconstruction, its error and every per-voxel map a
+  scheme makes (a teacher's error map, a cluster map, ...); one row per channel.
 
 Both take plain lists / numpy arrays (convert torch tensors with
 ``t.detach().cpu().numpy()``) and write the PNG atomically (temp file in the same
@@ -74,12 +74,12 @@ def _curve(ax, values: Sequence[float], label: str, **kw) -> None:
 
 
 def _scheme_keys(log: dict[str, list[float]]) -> list[str]:
-    """Keys of ``log`` that belong in the scheme panel (non-empty, not a main key)."""
+    """Keys of ``log`` that belong in the scheme panels (non-empty, not a main key)."""
     return [k for k, v in log.items() if k not in MAIN_KEYS + ("epoch",) and v is not None and len(v) > 0]
 
 
 def _is_fraction(values: Sequence[float]) -> bool:
-    """True if all finite values lie in [0, 1] (ratios, momenta, overlaps...)."""
+    """True if all finite values lie in [0, 1] (ratios, shares, overlaps...)."""
     y = np.asarray(values, dtype=float)
     y = y[np.isfinite(y)]
     return bool(y.size == 0 or (y.min() >= 0 and y.max() <= 1))
@@ -92,26 +92,30 @@ def _legend_right(ax, handles=None, labels=None, x: float = 1.01) -> None:
     ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(x, 1.0), borderaxespad=0)
 
 
-def _plot_scheme(ax, log: dict[str, list[float]], keys: list[str]) -> None:
-    """Scheme curves in one panel: values in [0, 1] on the left axis, others dashed on a right axis."""
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    right = None
+def _scheme_panels(log: dict[str, list[float]]) -> list[tuple[str, list[str]]]:
+    """Group the scheme keys into panels of one scale each: (y label, keys).
+
+    Momenta (keys with 'momentum') get one panel each as 1 - m on a log axis, so that 0.999 -> 0.9999 is visible;
+    values within [0, 1] share a 'fraction' panel; every other quantity gets its own panel (no two scales on one
+    axis)."""
+    keys = _scheme_keys(log)
+    momenta = [k for k in keys if "momentum" in k]
+    fractions = [k for k in keys if k not in momenta and _is_fraction(log[k])]
+    panels = [("fraction (0-1)", fractions)] if fractions else []
+    panels += [(f"1 - {k} (log)", [k]) for k in momenta]
+    return panels + [(k, [k]) for k in keys if k not in momenta and k not in fractions]
+
+
+def _plot_panel(ax, log: dict[str, list[float]], ylabel: str, keys: list[str], colours: list[str]) -> None:
     for i, key in enumerate(keys):
-        colour = colours[i % len(colours)]
-        if _is_fraction(log[key]):
-            _curve(ax, log[key], key, color=colour)
-            continue
-        right = right or ax.twinx()
-        _curve(right, log[key], f"{key} (right axis)", color=colour, linestyle="--")
-    ax.set_ylabel("scheme value (0-1)")
-    handles, labels = ax.get_legend_handles_labels()
-    if right is not None:
-        right.set_ylabel("scheme value (dashed)")
-        h2, l2 = right.get_legend_handles_labels()
-        handles, labels = handles + h2, labels + l2
-        _legend_right(right, handles, labels, x=1.09)
-    else:
-        _legend_right(ax, handles, labels)
+        values = log[key]
+        if ylabel.startswith("1 - "):
+            values = [1.0 - float(v) if v is not None else float("nan") for v in values]
+        _curve(ax, values, key, color=colours[i % len(colours)])
+    if ylabel.startswith("1 - "):
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    _legend_right(ax)
 
 
 def plot_progress(log: dict[str, list[float]], path: str, title: str = "") -> None:
@@ -119,17 +123,18 @@ def plot_progress(log: dict[str, list[float]], path: str, title: str = "") -> No
 
     Args:
         log: name -> one value per epoch (None/NaN = not logged that epoch). 'loss',
-            'epoch_time' (s) and 'lr' get a panel each; every other key (e.g.
-            'mask_ratio', 'alpha', 'teacher_error') shares a fourth panel with a
-            legend: values in [0, 1] on the left axis, anything else dashed on a
-            right axis. A missing main key leaves a labelled empty panel.
+            'epoch_time' (s) and 'lr' get a panel each; the other keys are grouped by
+            scale (``_scheme_panels``): fractions share a panel, a momentum m is drawn as
+            1 - m on a log axis, any other quantity gets a panel of its own. A missing main
+            key leaves a labelled empty panel.
         path: PNG file to write.
         title: figure title.
     """
-    scheme = _scheme_keys(log)
-    n_panels = 3 + (1 if scheme else 0)
-    fig, axes = plt.subplots(n_panels, 1, figsize=(12, 3.0 * n_panels + 0.6), sharex=True,
-                             squeeze=False, layout="constrained")
+    groups = _scheme_panels(log)
+    n_panels = 3 + len(groups)
+    heights = [3.0, 2.5, 2.5] + [3.0 if len(keys) > 1 else 2.0 for _, keys in groups]
+    fig, axes = plt.subplots(n_panels, 1, figsize=(12, sum(heights) + 0.8), sharex=True, squeeze=False,
+                             layout="constrained", gridspec_kw={"height_ratios": heights})
     axes = axes[:, 0]
     panels = [("loss", "loss", "training loss", "tab:blue"),
               ("epoch_time", "time [s]", "epoch duration", "tab:green"),
@@ -143,8 +148,9 @@ def plot_progress(log: dict[str, list[float]], path: str, title: str = "") -> No
         ax.set_ylabel(ylabel)
     if log.get("epoch_time"):
         axes[1].set_ylim(bottom=0)
-    if scheme:
-        _plot_scheme(axes[3], log, scheme)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (ylabel, keys) in zip(axes[3:], groups):
+        _plot_panel(ax, log, ylabel, keys, colours)
     n_epochs = max((len(v) for v in log.values() if v is not None), default=1)
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -160,6 +166,11 @@ def plot_progress(log: dict[str, list[float]], path: str, title: str = "") -> No
 
 
 # --------------------------------------------------------------------- reconstruction
+
+ERROR_LABEL = "|reconstruction - input|\n(normalised intensity)"
+PADDING_NOTE = ("uniform areas at the patch border: padding of nnU-Net's rotation/scaling augmentation, "
+                "seen by the network as such")
+
 
 def _middle_slice(arr: np.ndarray, n_spatial: int) -> np.ndarray:
     """For 3D data take the middle slice along the first spatial axis (the last ``n_spatial`` axes)."""
@@ -197,15 +208,29 @@ def _outline(ax, visible: np.ndarray, width: float = 1.5) -> None:
         ax.add_collection(LineCollection(segs, colors=MASK_COLOUR, linewidths=width))
 
 
+def _hatch(ax, masked: np.ndarray) -> None:
+    """Hatch the masked pixels in the mask colour: visible on dark and bright images alike."""
+    if not masked.any():
+        return
+    rows, cols = masked.shape
+    padded = np.pad(masked.astype(float), 1)  # so that regions touching the border are closed at the pixel edge
+    x, y = np.arange(-1, cols + 1), np.arange(-1, rows + 1)
+    with plt.rc_context({"hatch.color": MASK_COLOUR, "hatch.linewidth": 1.2}):
+        ax.contourf(x, y, padded, levels=[0.5, 1.5], colors="none", hatches=["///"])
+    ax.set_xlim(-0.5, cols - 0.5)
+    ax.set_ylim(rows - 0.5, -0.5)
+
+
 def _show_mask(ax, img: np.ndarray, visible: np.ndarray, vmin: float, vmax: float) -> None:
-    """The input with masked cells shaded dark and outlined (what the network saw)."""
+    """The input with masked cells tinted, hatched and outlined (what the network saw)."""
     ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.imshow((~visible).astype(float), cmap=_MASK_SHADE, vmin=0, vmax=1, interpolation="nearest")
+    _hatch(ax, ~visible)
     _outline(ax, visible)
 
 
 def _check_shapes(images: np.ndarray, visible: np.ndarray, reconstruction: np.ndarray,
-                  error_map: np.ndarray | None) -> None:
+                  maps: dict[str, np.ndarray]) -> None:
     """Raise ValueError if the arrays of one sample do not fit together."""
     if images.ndim not in (3, 4):
         raise ValueError(f"images must be [C, H, W] or [C, D, H, W], got shape {images.shape}")
@@ -213,92 +238,117 @@ def _check_shapes(images: np.ndarray, visible: np.ndarray, reconstruction: np.nd
         raise ValueError(f"reconstruction shape {reconstruction.shape} != images shape {images.shape}")
     if visible.shape != images.shape[1:]:
         raise ValueError(f"visible shape {visible.shape} != spatial shape {images.shape[1:]}")
-    if error_map is not None and error_map.shape != images.shape[1:]:
-        raise ValueError(f"error_map shape {error_map.shape} != spatial shape {images.shape[1:]}")
+    for name, m in maps.items():
+        if m.shape != images.shape[1:]:
+            raise ValueError(f"map {name!r} shape {m.shape} != spatial shape {images.shape[1:]}")
 
 
-def _panel_grid(fig: Figure, n_rows: int, with_map: bool) -> np.ndarray:
-    """Axes [n_rows, 5 or 7]: input, mask, reconstruction, error, error colour bar
-    (+ teacher error map, its colour bar). All image panels get the same size."""
-    widths = [1, 1, 1, 1, 0.06] + ([0.12, 1, 0.06] if with_map else [])
-    gs = fig.add_gridspec(n_rows, len(widths), width_ratios=widths)
-    keep = [0, 1, 2, 3, 4] + ([6, 7] if with_map else [])
-    return np.array([[fig.add_subplot(gs[r, c]) for c in keep] for r in range(n_rows)])
+def picture_scales(images, visible, reconstruction, maps: dict | None = None) -> dict[str, list[float]]:
+    """Colour scales [low, high] of a sample's error and maps, over the whole volume: a run fixes them at its
+    first picture and passes them to every later one, so that pictures of different epochs compare by eye."""
+    images, reconstruction = np.asarray(images, np.float32), np.asarray(reconstruction, np.float32)
+    masked = ~np.asarray(visible, bool)
+    error = np.abs(reconstruction - images)[:, masked]
+    scales = {"error": [0.0, float(error.max()) if error.size and error.max() > 0 else 1.0]}
+    for name, m in (maps or {}).items():
+        m = np.asarray(m, np.float32)
+        low, high = min(0.0, float(m.min())), float(m.max())
+        scales[name] = [low, high if high > low else low + 1.0]
+    return scales
 
 
-def plot_reconstruction(images, visible, reconstruction, path: str, title: str = "",
-                        error_map=None, channel_names: Sequence[str] | None = None) -> None:
-    """Write a picture of one masked-image-modelling sample to ``path``.
+def plot_reconstruction(images, visible, reconstruction, path: str, title: str = "", maps: dict | None = None,
+                        channel_names: Sequence[str] | None = None, batch_ratio: float | None = None,
+                        scales: dict | None = None) -> None:
+    """Write :func:`reconstruction_figure` of one sample to ``path`` (PNG, atomically)."""
+    fig = reconstruction_figure(images, visible, reconstruction, title, maps, channel_names, batch_ratio, scales)
+    _save_atomic(fig, path, dpi=110)
+
+
+def reconstruction_figure(images, visible, reconstruction, title: str = "", maps: dict | None = None,
+                          channel_names: Sequence[str] | None = None, batch_ratio: float | None = None,
+                          scales: dict | None = None) -> Figure:
+    """A picture of one masked-image-modelling sample.
 
     Args:
         images: float [C, H, W] or [C, D, H, W], the (normalised) input of one sample.
         visible: bool [*spatial], True where the network saw the voxel, False where masked.
         reconstruction: float like ``images``, already composed (prediction in masked
             voxels, input in visible ones).
-        path: PNG file to write.
         title: figure suptitle (for 3D the slice shown is appended).
-        error_map: optional float [*spatial], e.g. a teacher's per-voxel error (0 = not scored).
+        maps: optional {title: float [*spatial]}, every per-voxel map of the scheme (e.g. "teacher
+            error", 0 = not scored); each gets a panel titled with its name and its own colour bar.
         channel_names: optional name per channel for the row labels.
+        batch_ratio: the masked share of the whole batch's cells, shown beside the slice's share.
+        scales: {"error" or a map's name: [low, high]} colour scales, e.g. from the run's first picture
+            (``picture_scales``); missing ones come from this sample.
 
     3D data is shown at the middle slice along the first spatial axis. One row per
     channel; columns: input, mask, reconstruction, error in masked voxels, and the
-    teacher error map if given. Input, mask and reconstruction share grey limits
-    (1st-99th percentile of the input slice) per channel; the error colour scale is
-    shared by all channels.
+    maps. Input, mask and reconstruction share grey limits (1st-99th percentile of the
+    input slice) per channel; error and maps use fixed, labelled colour scales.
     """
     images = np.asarray(images, dtype=np.float32)
     reconstruction = np.asarray(reconstruction, dtype=np.float32)
     visible = np.asarray(visible).astype(bool)
-    error_map = None if error_map is None else np.asarray(error_map, dtype=np.float32)
-    _check_shapes(images, visible, reconstruction, error_map)
+    maps = {name: np.asarray(m, dtype=np.float32) for name, m in (maps or {}).items()}
+    _check_shapes(images, visible, reconstruction, maps)
+    scales = {**picture_scales(images, visible, reconstruction, maps), **(scales or {})}
     n_sp = images.ndim - 1
     img, rec, vis = (_middle_slice(a, n_sp) for a in (images, reconstruction, visible))
     n_ch = img.shape[0]
     names = list(channel_names) if channel_names else [f"channel {c}" for c in range(n_ch)]
-    with_map = error_map is not None
-    fig = plt.figure(figsize=(13.5 + 3.4 * with_map, 3.0 * n_ch + 1.1), layout="constrained")
-    axes = _panel_grid(fig, n_ch, with_map)
+    fig = plt.figure(figsize=(14.5 + 3.6 * len(maps), 3.2 * n_ch + 1.4), layout="constrained")
+    axes = _panel_grid(fig, n_ch, len(maps))
     err = np.where(vis[None], 0.0, np.abs(rec - img))
-    err_max = float(err.max()) or 1.0
     for c in range(n_ch):
-        _plot_channel_row(fig, axes[c], img[c], rec[c], vis, err[c], err_max, names[c])
-        if with_map:
-            _plot_error_map(fig, axes[c, 5:], _middle_slice(error_map, n_sp), vis)
+        _plot_channel_row(fig, axes[c], img[c], rec[c], vis, err[c], scales["error"], names[c], batch_ratio)
+        for j, (name, m) in enumerate(maps.items()):
+            _plot_map(fig, axes[c, 5 + 2 * j:7 + 2 * j], _middle_slice(m, n_sp), vis, name, scales[name])
     _finish_reconstruction(fig, axes, images.shape, title)
-    _save_atomic(fig, path, dpi=110)
+    return fig
 
 
-def _plot_channel_row(fig: Figure, axes, img: np.ndarray, rec: np.ndarray, vis: np.ndarray,
-                      err: np.ndarray, err_max: float, name: str) -> None:
+def _panel_grid(fig: Figure, n_rows: int, n_maps: int) -> np.ndarray:
+    """Axes [n_rows, 5 + 2 * n_maps]: input, mask, reconstruction, error, error colour bar, then each map and
+    its colour bar. All image panels get the same size."""
+    widths = [1, 1, 1, 1, 0.06] + [0.3, 1, 0.06] * n_maps
+    gs = fig.add_gridspec(n_rows, len(widths), width_ratios=widths)
+    keep = [0, 1, 2, 3, 4] + [c for j in range(n_maps) for c in (6 + 3 * j, 7 + 3 * j)]
+    return np.array([[fig.add_subplot(gs[r, c]) for c in keep] for r in range(n_rows)])
+
+
+def _plot_channel_row(fig: Figure, axes, img: np.ndarray, rec: np.ndarray, vis: np.ndarray, err: np.ndarray,
+                      err_scale: Sequence[float], name: str, batch_ratio: float | None) -> None:
     """Input / mask / reconstruction / error (+ colour bar) panels of one channel."""
     vmin, vmax = _limits(img)
     axes[0].imshow(img, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
     axes[0].set_title("input")
     _show_mask(axes[1], img, vis, vmin, vmax)
-    axes[1].set_title(f"mask: what the net saw ({100 * (~vis).mean():.0f}% hidden)")
+    batch = f"\nwhole batch: {100 * batch_ratio:.0f}% of cells" if batch_ratio is not None else ""
+    axes[1].set_title(f"mask: {100 * (~vis).mean():.0f}% of this slice hidden{batch}")
     axes[2].imshow(rec, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
     axes[2].set_title("reconstruction")
-    im = axes[3].imshow(np.ma.masked_where(vis, err), cmap="magma", vmin=0, vmax=err_max,
+    im = axes[3].imshow(np.ma.masked_where(vis, err), cmap="magma", vmin=err_scale[0], vmax=err_scale[1],
                         interpolation="nearest")
     axes[3].set_facecolor(_VISIBLE_GREY)
     mean_err = float(err[~vis].mean()) if (~vis).any() else 0.0
-    axes[3].set_title(f"error |rec - input| (mean {mean_err:.3g})")
-    fig.colorbar(im, cax=axes[4])
+    axes[3].set_title(f"error in masked voxels (mean {mean_err:.3g})")
+    fig.colorbar(im, cax=axes[4], extend="max").set_label(ERROR_LABEL)
     axes[0].set_ylabel(name, fontsize=13)
 
 
-def _plot_error_map(fig: Figure, axes, emap: np.ndarray, vis: np.ndarray) -> None:
-    """The teacher's per-voxel error map (+ colour bar) with the mask outline on top."""
-    im = axes[0].imshow(emap, cmap="viridis", vmin=0, vmax=float(emap.max()) or 1.0,
-                        interpolation="nearest")
+def _plot_map(fig: Figure, axes, values: np.ndarray, vis: np.ndarray, name: str, scale: Sequence[float]) -> None:
+    """One per-voxel map of the scheme (+ labelled colour bar) with the mask outline on top, titled by its name."""
+    im = axes[0].imshow(values, cmap="viridis", vmin=scale[0], vmax=scale[1], interpolation="nearest")
     _outline(axes[0], vis, width=1.0)
-    axes[0].set_title("teacher error map")
-    fig.colorbar(im, cax=axes[1])
+    axes[0].set_title(name)
+    fig.colorbar(im, cax=axes[1], extend="max").set_label(name)
 
 
 def _finish_reconstruction(fig: Figure, axes, shape: tuple, title: str) -> None:
-    """Hide ticks, add the suptitle (with slice info) and a legend for the mask shading."""
-    for ax in axes[:, [0, 1, 2, 3] + ([5] if axes.shape[1] > 5 else [])].ravel():
+    """Hide ticks, add the suptitle (with slice info) and a legend for the mask and the padding."""
+    for ax in axes[:, [0, 1, 2, 3] + list(range(5, axes.shape[1], 2))].ravel():
         ax.set_xticks([])
         ax.set_yticks([])
     if len(shape) == 4:
@@ -306,6 +356,8 @@ def _finish_reconstruction(fig: Figure, axes, shape: tuple, title: str) -> None:
         fig.suptitle(f"{title} - {where}" if title else where, fontsize=14)
     else:
         fig.suptitle(title or "2D sample", fontsize=14)
-    handles = [Patch(facecolor=_MASK_SHADE(1.0), edgecolor=MASK_COLOUR, label="masked (hidden from the network)"),
-               Patch(facecolor=_VISIBLE_GREY, edgecolor="grey", label="visible (not scored in the error)")]
-    fig.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False, fontsize=10)
+    handles = [Patch(facecolor=_MASK_SHADE(1.0), edgecolor=MASK_COLOUR, hatch="///",
+                     label="masked (hidden from the network)"),
+               Patch(facecolor=_VISIBLE_GREY, edgecolor="grey", label="visible (not scored in the error)"),
+               Patch(facecolor="none", edgecolor="none", label=PADDING_NOTE)]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False, fontsize=10)

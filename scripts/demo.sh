@@ -41,9 +41,11 @@ echo "== nnUNetv2_predict on imagesTs"
     -c 3d_fullres -f 0 -tr "$TRAINER" -device "$DEVICE" -npp 1 -nps 1
 
 FOLD="$nnUNet_results/Dataset990_AnatoMaskDemo/${TRAINER}__nnUNetPlans__3d_fullres/fold_0"
+echo
+"$PY" -m nnunet_anatomask.run_summary "$FOLD"
 cat <<MSG
 
-Done. Look at:
+Files:
   stage 1 (pretraining) curves:   $FOLD/pretraining/progress.png
   stage 1 masks/reconstructions:  $FOLD/pretraining/reconstruction_epoch_*.png
   stage 1 summary:                $FOLD/pretraining/summary.json

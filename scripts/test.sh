@@ -12,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 EXTRAS="[test]" source scripts/install.sh
 
-echo "== pytest"
-# no arguments: the whole tests/ folder; with arguments (paths, -k, -m ...) pytest.ini's testpaths applies
-exec "$PY" -m pytest -q -x -p no:cacheprovider "${@:-tests}"
+echo "== pytest (default suite; the slow end-to-end matrix: bash scripts/test.sh -m slow)"
+# -v: one line per test as it runs (long tests also print each real-CLI call they make); -rs: why tests were
+# skipped; --durations: the slowest tests at the end. No arguments: the whole tests/ folder; with arguments
+# (paths, -k, -m ...) those go to pytest.
+exec "$PY" -m pytest -v -rs --durations=15 -p no:cacheprovider "${@:-tests}"

@@ -1,9 +1,10 @@
 """Shared fixtures: tiny generated datasets planned once per session by the real nnUNetv2_plan_and_preprocess,
-and a helper that runs the real console scripts in a clean environment (design §6, CPU test budget)."""
+and a helper that runs the real console scripts in a clean environment (docs/installation.md, test budget)."""
 import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -25,10 +26,33 @@ def clean_env(**extra: str) -> dict:
     return env
 
 
+_PLUGINS = {}  # pytest's terminal reporter and capture manager, to show lines while a test runs
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _live_lines(request):
+    manager = request.config.pluginmanager
+    _PLUGINS.update(reporter=manager.get_plugin("terminalreporter"), capture=manager.get_plugin("capturemanager"))
+    yield
+    _PLUGINS.clear()
+
+
+def live(line: str) -> None:
+    """Show a line at once (e.g. each real-CLI call of a long test), with pytest's capturing suspended for it."""
+    reporter, capture = _PLUGINS.get("reporter"), _PLUGINS.get("capture")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(line)
+
+
 def run_cli(args: list, env: dict, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
     """Run one of the real console scripts (nnUNetv2_train, ...) and fail with its output if it fails."""
+    start = time.monotonic()
+    live(f"    $ {' '.join(map(str, args))}")
     proc = subprocess.run([os.path.join(BIN, args[0]), *map(str, args[1:])], env=env, capture_output=True,
                           text=True, timeout=timeout)
+    live(f"      ... exit {proc.returncode} after {time.monotonic() - start:.0f} s")
     if check and proc.returncode != 0:
         pytest.fail(f"{' '.join(map(str, args))} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}"
                     f"\n--- stderr\n{proc.stderr[-6000:]}")

@@ -1,4 +1,4 @@
-"""Smoke tests of the benchmark command (design §6, Performance): it runs and reports sane numbers.
+"""Smoke tests of the benchmark command (docs/performance.md): it runs and reports sane numbers.
 
 Nothing here is timed: the figures depend on the machine and its load. A table row per step with finite,
 positive numbers, and the torch.compile check of the masked forward (no graph break, no recompilation).
@@ -63,7 +63,8 @@ def test_synthetic_tiny_runs_and_reports(tmp_path, capsys):
     assert "## Stage-1 benchmark: tiny" in capsys.readouterr().out
     check_main_table(text, end_to_end=False)
     check_costs_table(text)
-    assert "1 graph(s), 0 graph break(s)" in text, text
+    for features in (False, True):  # the reconstruction alone, and with the features a scheme may ask for
+        assert f"features={features}): 1 graph(s), 0 graph break(s)" in text, text
     assert "no recompilation" in text, text
     assert "--synthetic tiny" in text and "torch threads 1" in text and "load average" in text
     assert torch.get_num_threads() == threads, "--threads leaked out of the benchmark"
@@ -77,6 +78,21 @@ def test_real_dataset_measures_end_to_end(demo3d, monkeypatch):
     check_main_table(text, end_to_end=True, schemes=["AnatoMask"])
     check_costs_table(text, schemes=["AnatoMask"])
     assert demo3d.dataset_name in text
+
+
+def test_help_shows_defaults_and_every_option_has_help(capsys):
+    parser = benchmark.build_parser()
+    assert all(action.help for action in parser._actions), [a.dest for a in parser._actions if not a.help]
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "(default: 20)" in text and "(default: 3d_fullres)" in text and "registered: " in text
+
+
+def test_misspelled_scheme_gets_did_you_mean(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--synthetic", "tiny", "--schemes", "AnatoMsk"])
+    assert "Did you mean AnatoMask?" in capsys.readouterr().err
 
 
 def test_bad_arguments_are_refused():

@@ -130,3 +130,38 @@ def test_cli(tmp_path, capsys):
     assert folder.endswith("Dataset007_AnatoMaskDemo") and folder in capsys.readouterr().out
     img = sitk.ReadImage(os.path.join(folder, "imagesTr", "case_001_0001.nii.gz"))
     assert img.GetSpacing() == pytest.approx((1.0, 1.0, 3.0))
+
+
+def test_lesions_are_planted_on_top_of_the_default_case(tmp_path):
+    """Catches: lesion draws that shift the default random stream (the default data would change), lesions
+    that are not labelled 2, not small, or not the brightest voxels of channel 0 (dark in channel 1)."""
+    plain = make_example_dataset(str(tmp_path / "plain"), num_channels=2, **SMALL)
+    planted = make_example_dataset(str(tmp_path / "lesions"), num_channels=2, lesions=3, **SMALL)
+    with open(os.path.join(planted, "dataset.json")) as f:
+        assert json.load(f)["labels"] == {"background": 0, "structure": 1, "lesion": 2}
+    for i in range(3):
+        images, label = case_arrays(plain, f"case_{i:03d}", 2)
+        images_l, label_l = case_arrays(planted, f"case_{i:03d}", 2)
+        lesion = label_l == 2
+        assert 0 < lesion.sum() <= 3 * 4 / 3 * np.pi * 3.0 ** 3
+        np.testing.assert_array_equal(images_l[:, ~lesion], images[:, ~lesion])
+        np.testing.assert_array_equal(label_l[~lesion], label[~lesion])
+        assert images_l[0][lesion].min() > images_l[0][~lesion].max()
+        assert images_l[1][lesion].mean() < images_l[1][~lesion].mean()
+
+
+def test_negative_lesions_rejected(tmp_path):
+    with pytest.raises(ValueError, match="lesions must be >= 0"):
+        make_example_dataset(str(tmp_path), lesions=-1, **SMALL)
+
+
+def test_images_only_writes_the_same_images_and_no_labels(tmp_path):
+    """An unlabelled pool: the labelled dataset's images (same seed), no label folders, background label only."""
+    labelled = make_example_dataset(str(tmp_path / "a"), 990, "Demo", **SMALL)
+    pool = make_example_dataset(str(tmp_path / "b"), 990, "Demo", images_only=True, **SMALL)
+    assert sorted(os.listdir(pool)) == ["dataset.json", "imagesTr", "imagesTs"]
+    assert sorted(os.listdir(os.path.join(pool, "imagesTr"))) == sorted(os.listdir(os.path.join(labelled, "imagesTr")))
+    assert np.array_equal(read(os.path.join(pool, "imagesTr", "case_000_0000.nii.gz")),
+                          read(os.path.join(labelled, "imagesTr", "case_000_0000.nii.gz")))
+    with open(os.path.join(pool, "dataset.json")) as f:
+        assert json.load(f)["labels"] == {"background": 0}

@@ -7,7 +7,9 @@ import struct
 import numpy as np
 import pytest
 
-from nnunet_anatomask.plotting import plot_progress, plot_reconstruction
+import matplotlib.pyplot as plt
+
+from nnunet_anatomask.plotting import plot_progress, plot_reconstruction, reconstruction_figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -52,7 +54,7 @@ def test_plot_reconstruction(tmp_path, spatial, channels, with_map):
     images, visible, recon, emap = make_sample(spatial, channels)
     path = str(tmp_path / "rec.png")
     plot_reconstruction(images, visible, recon, path, title="t",
-                        error_map=emap if with_map else None,
+                        maps={"teacher error": emap} if with_map else None,
                         channel_names=[f"ch{c}" for c in range(channels)])
     w, h = assert_png(path)
     assert w > h  # one row per channel, 4-5 columns
@@ -73,8 +75,19 @@ def test_reconstruction_edge_cases(tmp_path):
     images = np.ones((1, 4, 8, 8), np.float32)
     for i, vis in enumerate([np.ones((4, 8, 8), bool), np.zeros((4, 8, 8), bool)]):
         path = str(tmp_path / f"edge{i}.png")
-        plot_reconstruction(images, vis, images, path, error_map=np.zeros((4, 8, 8)))
+        plot_reconstruction(images, vis, images, path, maps={"teacher error": np.zeros((4, 8, 8))})
         assert_png(path)
+
+
+def test_every_map_is_drawn_with_its_name_as_title():
+    """Catches: drawing only one map (the old "teacher error" lookup) or titling panels with a fixed name."""
+    images, visible, recon, emap = make_sample((8, 16, 16), 2)
+    maps = {"teacher error": emap, "cluster map": np.where(visible, 1.0, 0.0), "predicted loss": emap * 2}
+    fig = reconstruction_figure(images, visible, recon, maps=maps)
+    titles = [ax.get_title() for ax in fig.axes]
+    for name in maps:
+        assert titles.count(name) == 2, (name, titles)  # one panel per channel row
+    plt.close(fig)
 
 
 def test_reconstruction_rejects_bad_shapes(tmp_path):
@@ -83,6 +96,8 @@ def test_reconstruction_rejects_bad_shapes(tmp_path):
         plot_reconstruction(images, visible[:4], recon, str(tmp_path / "x.png"))
     with pytest.raises(ValueError):
         plot_reconstruction(images, visible, recon[:, :4], str(tmp_path / "x.png"))
+    with pytest.raises(ValueError, match="map 'm'"):
+        plot_reconstruction(images, visible, recon, str(tmp_path / "x.png"), maps={"m": np.zeros((4, 4))})
 
 
 def make_log(n: int, scheme: bool = True) -> dict[str, list[float]]:

@@ -91,6 +91,7 @@ def test_pth_is_in_record_so_uninstall_removes_it(tmp_path):
     assert "nnunet_anatomask.pth" in value(p, "FILES").split(",")
 
 
+@pytest.mark.slow  # the default suite's real-CLI runs find our trainers from a clean environment too
 def test_recursive_find_trainer_class_by_name(tmp_path):
     p = run([sys.executable, "-c", FIND_TRAINER], tmp_path)
     assert p.returncode == 0, out(p)
@@ -103,6 +104,7 @@ def _assert_trainer_found(p: subprocess.CompletedProcess):
     assert "Could not find requested nnunet trainer" not in text, text
 
 
+@pytest.mark.slow  # the default suite's real-CLI runs find our trainers from a clean environment too
 def test_nnUNetv2_train_finds_trainer(tmp_path):
     # Real console script. It looks the trainer up first (run_training.get_trainer_from_args), then fails on
     # the missing dataset 999: that failure is expected.
@@ -111,6 +113,7 @@ def test_nnUNetv2_train_finds_trainer(tmp_path):
     assert p.returncode != 0 and "999" in out(p), out(p)
 
 
+@pytest.mark.slow  # the default suite's real-CLI runs find our trainers from a clean environment too
 def test_nnUNetv2_predict_finds_trainer(tmp_path):
     # nnUNetv2_predict reads the trainer name from fold_X/checkpoint_final.pth of the results folder and looks
     # it up by name (nnUNetPredictor.initialize_from_trained_model_folder). A stub results folder with a tiny
@@ -134,6 +137,7 @@ def test_nnUNetv2_predict_finds_trainer(tmp_path):
     _assert_trainer_found(p)
 
 
+@pytest.mark.slow  # the default suite's real-CLI runs find our trainers from a clean environment too
 def test_nnUNetv2_find_best_configuration_accepts_trainer(tmp_path):
     # nnU-Net 2.8.1's find_best_configuration never imports a trainer class: -tr only names the results
     # folders <trainer>__<plans>__<config>. What is exercised: the real console script starts in this

@@ -17,12 +17,14 @@ from typing import Sequence
 
 import torch
 
+from nnunet_anatomask.errors import PluginError
+
 # Ours: the largest cell edge (in voxels) a mask cell may have; SparK's 2D cell is 32 px, we use the
 # deepest nnU-Net stage whose cumulative stride is still <= 16 so that 3D patches keep enough cells.
 MAX_CELL = 16
 
 
-class MaskGridError(ValueError):
+class MaskGridError(PluginError, ValueError):
     """The patch size and the plans' strides cannot carry a mask grid (the message names the fix)."""
 
 
@@ -147,7 +149,7 @@ class MaskGrid:
                 raise MaskGridError(f"patch size {self.patch_size} is not divisible by the mask cell size "
                                     f"{self.cell_size} on axis {axis}: use a patch size that is a multiple of "
                                     "the network's total stride (nnU-Net's planner always makes it one)")
-            if p // c < 2:  # Ours (design section 2): one cell per axis leaves nothing to predict from
+            if p // c < 2:  # Ours (docs/architecture.md): one cell per axis leaves nothing to predict from
                 raise MaskGridError(f"patch size {self.patch_size} gives only {p // c} mask cells of "
                                     f"{self.cell_size} voxels on axis {axis}; the mask grid needs at least 2 "
                                     "cells per axis: use a larger patch size in the plans or a configuration "

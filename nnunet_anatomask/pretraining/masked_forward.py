@@ -20,7 +20,7 @@ Here the same on nnU-Net's ``PlainConvUNet`` / ``ResidualEncoderUNet`` encoders 
 from __future__ import annotations
 
 import copy
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -37,10 +37,12 @@ from dynamic_network_architectures.building_blocks.residual import BasicBlockD, 
 from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU, StackedConvBlocks
 
+from nnunet_anatomask.errors import PluginError
+from nnunet_anatomask.pretraining.backbones.base import MaskedOutput
 from nnunet_anatomask.pretraining.grid import MaskGrid
 
 
-class MaskedForwardError(ValueError):
+class MaskedForwardError(PluginError, ValueError):
     """The network cannot be run with the masked (sparse) forward; the message names the fix."""
 
 
@@ -195,12 +197,20 @@ def sparsify_(network: nn.Module, grid: MaskGrid) -> nn.Module:
     return network
 
 
+def is_unet_like(network: nn.Module) -> bool:
+    """An nnU-Net CNN U-Net: an encoder with stages and strides, a UNetDecoder-like decoder (stages, transpconvs,
+    seg_layers). PlainConvUNet and ResidualEncoderUNet are; Primus (a ViT) is not."""
+    encoder, decoder = getattr(network, "encoder", None), getattr(network, "decoder", None)
+    return all(hasattr(encoder, a) for a in ("stages", "strides", "output_channels")) and \
+        all(hasattr(decoder, a) for a in ("stages", "transpconvs", "seg_layers"))
+
+
 def _encoder_of(network: nn.Module) -> nn.Module:
-    encoder = getattr(network, "encoder", None)
-    if encoder is None or not hasattr(encoder, "stages") or not hasattr(network, "decoder"):
+    if not is_unet_like(network):
         raise MaskedForwardError(f"masked pretraining supports PlainConvUNet / ResidualEncoderUNet-like networks "
-                                 f"(an .encoder with .stages and a .decoder), got {type(network).__name__}: use "
-                                 "plans with one of these architectures")
+                                 f"(an .encoder with .stages and .strides, a UNetDecoder), got "
+                                 f"{type(network).__name__}: use plans with one of these architectures")
+    encoder = network.encoder
     if not getattr(encoder, "return_skips", False):
         raise MaskedForwardError("the encoder does not return its skips (return_skips=False): build the network "
                                  "as a U-Net from the plans (get_network_from_plans)")
@@ -336,6 +346,16 @@ class MaskedReconstructionModel(nn.Module):
             [_mask_token(c) for c in network.encoder.output_channels])
         self._masked_modules = masked_modules(network)  # plain list: the modules live under self.network
 
+    @property
+    def encoder_channels(self) -> list[int]:
+        """Channels of each encoder skip, fine to coarse (what ``MaskedOutput.encoder_skips`` holds)."""
+        return list(self.network.encoder.output_channels)
+
+    @property
+    def decoder_channels(self) -> list[int]:
+        """Channels of each decoder stage's output, coarse to fine (``MaskedOutput.decoder_features``)."""
+        return [stage.output_channels for stage in self.network.decoder.stages]
+
     def set_mask(self, cell_mask: Optional[torch.Tensor]) -> None:
         """Set the cell mask (``[B, *cells]`` bool, True = masked) for every masked module; None = dense."""
         set_visibility_(self._masked_modules, self.grid, cell_mask)
@@ -349,13 +369,29 @@ class MaskedReconstructionModel(nn.Module):
         images = torch.where(self.grid.to_voxels(cell_mask), 0.0, images)  # SparK: inp_bchw * active_b1hw
         return list(self.network.encoder(images))
 
-    def forward(self, images: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
-        """Reconstruction ``[B, C_in, *patch]`` from the visible cells (SparK ``SparK.forward``, steps 1-4)."""
+    def forward(self, images: torch.Tensor, cell_mask: torch.Tensor,
+                features: bool = False) -> Union[torch.Tensor, MaskedOutput]:
+        """Reconstruction ``[B, C_in, *patch]`` from the visible cells (SparK ``SparK.forward``, steps 1-4).
+
+        With ``features=True`` a ``MaskedOutput`` that also holds the masked encoder skips and every decoder
+        stage's output, from the same forward (no hooks, so ``torch.compile`` traces it without a break).
+        """
         skips = self.encode(images, cell_mask)
         # Ours: no densify norm / projection between encoder and decoder (SparK has both), so that the
         # nnU-Net decoder consumes the skips as in segmentation and its weights transfer unchanged.
         filled = [self._fill_masked(skip, cell_mask, token) for skip, token in zip(skips, self.mask_tokens)]
-        return self.network.decoder(filled)
+        decoder_features = self.decode(filled)
+        reconstruction = self.network.decoder.seg_layers[-1](decoder_features[-1])
+        return MaskedOutput(reconstruction, skips, decoder_features) if features else reconstruction
+
+    def decode(self, skips: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Every stage's output of the plans' decoder (dna ``UNetDecoder.forward``'s loop, without deep
+        supervision's extra outputs): coarse to fine; the last one feeds ``seg_layers[-1]``."""
+        decoder, x, outputs = self.network.decoder, skips[-1], []
+        for s, stage in enumerate(decoder.stages):
+            x = stage(torch.cat((decoder.transpconvs[s](x), skips[-(s + 2)]), 1))
+            outputs.append(x)
+        return outputs
 
     def _fill_masked(self, skip: torch.Tensor, cell_mask: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
         """SparK: ``torch.where(cur_active, bcff, mask_tokens)`` at this stage's resolution."""

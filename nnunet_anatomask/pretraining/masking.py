@@ -1,4 +1,4 @@
-"""Cell-mask sampling shared by every scheme: batched tensor code, no per-sample loops (design §2).
+"""Cell-mask sampling shared by every scheme: batched tensor code, no per-sample loops (docs/architecture.md).
 
 A mask is a bool tensor [B, N] over the N cells of the grid (row-major), True = masked.
 """
@@ -48,3 +48,17 @@ def complementary_masks(random_key: torch.Tensor, k: int) -> torch.Tensor:
     ranks = random_key.argsort(dim=1).argsort(dim=1)
     group = ranks * k // random_key.shape[1]
     return torch.stack([group == i for i in range(k)])
+
+
+def preferential_mask(preferred: torch.Tensor, random_key: torch.Tensor, n_masked: int,
+                      n_preferred: int) -> torch.Tensor:
+    """Mask n_masked cells per row: n_preferred cells of the preferred set [B, N] (all of them if it holds
+    fewer), then cells outside the set, then the set's other cells if the outside is too small; each group in
+    the order of the random key. AMLP's masked patch selection with a fixed share (docs/amlp.md).
+
+    So a row masks exactly max(n_masked - |outside|, min(n_preferred, |preferred|)) preferred cells; with no
+    preferred cells this is random_mask(random_key, n_masked).
+    """
+    in_set_key = torch.where(preferred, random_key, -1.0)  # keys lie in [0, 1): preferred cells rank first
+    first = preferred & (in_set_key.argsort(dim=1, descending=True).argsort(dim=1) < n_preferred)
+    return top_n_mask(random_key + 2.0 * first + 1.0 * ~preferred, n_masked)

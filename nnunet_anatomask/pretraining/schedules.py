@@ -1,4 +1,4 @@
-"""Schedules of stage 1, every one a function of the epoch and written as a fraction of the run (design §1).
+"""Schedules of stage 1, every one a function of the epoch and written as a fraction of the run (docs/usage.md).
 
 Pure functions of (epoch, total epochs): a resumed run recomputes them and lands exactly where it stopped.
 """

@@ -1,17 +1,42 @@
-"""The trainers users name with -tr. nnU-Net finds them through _ext_trainers/ (see nnunet_anatomask_hook)."""
-from nnunet_anatomask.pretraining.schemes import AnatoMaskScheme, RandomMaskScheme
+"""The trainers users name with -tr. nnU-Net finds them through _ext_trainers/ (see nnunet_anatomask_hook).
+
+One scheme trainer per registered scheme (pretraining/schemes/), named nnUNetTrainer<scheme name>: stage 1 with
+that scheme on the plans' CNN, then stage 2 by nnssl's fine-tuning recipe. For every scheme also
+nnUNetTrainer<scheme name>_Primus<S|B|M|L>: stage 1 on nnU-Net's Primus ViT of that size (token dropping, see
+docs/backbones.md), then stage 2 by nnU-Net's own Primus recipe (nnUNet_Primus_<size>_Trainer). They are made here
+from the registry, so a new scheme file needs no trainer code; each is a module-level class of this module
+(picklable, found by nnU-Net's lookup).
+"""
+import sys
+
+from nnunetv2.training.nnUNetTrainer.primus import primus_trainers
+
+from nnunet_anatomask.pretraining.schemes import SCHEMES, MaskingScheme
 from nnunet_anatomask.trainers.scheme_trainer import nnUNetTrainerMaskedPretraining
 from nnunet_anatomask.trainers.stage2 import nnUNetTrainerFinetune, nnUNetTrainerScratch
 
-
-class nnUNetTrainerRandomMask(nnUNetTrainerMaskedPretraining):
-    """Stage 1: SparK-style random masking (ratio 0.6); stage 2: nnssl's fine-tuning recipe."""
-    scheme_class = RandomMaskScheme
+PRIMUS_SIZES = ("S", "B", "M", "L")
 
 
-class nnUNetTrainerAnatoMask(nnUNetTrainerMaskedPretraining):
-    """Stage 1: AnatoMask (ECCV'24) reconstruction-guided self-masking; stage 2: nnssl's fine-tuning recipe."""
-    scheme_class = AnatoMaskScheme
+def trainer_name(scheme: type[MaskingScheme], primus_size: str = "") -> str:
+    return f"nnUNetTrainer{scheme.name}" + (f"_Primus{primus_size}" if primus_size else "")
 
 
-__all__ = ["nnUNetTrainerRandomMask", "nnUNetTrainerAnatoMask", "nnUNetTrainerFinetune", "nnUNetTrainerScratch"]
+def _scheme_trainer(scheme: type[MaskingScheme], primus_size: str = "") -> type[nnUNetTrainerMaskedPretraining]:
+    name = trainer_name(scheme, primus_size)
+    summary = (scheme.__doc__ or sys.modules[scheme.__module__].__doc__ or scheme.name).strip().splitlines()[0]
+    bases = (nnUNetTrainerMaskedPretraining,)
+    stage2 = "nnssl's fine-tuning recipe (trainers/stage2.py)."
+    if primus_size:
+        bases += (getattr(primus_trainers, f"nnUNet_Primus_{primus_size}_Trainer"),)
+        stage2 = f"nnU-Net's Primus {primus_size} recipe (nnUNet_Primus_{primus_size}_Trainer), ViT stage 1."
+    doc = f"Stage 1: {summary} Stage 2: {stage2}"
+    return type(name, bases, {"scheme_class": scheme, "__doc__": doc, "__module__": __name__, "__qualname__": name})
+
+
+SCHEME_TRAINERS: dict[str, type[nnUNetTrainerMaskedPretraining]] = {
+    trainer_name(scheme, size): _scheme_trainer(scheme, size)
+    for scheme in SCHEMES.values() for size in ("",) + PRIMUS_SIZES}
+globals().update(SCHEME_TRAINERS)
+
+__all__ = [*SCHEME_TRAINERS, "nnUNetTrainerFinetune", "nnUNetTrainerScratch"]

@@ -1,20 +1,22 @@
 """The two-stage trainer behind every scheme: stage 1 (or a found stage-1 checkpoint), then stage 2.
 
-Control flow of one `nnUNetv2_train` call (design §1): nnU-Net handles `--c` for stage 2 outside the trainer;
-we learn about it from plans['continue_training'] and resume stage 1 ourselves. The stage-1 checkpoint is
-looked up in fold_X/pretraining, then fold_all/pretraining (nnUNetv2_pretrain D C all), else stage 1 runs.
+Control flow of one `nnUNetv2_train` call (docs/architecture.md): nnU-Net handles `--c` for stage 2 outside the
+trainer; we learn about it from plans['continue_training'] and resume stage 1 ourselves. The stage-1 checkpoint
+is looked up in fold_X/pretraining, then fold_all/pretraining (nnUNetv2_pretrain D C all), else stage 1 runs.
 """
 import os
+from collections import Counter
 from typing import ClassVar
 
 import torch
-from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 
 from nnunet_anatomask import checkpoint_io
 from nnunet_anatomask.pretraining.schemes.base import MaskingScheme
+from nnunet_anatomask.trainers import stage1_ddp
 from nnunet_anatomask.trainers.stage1 import Stage1Runner
 from nnunet_anatomask.trainers.stage2 import ConfigurationError, nnUNetTrainerStage2Recipe, \
     pretrained_weights_argument
+from nnunet_anatomask.trainers.transfer_checks import check_same_plans
 
 
 class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
@@ -25,11 +27,11 @@ class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        if self.is_ddp:
-            raise ConfigurationError(
-                "Multi-GPU training (-num_gpus > 1) is not supported by nnunet-anatomask's pretraining trainers "
-                "yet. Fix: run with one GPU (-num_gpus 1).")
-        self.stage1 = Stage1Runner(self, self.scheme_class)  # validates knobs and the mask grid now
+        stage1_ddp.keep_cpu_device(self, device)  # -num_gpus N runs stage 1 under DDP (docs/pools_and_ddp.md)
+
+    def check_setup(self) -> None:
+        super().check_setup()
+        self.stage1 = Stage1Runner(self, self.scheme_class)  # builds the network on meta: checks the mask grid
 
     def initialize(self):
         if pretrained_weights_argument() is not None:
@@ -54,20 +56,32 @@ class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
         for path in (self.stage1.final_checkpoint, fold_all):
             if os.path.isfile(path):
                 ckpt = checkpoint_io.load_checkpoint_file(path, "stage-1 checkpoint")
-                checkpoint_io.check_same(ckpt, self.stage1.compatibility(), f"The stage-1 checkpoint {path}")
+                expected, source = self.stage1.compatibility(), f"The stage-1 checkpoint {path}"
+                check_same_plans(ckpt, self.plans_manager.plans, self.configuration_name, expected["plans_hash"],
+                                 source)
+                checkpoint_io.check_same(ckpt, expected, source)
                 self.print_to_log_file(f"Using the stage-1 checkpoint {path} ({ckpt['scheme']}, "
                                        f"{ckpt['current_epoch']} epochs)")
                 return path
         self.print_to_log_file("No stage-1 checkpoint found: running stage 1 now")
         return self.run_pretraining()
 
+    def load_stage1_weights(self, path: str) -> None:
+        """Stage 2 starts from the stage-1 weights; the backbone says which go over and how (CNN: nnU-Net's
+        load_pretrained_weights, every key but seg_layers)."""
+        keys = self.stage1.backbone.handover(path, self.network)
+        parts = Counter(key.split(".")[0] for key in keys)
+        self.print_to_log_file(f"Stage 2 starts from the stage-1 weights of {path}: {len(keys)} tensors ("
+                               + ", ".join(f"{part} {n}" for part, n in parts.items()) + "); the rest starts fresh")
+
     def run_training(self):
-        if not self.was_initialized:
-            self.initialize()
+        """Stage 1 (or a found stage-1 checkpoint) first; only then nnU-Net's initialize() builds stage 2's
+        network and optimiser, so stage 1 runs without them in memory and the log reads in order."""
         if self.current_epoch == 0:
             path = self.stage1_checkpoint()
-            load_pretrained_weights(self.network, path, verbose=False)
-            self.print_to_log_file(f"Stage 2 starts from the stage-1 weights of {path} (all but seg_layers)")
+            if not self.was_initialized:
+                self.initialize()
+            self.load_stage1_weights(path)
         else:
             self.print_to_log_file(f"Stage 2 resumed at epoch {self.current_epoch}: stage-1 weights are not "
                                    f"loaded again")

@@ -1,29 +1,63 @@
-"""Stage 1: masked-image-modelling pretraining on the plans' own network (design §2), as one runner object.
+"""Stage 1: masked-image-modelling pretraining on the trainer's own network, as one runner object.
 
-The runner needs only a built nnU-Net trainer (plans, dataset, device) and a scheme class; the scheme decides
-masks and losses, the runner owns the loop, the optimiser, logging, pictures and checkpoints.
+The runner needs only a built nnU-Net trainer (plans, dataset, device) and a scheme class. The network is built
+by the trainer's own ``build_network_architecture`` (so a trainer that overrides it pretrains what it fine-tunes);
+a backbone (pretraining/backbones/) turns it into a masked model with its mask grid; the scheme's ``step`` decides
+masks, forwards and losses; the runner owns the loop, mixed precision, the optimiser, logs, pictures and
+checkpoints (docs/architecture.md).
 """
+import inspect
 import json
 import os
 from time import time
 
 import torch
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.utilities.helpers import dummy_context, empty_cache
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 
 from nnunet_anatomask import checkpoint_io, knobs
-from nnunet_anatomask.plotting import plot_reconstruction
-from nnunet_anatomask.pretraining.grid import MaskGrid
+from nnunet_anatomask.errors import PluginError
+from nnunet_anatomask.plotting import picture_scales, plot_reconstruction
+from nnunet_anatomask.pretraining.backbones import backbone_for
 from nnunet_anatomask.pretraining.losses import to_image_space
-from nnunet_anatomask.pretraining.masked_forward import MaskedReconstructionModel
 from nnunet_anatomask.pretraining.schedules import warmup_cosine_lr
-from nnunet_anatomask.pretraining.schemes.base import MaskingScheme
+from nnunet_anatomask.pretraining.schemes.base import MaskingScheme, Picture, StepOutput
+from nnunet_anatomask.trainers import stage1_ddp
 from nnunet_anatomask.trainers.stage1_data import shutdown, stage1_batches
-from nnunet_anatomask.trainers.stage1_log import Stage1Log
 
 
-class NonFiniteLossError(RuntimeError):
+FINAL_LOSS_IS = ("the last epoch's mean training loss of the scheme: for the reconstruction part, the mean squared "
+                 "error on masked cells against per-cell normalised targets (each cell of the input scaled to mean 0, "
+                 "variance 1), so 1.0 is what predicting every cell's mean scores and 0 is perfect; schemes with "
+                 "extra terms (predictor, consistency) add them")
+
+
+def prepare_trainer(trainer) -> None:
+    """What stage 1 needs of nnUNetTrainer.initialize(): the (per-rank) batch size and the dataset class; not the
+    segmentation network and optimiser, which stage 2 builds after stage 1."""
+    trainer._set_batch_size_and_oversample()
+    if trainer.dataset_class is None:
+        trainer.dataset_class = infer_dataset_class(trainer.preprocessed_dataset_folder)
+
+
+class BatchTooSmallError(PluginError, ValueError):
+    """The per-process batch is smaller than the scheme needs (e.g. GL-MAE's global + local view)."""
+
+
+def check_batch(trainer, scheme_class: type[MaskingScheme]) -> None:
+    """Before any step: the batch each process gets (nnU-Net splits the plans' batch over -num_gpus ranks) holds
+    at least the scheme's ``min_batch`` crops."""
+    if trainer.batch_size >= scheme_class.min_batch:
+        return
+    split = f" (the plans' batch {trainer.configuration_manager.batch_size} split over " \
+            f"{stage1_ddp.world_size()} ranks)" if stage1_ddp.is_distributed() else ""
+    raise BatchTooSmallError(
+        f"{scheme_class.name} needs at least {scheme_class.min_batch} crops per process, but each gets "
+        f"{trainer.batch_size}{split}. Fix: use fewer GPUs (-num_gpus), or plans with a larger batch_size.")
+
+
+class NonFiniteLossError(PluginError, RuntimeError):
     """Stage 1 produced a NaN/Inf loss; the last good checkpoint is kept."""
 
 
@@ -40,16 +74,22 @@ def foreground_threshold(trainer) -> float:
 
 
 class Stage1Runner:
+    ddp = None  # model + scheme under DistributedDataParallel when a process group runs (stage1_ddp.py)
+
     def __init__(self, trainer, scheme_class: type[MaskingScheme]):
         self.trainer, self.scheme_class = trainer, scheme_class
         self.num_epochs = knobs.read_knob(knobs.PRETRAIN_EPOCHS)
         self.iterations = knobs.read_knob(knobs.ITERS_PER_EPOCH)
         self.save_every = knobs.read_knob(knobs.SAVE_EVERY)
-        cm = trainer.configuration_manager
-        self.grid = MaskGrid.from_plans(cm.patch_size, cm.network_arch_init_kwargs["strides"])
+        with torch.device("meta"):  # structure only, nothing allocated: the grid is checked before any work
+            network = self.build_network()
+        self.architecture = f"{type(network).__module__}.{type(network).__qualname__}"
+        self.backbone = backbone_for(network, trainer.configuration_manager.patch_size)
+        self.grid = self.backbone.grid
         self.folder = os.path.join(trainer.output_folder, "pretraining")
         self.current_epoch = 0
         self.model = self.scheme = self.optimizer = self.grad_scaler = self.log = None
+        self.picture_scales: dict = {}  # colour scales fixed at each quantity's first picture (compare by eye)
 
     @property
     def final_checkpoint(self) -> str:
@@ -60,26 +100,33 @@ class Stage1Runner:
         return os.path.join(self.folder, "checkpoint_latest.pth")
 
     def compatibility(self) -> dict:
-        """What a stage-1 checkpoint must share with the run that uses it (design §1)."""
+        """What a stage-1 checkpoint must share with the run that uses it (docs/architecture.md)."""
         tr = self.trainer
         return {"scheme": self.scheme_class.name, "plans_name": tr.plans_manager.plans_name,
                 "plans_hash": checkpoint_io.plans_hash(tr.configuration_manager.configuration),
                 "configuration": tr.configuration_name, "patch_size": list(tr.configuration_manager.patch_size),
-                "input_channels": self.input_channels(),
-                "architecture": tr.configuration_manager.network_arch_class_name}
+                "input_channels": self.input_channels(), "architecture": self.architecture}
 
     def input_channels(self) -> int:
         tr = self.trainer
         return determine_num_input_channels(tr.plans_manager, tr.configuration_manager, tr.dataset_json)
 
     # --- building -------------------------------------------------------------------------------------
+    def build_network(self) -> torch.nn.Module:
+        """The trainer's own network with num_classes = input channels and no deep supervision: its decoder and
+        output layer reconstruct the image, every other weight has the segmentation network's shape."""
+        tr, channels = self.trainer, self.input_channels()
+        if "plans_manager" in inspect.signature(tr.build_network_architecture).parameters:
+            return tr.build_network_architecture(tr.plans_manager, tr.configuration_manager, channels, channels,
+                                                 enable_deep_supervision=False)
+        cm = tr.configuration_manager  # the older signature, which nnU-Net 2.8 still accepts
+        return tr.build_network_architecture(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                             cm.network_arch_init_kwargs_req_import, channels, channels, False)
+
     def build(self) -> None:
-        """The plans' network with num_classes = input channels, no deep supervision; scheme; AdamW."""
-        tr, cm, channels = self.trainer, self.trainer.configuration_manager, self.input_channels()
-        network = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                         cm.network_arch_init_kwargs_req_import, channels, channels,
-                                         allow_init=True, deep_supervision=False)
-        self.model = MaskedReconstructionModel(network, self.grid).to(tr.device)
+        """Masked model (backbone), scheme, AdamW over both; compiled where nnU-Net compiles."""
+        tr = self.trainer
+        self.model = self.backbone.masked_model(self.build_network()).to(tr.device)
         self.scheme = self.scheme_class(self.model, self.grid, self.num_epochs,
                                         foreground_threshold(tr)).to(tr.device)
         s = self.scheme
@@ -90,27 +137,31 @@ class Stage1Runner:
         if tr._do_i_compile():  # where nnU-Net compiles (CUDA, nnUNet_compile not off)
             self.forward = torch.compile(self.model)
             self.scheme.compile_()
-        self.log = Stage1Log(self.folder, f"stage 1: {s.name} on {tr.plans_manager.dataset_name} "
-                                          f"{tr.configuration_name} fold {tr.fold}")
+        self.ddp = stage1_ddp.wrap(self.model, self.scheme, self.forward, tr.device)  # None in one process
+        log_class = stage1_ddp.log_class()  # rank 0 writes the log; other ranks keep figures only
+        self.log = log_class(self.folder, f"stage 1: {s.name} on {tr.plans_manager.dataset_name} "
+                             f"{tr.configuration_name} fold {tr.fold}")
         self.current_epoch = 0
 
     # --- the loop -------------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> str:
         """Run (or resume) stage 1 to the end; returns the final checkpoint's path."""
         tr = self.trainer
-        if not tr.was_initialized:
-            tr.initialize()
+        prepare_trainer(tr)  # not tr.initialize(): stage 2's network and optimiser are built after stage 1
+        check_batch(tr, self.scheme_class)
         self.build()
         if resume and os.path.isfile(self.latest_checkpoint):
             self.load(self.latest_checkpoint)
             self.log.print(f"Resuming stage 1 ({self.scheme.name}) from {self.latest_checkpoint} "
                            f"at epoch {self.current_epoch}")
-        tr.dataset_class.unpack_dataset(tr.preprocessed_dataset_folder, overwrite_existing=False,
-                                        num_processes=1, verify=True)
+        stage1_ddp.unpack_dataset(tr)
+        crop = "" if self.scheme.crop_scale == 1 else f", loader crops {self.scheme.crop_scale:.3g} x the patch"
         self.log.print(f"Stage 1: {self.scheme.name} pretraining for {self.num_epochs} epochs x "
                        f"{self.iterations} iterations, mask grid {self.grid.cells_per_axis} cells of "
-                       f"{self.grid.cell_size} voxels, batch size {tr.batch_size}")
-        batches = stage1_batches(tr)
+                       f"{self.grid.cell_size} voxels, batch size {tr.batch_size}{crop}")
+        if stage1_ddp.is_distributed():
+            self.log.print(stage1_ddp.describe(tr))
+        batches = stage1_batches(tr, self.scheme.crop_scale)
         start = time()
         try:
             for epoch in range(self.current_epoch, self.num_epochs):
@@ -125,41 +176,48 @@ class Stage1Runner:
                               self.scheme.warmup_fraction)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        stage1_ddp.reseed_ranks(self.trainer.device)  # different masks and crops on every rank
         self.model.train()
         start, sums = time(), {}
         for _ in range(self.iterations):
             images = next(batches)["data"].to(self.trainer.device, non_blocking=True)
-            cell_mask, prediction, figures = self.train_step(images, epoch)
-            for name, value in figures.items():
+            out = self.train_step(images, epoch)
+            for name, value in out.figures.items():
                 sums[name] = sums.get(name, 0.0) + value
         means = {name: (value / self.iterations).item() for name, value in sums.items()}
+        means = stage1_ddp.mean_over_ranks(means)  # the same figures, and the same finiteness verdict, on every rank
         self.check_finite(epoch, means)
         self.end_epoch(epoch, {"loss": means.pop("loss"), "lr": lr, **self.scheme.epoch_figures(epoch),
-                               **means, "epoch_time": time() - start}, images, cell_mask, prediction)
+                               **means, "epoch_time": time() - start}, out.picture)
 
-    def train_step(self, images: torch.Tensor, epoch: int):
-        """One optimiser step: the scheme picks the mask, the masked model reconstructs, the scheme scores."""
+    def train_step(self, images: torch.Tensor, epoch: int) -> StepOutput:
+        """One optimiser step: the scheme's step (masks, forwards, loss) in mixed precision where nnU-Net uses it,
+        backward, clipping over every trained parameter, the optimiser step, then the scheme's on_step_end."""
         self.optimizer.zero_grad(set_to_none=True)
         cuda = self.trainer.device.type == "cuda"
         with torch.autocast("cuda", enabled=True) if cuda else dummy_context():  # as nnU-Net's train_step
-            cell_mask = self.scheme.select_mask(images, epoch)  # a teacher forward runs in mixed precision too
-            grid_mask = cell_mask.view(images.shape[0], *self.grid.cells_per_axis)
-            prediction = self.forward(images, grid_mask)
-            loss, figures = self.scheme.loss(images, prediction, cell_mask, epoch)
+            # a teacher forward runs in mixed precision too; under DDP the scheme's step runs inside the DDP module
+            out = self.ddp(images, epoch) if self.ddp is not None else self.scheme.step(images, self.forward, epoch)
+        self.optimise(out.loss)
+        self.scheme.on_step_end(epoch)
+        stage1_ddp.sync_state(self.model, self.scheme)  # scheme buffers equal on every rank (no-op in one process)
+        loss = out.loss.detach()
+        figures = {"loss": loss, "nonfinite_steps": (~torch.isfinite(loss)).float(), **out.figures}
+        return out._replace(loss=loss, figures=figures)
+
+    def optimise(self, loss: torch.Tensor) -> None:
+        """Backward (scaled on CUDA), clip the gradient norm of every parameter the optimiser trains, step."""
         scaler = self.grad_scaler
         (scaler.scale(loss) if scaler is not None else loss).backward()
         if scaler is not None:
             scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.scheme.grad_clip)
+        trained = [p for group in self.optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(trained, self.scheme.grad_clip)
         if scaler is not None:
             scaler.step(self.optimizer)
             scaler.update()
         else:
             self.optimizer.step()
-        self.scheme.on_step_end(epoch)
-        loss = loss.detach()
-        figures = {"loss": loss, "nonfinite_steps": (~torch.isfinite(loss)).float(), **figures}
-        return cell_mask, prediction.detach(), figures
 
     def check_finite(self, epoch: int, means: dict) -> None:
         """A NaN/Inf loss stops the run (without a grad scaler to skip such steps); the last checkpoint stays."""
@@ -174,46 +232,64 @@ class Stage1Runner:
             self.log.print(f"WARNING: {bad:.0f} steps of epoch {epoch} had a non-finite loss and were skipped "
                            f"by the grad scaler")
 
-    def end_epoch(self, epoch: int, figures: dict, images, cell_mask, prediction) -> None:
+    def end_epoch(self, epoch: int, figures: dict, picture: Picture) -> None:
         self.log.record(epoch, figures)
-        self.log.print(f"[stage 1 {self.scheme.name}] epoch {epoch}/{self.num_epochs - 1}  " + "  ".join(
-            f"{k} {v:.4g}" if k != "epoch_time" else f"{k} {v:.2f} s" for k, v in figures.items()))
+        self.print_epoch(epoch, figures)
         self.current_epoch = epoch + 1
         last = epoch == self.num_epochs - 1
         if self.current_epoch % self.save_every == 0 and not last:
             self.save(self.latest_checkpoint)
-        if epoch % max(1, self.num_epochs // 10) == 0 or last:
-            self.save_picture(epoch, images, cell_mask, prediction)
+        if (epoch % max(1, self.num_epochs // 10) == 0 or last) and stage1_ddp.rank() == 0:
+            self.save_picture(epoch, picture)
         self.log.plot()
+
+    def print_epoch(self, epoch: int, figures: dict) -> None:
+        """One epoch in nnU-Net's log style: a blank line, the epoch, learning rate, loss, the scheme's figures,
+        the epoch time."""
+        rest = {k: v for k, v in figures.items() if k not in ("loss", "lr", "epoch_time")}
+        self.log.print("")
+        self.log.print(f"Epoch {epoch} (stage 1: {self.scheme.name} pretraining, epochs 0-{self.num_epochs - 1})")
+        self.log.print(f"Current learning rate: {figures['lr']:.5g}")
+        self.log.print(f"train_loss {figures['loss']:.4f}")
+        self.log.print(", ".join(f"{k} {v:.4g}" for k, v in rest.items()))
+        self.log.print(f"Epoch time: {figures['epoch_time']:.2f} s")
 
     def finish(self, wall_time: float) -> None:
         self.save(self.final_checkpoint)
+        stage1_ddp.barrier()  # every rank finds the final checkpoint (stage 2 loads it) once rank 0 wrote it
+        if stage1_ddp.rank() == 0:
+            self.write_summary(wall_time)
+        self.model = self.scheme = self.optimizer = self.forward = self.ddp = None
+        empty_cache(self.trainer.device)
+
+    def write_summary(self, wall_time: float) -> None:
         if os.path.isfile(self.latest_checkpoint):
             os.remove(self.latest_checkpoint)
         values = self.log.values
         summary = {"scheme": self.scheme.name, "epochs": self.num_epochs,
                    "iterations_per_epoch": self.iterations,
                    "final_loss": values["loss"][-1] if values.get("loss") else None,
+                   "final_loss_is": FINAL_LOSS_IS,
+                   "train_time_s": round(sum(values.get("epoch_time", [])), 2),
                    "wall_time_s": round(wall_time, 2), "checkpoint": self.final_checkpoint}
         with open(os.path.join(self.folder, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         self.log.print(f"Stage 1 done: {self.final_checkpoint}")
-        self.model = self.scheme = self.optimizer = self.forward = None
-        empty_cache(self.trainer.device)
 
     # --- pictures and checkpoints ---------------------------------------------------------------------
-    def save_picture(self, epoch: int, images, cell_mask, prediction) -> None:
-        """Middle slice of the first patch of the epoch's last batch: input, mask, reconstruction (+ maps)."""
-        grid, b = self.grid, images.shape[0]
-        visible = ~grid.to_voxels(cell_mask.view(b, *grid.cells_per_axis))[0, 0]
-        recon = torch.where(visible, images[0], to_image_space(prediction, images, grid)[0])
-        maps = {name: grid.cell_values_to_voxels(m)[0, 0].float().cpu().numpy()
-                for name, m in self.scheme.picture_maps.items()}
+    def save_picture(self, epoch: int, picture: Picture) -> None:
+        """Middle slice of the first sample of the epoch's last step: input, mask, reconstruction, every map, on
+        colour scales fixed at the run's first picture of each quantity."""
+        grid, images = self.grid, picture.images
+        visible = ~grid.to_voxels(self.scheme.grid_mask(picture.cell_mask))[0, 0]
+        recon = torch.where(visible, images[0], to_image_space(picture.prediction, images, grid)[0])
+        sample = (images[0].float().cpu().numpy(), visible.cpu().numpy(), recon.float().cpu().numpy())
+        maps = {name: grid.cell_values_to_voxels(m)[0, 0].float().cpu().numpy() for name, m in picture.maps.items()}
+        self.picture_scales = {**picture_scales(*sample, maps), **self.picture_scales}
         names = [str(v) for v in self.trainer.dataset_json["channel_names"].values()]
-        plot_reconstruction(images[0].float().cpu().numpy(), visible.cpu().numpy(), recon.float().cpu().numpy(),
-                            os.path.join(self.folder, f"reconstruction_epoch_{epoch:04d}.png"),
-                            title=f"{self.scheme.name}, epoch {epoch}", error_map=maps.get("teacher error"),
-                            channel_names=names)
+        plot_reconstruction(*sample, os.path.join(self.folder, f"reconstruction_epoch_{epoch:04d}.png"),
+                            title=f"{self.scheme.name}, epoch {epoch}", maps=maps, channel_names=names,
+                            batch_ratio=float(picture.cell_mask.float().mean()), scales=self.picture_scales)
 
     def checkpoint(self) -> dict:
         """Everything needed to resume, CPU tensors and plain types only (weights_only-loadable)."""
@@ -224,7 +300,8 @@ class Stage1Runner:
             "scheme": self.scheme.name,
             "scheme_state": checkpoint_io.to_cpu({"scheme": self.scheme.state_dict(),
                                                    "model_extra": self.model.extra_state_dict(),
-                                                   "rng": checkpoint_io.rng_state()}),
+                                                   "rng": checkpoint_io.rng_state(),
+                                                   "picture_scales": dict(self.picture_scales)}),
             "optimizer_state": checkpoint_io.to_cpu(self.optimizer.state_dict()),
             "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "current_epoch": self.current_epoch,
@@ -251,4 +328,5 @@ class Stage1Runner:
             self.grad_scaler.load_state_dict(ckpt["grad_scaler_state"])
         self.current_epoch = ckpt["current_epoch"]
         self.log.load_state(ckpt["logging"])
+        self.picture_scales = dict(state.get("picture_scales", {}))  # absent in checkpoints before 0.2
         checkpoint_io.set_rng_state(state["rng"])

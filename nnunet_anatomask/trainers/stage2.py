@@ -1,22 +1,28 @@
-"""Stage 2: nnU-Net's own segmentation training by nnssl's fine-tuning recipe (design §4).
+"""Stage 2: nnU-Net's own segmentation training by nnssl's fine-tuning recipe (docs/usage.md).
 
 Built on nnU-Net's nnUNetTrainer_warmup (SGD, linear lr warm-up over the first 5 % of epochs, then poly).
 nnUNetTrainerScratch is this recipe from random init; nnUNetTrainerFinetune starts it from -pretrained_weights.
 """
+import contextlib
 import os
+import shutil
 import sys
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import torch
 from torch._dynamo import OptimizedModule
 
+from nnunetv2.paths import nnUNet_results
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.nnUNetTrainer.variants.lr_schedule.nnUNetTrainer_warmup import nnUNetTrainer_warmup
+from nnunetv2.utilities.file_path_utilities import get_output_folder
 
 from nnunet_anatomask import checkpoint_io, knobs
+from nnunet_anatomask.errors import PluginError
+from nnunet_anatomask.trainers.transfer_checks import check_transfer
 
 
-class ConfigurationError(RuntimeError):
+class ConfigurationError(PluginError, RuntimeError):
     """A request this plugin cannot serve; the message names the problem and the fix."""
 
 
@@ -24,6 +30,28 @@ def pretrained_weights_argument() -> Optional[str]:
     """The -pretrained_weights value of the nnUNetv2_train command line, if any (nnU-Net loads it itself)."""
     argv = sys.argv
     return argv[argv.index("-pretrained_weights") + 1] if "-pretrained_weights" in argv[:-1] else None
+
+
+def planned_output_folder(plans: dict, configuration: str, fold, trainer_name: str) -> Optional[str]:
+    """The fold folder nnU-Net's __init__ will create (nnU-Net's get_output_folder), or None without nnUNet_results."""
+    if not nnUNet_results.is_set():
+        return None
+    return get_output_folder(plans["dataset_name"], trainer_name, plans["plans_name"], configuration, fold)
+
+
+@contextlib.contextmanager
+def no_empty_folders_left_on_error(folder: Optional[str]) -> Iterator[None]:
+    """If the block (a trainer's __init__) raises, remove the folders on the way to ``folder`` that did not exist
+    before it, with what the block wrote into them (nnU-Net's __init__ starts a log file there)."""
+    created, path = None, folder
+    while path and not os.path.isdir(path):
+        created, path = path, os.path.dirname(path)  # ends at the outermost folder that is missing now
+    try:
+        yield
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
 
 
 class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
@@ -35,18 +63,24 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         self.continue_training = bool(plans.get("continue_training", False))  # popped by super().__init__
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        if self.is_cascaded:
-            raise ConfigurationError(
-                f"Configuration '{configuration}' is a cascade stage (extra input channels from "
-                f"'{self.configuration_manager.previous_stage_name}'); nnunet-anatomask does not support the "
-                f"cascade. Fix: use 3d_fullres, 3d_lowres or 2d.")
+        knobs.check_all()  # a bad knob is named before nnU-Net's __init__ makes the fold's folder
+        with no_empty_folders_left_on_error(planned_output_folder(plans, configuration, fold, type(self).__name__)):
+            super().__init__(plans, configuration, fold, dataset_json, device)
+            self.check_setup()
         self.num_epochs = knobs.read_knob(knobs.FINETUNE_EPOCHS)
         self.num_iterations_per_epoch = knobs.read_knob(knobs.ITERS_PER_EPOCH)
         self.num_val_iterations_per_epoch = knobs.validation_iterations(self.num_iterations_per_epoch)
         self.save_every = knobs.read_knob(knobs.SAVE_EVERY)
         self.warmup_duration_whole_net = knobs.warmup_epochs(self.warmup_fraction, self.num_epochs)
         self.initial_lr = self.initial_lr_default
+
+    def check_setup(self) -> None:
+        """Refuse, before any work, what this trainer cannot serve; a failure leaves no empty folder behind."""
+        if self.is_cascaded:
+            raise ConfigurationError(
+                f"Configuration '{self.configuration_name}' is a cascade stage (extra input channels from "
+                f"'{self.configuration_manager.previous_stage_name}'); nnunet-anatomask does not support the "
+                f"cascade. Fix: use 3d_fullres, 3d_lowres or 2d.")
 
     def check_training_data(self) -> None:
         """Preprocessed data present, and enough cases for nnU-Net's 5-fold split: say so before any work."""
@@ -103,10 +137,12 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
             self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
 
     def validate_pretrained_weights(self, path: str) -> dict:
-        """Readable, a checkpoint, right configuration, every key and shape matching: else one clear error."""
+        """Readable, a checkpoint, right configuration, for our stage-1 checkpoints the same channels, plans and CT
+        statistics (transfer_checks.py), every key and shape matching: else one clear error."""
         ckpt = checkpoint_io.load_checkpoint_file(path, "-pretrained_weights file")
         source = f"-pretrained_weights {path}"
         checkpoint_io.check_same(ckpt, {"configuration": self.configuration_name}, source)
+        check_transfer(ckpt, self.plans_manager.plans, self.dataset_json, self.configuration_name, source)
         network = self.network._orig_mod if isinstance(self.network, OptimizedModule) else self.network
         checkpoint_io.check_weights_match(network.state_dict(), ckpt["network_weights"], source)
         return ckpt

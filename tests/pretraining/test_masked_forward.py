@@ -1,10 +1,12 @@
-"""Tests of the SparK emulation on nnU-Net's networks (design section 2, "Tests that can fail").
+"""Tests of the SparK emulation on nnU-Net's networks (docs/architecture.md, "How the emulation is tested").
 
 Perturbing masked *input* voxels proves nothing (input zeroing alone passes), so the emulation is checked by
 (1) crop equivalence with the dense network, (2) noise injected at masked positions of every conv output,
 (3) exact zeros at masked positions of every encoder output, (4) equality with the dense forward when
 nothing is masked; each for PlainConvUNet and ResidualEncoderUNet, 2D, 3D and anisotropic 3D.
 ``test_checks_catch_broken_emulations`` shows that (1)-(3) fail for two plausible wrong emulations.
+Boxes aligned only to the cell size leave partly visible windows at stages deeper than the mask stage; those
+stages are checked against an independent sparse-convolution reference (``sparse_reference``).
 """
 import copy
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.modules.conv import _ConvNd
 
 from dynamic_network_architectures.building_blocks.regularization import SqueezeExcite
@@ -38,19 +41,22 @@ class Geometry:
     channels: int
     box_size: tuple
     box_starts: tuple  # one start per sample (batch 2)
+    cell_box_size: tuple = ()  # a box aligned only to the cell size (not the total stride), if the geometry
+    cell_box_starts: tuple = ()  # has stages deeper than the mask stage
 
 
 GEOMETRIES = {
     # total stride 32 > cell 16: the deepest stage sees the any-visible rule
     "2d": Geometry((4, 8, 16, 16, 16, 16), ((1, 1),) + ((2, 2),) * 5, ((3, 3),) * 6,
-                   (64, 64), 2, (32, 64), ((32, 0), (0, 0))),
+                   (64, 64), 2, (32, 64), ((32, 0), (0, 0)), (16, 48), ((16, 16), (32, 0))),
     "3d": Geometry((4, 8, 8, 16, 16), ((1, 1, 1),) + ((2, 2, 2),) * 4, ((3, 3, 3),) * 5,
                    (32, 32, 32), 1, (16, 32, 16), ((16, 0, 0), (0, 0, 16))),
     # cumulative strides (1,1,1) (1,2,2) (2,4,4) (4,8,8) (8,16,16) (8,32,32): cell (8,16,16), total (8,32,32)
     "3d-aniso": Geometry((4, 8, 8, 16, 16, 16),
                          ((1, 1, 1), (1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2), (1, 2, 2)),
                          ((1, 3, 3), (1, 3, 3)) + ((3, 3, 3),) * 4,
-                         (16, 64, 64), 2, (8, 32, 64), ((8, 32, 0), (0, 0, 0))),
+                         (16, 64, 64), 2, (8, 32, 64), ((8, 32, 0), (0, 0, 0)),
+                         (8, 16, 48), ((0, 16, 16), (8, 48, 0))),
 }
 ARCHS = ("plain", "resenc")
 CASES = [(arch, geo) for arch in ARCHS for geo in GEOMETRIES] + [("bottleneck", "2d")]
@@ -119,10 +125,11 @@ def box_slices(start, size, stride) -> tuple:
     return tuple(slice(s // st, (s + n) // st) for s, n, st in zip(start, size, stride))
 
 
-def box_cell_mask(grid: MaskGrid, geo: Geometry) -> torch.Tensor:
+def box_cell_mask(grid: MaskGrid, geo: Geometry, cell_aligned: bool = False) -> torch.Tensor:
+    size, starts = (geo.cell_box_size, geo.cell_box_starts) if cell_aligned else (geo.box_size, geo.box_starts)
     mask = torch.ones(2, *grid.cells_per_axis, dtype=torch.bool)
-    for b, start in enumerate(geo.box_starts):
-        mask[(b,) + box_slices(start, geo.box_size, grid.cell_size)] = False
+    for b, start in enumerate(starts):
+        mask[(b,) + box_slices(start, size, grid.cell_size)] = False
     return mask
 
 
@@ -133,22 +140,63 @@ def hidden_at(grid: MaskGrid, cell_mask: torch.Tensor, t: torch.Tensor) -> torch
 
 # ==================================================================== the four checks (return errors)
 @torch.no_grad()
-def crop_errors(dense, model, grid, geo) -> list[float]:
-    """Max |emulated - dense on the crop| inside the visible box, per encoder stage."""
+def crop_errors(dense, model, grid, geo, cell_aligned: bool = False) -> list[float]:
+    """Max |emulated - dense on the crop| inside the visible box, per encoder stage (cell-aligned boxes: the
+    stages up to the mask stage, whose strides divide the box)."""
+    size, starts = (geo.cell_box_size, geo.cell_box_starts) if cell_aligned else (geo.box_size, geo.box_starts)
     x = images(geo, dtype=model.mask_tokens[0].dtype)
-    skips = model.encode(x, box_cell_mask(grid, geo))
+    skips = model.encode(x, box_cell_mask(grid, geo, cell_aligned))
     ones = (1,) * grid.ndim
-    crops = torch.stack([x[b][(slice(None),) + box_slices(s, geo.box_size, ones)]
-                         for b, s in enumerate(geo.box_starts)])
-    reference = dense.encoder(crops)
-    assert len(skips) == len(reference) == len(grid.stage_strides)
+    crops = torch.stack([x[b][(slice(None),) + box_slices(s, size, ones)] for b, s in enumerate(starts)])
+    stages = grid.mask_stage + 1 if cell_aligned else len(grid.stage_strides)
+    reference = encoder_stages(dense.encoder, crops, stages)  # a cell-aligned crop may be too small for the rest
+    assert len(skips) == len(grid.stage_strides) and len(reference) == stages
     errors = []
-    for skip, ref, stride in zip(skips, reference, grid.stage_strides):
-        inside = torch.stack([skip[b][(slice(None),) + box_slices(s, geo.box_size, stride)]
-                              for b, s in enumerate(geo.box_starts)])
+    for skip, ref, stride in list(zip(skips, reference, grid.stage_strides))[:stages]:
+        inside = torch.stack([skip[b][(slice(None),) + box_slices(s, size, stride)] for b, s in enumerate(starts)])
         assert inside.shape == ref.shape
         errors.append((inside - ref).abs().max().item())
     return errors
+
+
+def encoder_stages(encoder: nn.Module, x: torch.Tensor, n: int) -> list[torch.Tensor]:
+    """The outputs of the first n stages of a dna encoder (its forward, stopped early)."""
+    x = encoder.stem(x) if getattr(encoder, "stem", None) is not None else x
+    outputs = []
+    for stage in encoder.stages[:n]:
+        x = stage(x)
+        outputs.append(x)
+    return outputs
+
+
+@torch.no_grad()
+def sparse_reference(dense, x: torch.Tensor, voxel_visible: torch.Tensor) -> list[torch.Tensor]:
+    """Encoder skips under sparse-convolution semantics, computed without our emulation: the dense network on the
+    zero-filled input, every instance norm replaced (forward hook) by a norm over visible positions whose output
+    is 0 elsewhere; a feature voxel is visible if ANY input voxel of its stride block is (max pooling)."""
+    patch = x.shape[2:]
+    pool = getattr(F, f"max_pool{len(patch)}d")
+
+    def visibility(shape):
+        stride = tuple(p // s for p, s in zip(patch, shape))
+        return pool(voxel_visible, kernel_size=stride, stride=stride)
+
+    def norm_over_visible(module, inputs, _out):
+        h, vis = inputs[0], visibility(inputs[0].shape[2:])
+        dims = tuple(range(2, h.ndim))
+        count = vis.sum(dims, keepdim=True).clamp_min(1)
+        mean = (h * vis).sum(dims, keepdim=True) / count
+        var = ((h - mean).square() * vis).sum(dims, keepdim=True) / count
+        shape = (1, -1) + (1,) * len(dims)
+        return ((h - mean) / (var + module.eps).sqrt() * module.weight.view(shape) + module.bias.view(shape)) * vis
+
+    norms = [m for m in dense.encoder.modules() if isinstance(m, nn.modules.instancenorm._InstanceNorm)]
+    handles = [m.register_forward_hook(norm_over_visible) for m in norms]
+    try:
+        return dense.encoder(x * voxel_visible)
+    finally:
+        for h in handles:
+            h.remove()
 
 
 @torch.no_grad()
@@ -210,6 +258,30 @@ def test_crop_equivalence(arch, geo):
     dense, model, grid, g = make(arch, geo)
     errors = crop_errors(dense, model, grid, g)
     assert max(errors) < 1e-5, f"per-stage max error {errors}"
+
+
+CELL_BOX_CASES = [(arch, geo) for arch, geo in CASES if GEOMETRIES[geo].cell_box_starts]
+
+
+@pytest.mark.parametrize("arch, geo", CELL_BOX_CASES, ids=[f"{a}-{g}" for a, g in CELL_BOX_CASES])
+def test_cell_aligned_boxes_crop_equivalence_and_sparse_reference(arch, geo):
+    """Boxes aligned to the cell size only: stages up to the mask stage equal the dense network on the crop;
+    every stage, the deeper ones with their partly visible windows included, equals the sparse reference at every
+    position. Catches e.g. an all-visible rule (amin) instead of any-visible (amax) for the deeper stages."""
+    dense, model, grid, g = make(arch, geo)
+    assert any(max(s) > max(grid.cell_size) for s in grid.stage_strides), "no stage deeper than the mask stage"
+    assert max(crop_errors(dense, model, grid, g, cell_aligned=True)) < 1e-5
+    x, cell_mask = images(g), box_cell_mask(grid, g, cell_aligned=True)
+    with torch.no_grad():
+        skips = model.encode(x, cell_mask)
+    reference = sparse_reference(dense, x, (~grid.to_voxels(cell_mask)).to(x.dtype))
+    partly_visible = 0
+    for skip, ref, stride in zip(skips, reference, grid.stage_strides):
+        torch.testing.assert_close(skip, ref, rtol=0, atol=1e-8)
+        if max(stride) > max(grid.cell_size):
+            vis = grid.visible_at(cell_mask, skip.shape[2:])
+            partly_visible += int((vis > 0).sum() > (~cell_mask).sum() // 2)  # more visible than whole cells give
+    assert partly_visible > 0, "the box leaves no partly visible window at a deeper stage"
 
 
 @pytest.mark.parametrize("arch, geo", CASES, ids=CASE_IDS)
@@ -413,3 +485,25 @@ def test_sparsify_is_idempotent():
     masked_forward.sparsify_(model.network, grid)
     assert masked_forward.masked_modules(model.network) == swapped
     assert all(m.feature_shape is not None for m in swapped)
+
+
+@pytest.mark.parametrize("arch", ["plain", "resenc"])
+def test_features_on_request_come_from_the_same_forward(arch):
+    """features=True: the same reconstruction, the masked skips (0 at masked positions, before mask tokens) and
+    every decoder stage's output, the last one feeding the output layer; traced by torch.compile in one graph."""
+    _, model, grid, g = make(arch, "3d-aniso", dtype=torch.float32)
+    x, cell_mask = images(g, dtype=torch.float32), random_cell_mask(grid)
+    with torch.no_grad():
+        out = model(x, cell_mask, features=True)
+        torch.testing.assert_close(out.reconstruction, model(x, cell_mask), rtol=0, atol=0)
+        for skip, expected in zip(out.encoder_skips, model.encode(x, cell_mask)):
+            torch.testing.assert_close(skip, expected, rtol=0, atol=0)
+            assert (skip[hidden_at(grid, cell_mask, skip)] == 0).all()
+        decoder = model.network.decoder
+        assert [f.shape[1] for f in out.decoder_features] == \
+            [stage.output_channels for stage in decoder.stages]
+        assert out.decoder_features[-1].shape[2:] == x.shape[2:]
+        torch.testing.assert_close(decoder.seg_layers[-1](out.decoder_features[-1]), out.reconstruction)
+        compiled = torch.compile(model, backend="eager", fullgraph=True)
+        torch.testing.assert_close(compiled(x, cell_mask, features=True).decoder_features[0],
+                                   out.decoder_features[0], rtol=0, atol=0)

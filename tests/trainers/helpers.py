@@ -2,6 +2,7 @@
 import glob
 import os
 
+import numpy as np
 import torch
 
 
@@ -20,7 +21,7 @@ def stage2_log_text(fold_dir: str) -> str:
 
 
 def load_weights_only(path: str) -> dict:
-    """Stage-1 checkpoints must load with weights_only=True on the CPU (design §5)."""
+    """Stage-1 checkpoints must load with weights_only=True on the CPU (docs/architecture.md, Checkpoints)."""
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -34,3 +35,31 @@ def make_trainer(planned, trainer_cls, monkeypatch, results, config: str = "3d_f
     plans["continue_training"] = continue_training
     return trainer_cls(plans=plans, configuration=config, fold=fold, dataset_json=planned.dataset_json(),
                        device=torch.device("cpu"))
+
+
+def relative_distances(weights: dict, reference: dict) -> dict[str, float]:
+    """||w - ref|| / ||ref|| for every conv and transposed-conv weight (ndim >= 3) but the seg_layers.
+
+    Only these tensors tell two initialisations apart (instance-norm weights and biases start at 1 and 0 in
+    every one); two independent He initialisations of such a tensor are about sqrt(2) apart by this measure.
+    """
+    return {k: ((weights[k].float() - ref.float()).norm() / ref.float().norm()).item()
+            for k, ref in reference.items() if ref.ndim >= 3 and ".seg_layers." not in k}
+
+
+def assert_same(a, b, where: str = "") -> None:
+    """Nested equality of checkpoint contents (tensors exactly equal)."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and np.isnan(a):
+        assert np.isnan(b), where
+    else:
+        assert a == b, where

@@ -21,10 +21,15 @@ def good_weights(demo3d, monkeypatch, tmp_path) -> dict:
     return {"network_weights": trainer.network.state_dict()}
 
 
-def finetune_with(demo3d, monkeypatch, tmp_path, path):
+def finetune_trainer(demo3d, monkeypatch, tmp_path, path):
+    """nnUNetTrainerFinetune as nnUNetv2_train ... -pretrained_weights PATH builds it."""
     monkeypatch.setattr(sys, "argv", ["nnUNetv2_train", "990", "3d_fullres", "0", "-pretrained_weights", str(path)])
-    trainer = make_trainer(demo3d, nnUNetTrainerFinetune, monkeypatch, tmp_path)
-    maybe_load_checkpoint(trainer, False, False, str(path))
+    return make_trainer(demo3d, nnUNetTrainerFinetune, monkeypatch, tmp_path)
+
+
+def finetune_with(demo3d, monkeypatch, tmp_path, path):
+    """nnUNetv2_train's loading of -pretrained_weights PATH (nnU-Net's maybe_load_checkpoint)."""
+    maybe_load_checkpoint(finetune_trainer(demo3d, monkeypatch, tmp_path, path), False, False, str(path))
 
 
 def test_shape_mismatch_names_key_and_shapes(demo3d, good_weights, monkeypatch, tmp_path):
@@ -56,8 +61,21 @@ def test_other_configuration(demo3d, good_weights, monkeypatch, tmp_path):
 
 
 def test_matching_weights_pass_validation(demo3d, good_weights, monkeypatch, tmp_path):
+    """Matching weights pass our validation and end up in the network: after nnU-Net's maybe_load_checkpoint every
+    tensor but the seg_layers equals the file's, while the trainer's own random init differed from them in every
+    conv weight (so equality is no accident). Mutation caught: the weights not reaching the network
+    (nnunetv2.run.run_training.load_pretrained_weights made a no-op)."""
     torch.save(good_weights, tmp_path / "good.pth")
-    finetune_with(demo3d, monkeypatch, tmp_path, tmp_path / "good.pth")
+    trainer = finetune_trainer(demo3d, monkeypatch, tmp_path, tmp_path / "good.pth")
+    trainer.initialize()  # what maybe_load_checkpoint does first: builds the network, validates the file
+    own_init = {k: v.clone() for k, v in trainer.network.state_dict().items()}
+    maybe_load_checkpoint(trainer, False, False, str(tmp_path / "good.pth"))
+    loaded, expected = trainer.network.state_dict(), good_weights["network_weights"]
+    transferred = [k for k in loaded if ".seg_layers." not in k]
+    assert any(k.startswith("encoder.") for k in transferred) and any(k.startswith("decoder.") for k in transferred)
+    assert all(not torch.equal(own_init[k], expected[k]) for k in transferred if k.endswith("conv.weight"))
+    for key in transferred:
+        assert torch.equal(loaded[key], expected[key]), key
 
 
 def test_scheme_trainer_refuses_pretrained_weights(demo3d, monkeypatch, tmp_path):
@@ -121,3 +139,17 @@ def test_preprocessed_data_missing(demo3d, monkeypatch, tmp_path):
     with pytest.raises(ConfigurationError, match="No preprocessed data for configuration '3d_unprocessed'.*"
                                                  "nnUNetv2_plan_and_preprocess"):
         trainer.run_pretraining()
+
+
+def test_glmae_refuses_a_batch_of_one_before_any_step(demo3d, monkeypatch, tmp_path):
+    """GL-MAE needs a global and a local view per process; plans with batch 1 (or -num_gpus splitting the batch
+    down to 1) are named before stage 1 builds anything."""
+    from nnunet_anatomask.trainers import nnUNetTrainerGLMAE
+    from nnunet_anatomask.trainers.stage1 import BatchTooSmallError
+
+    plans = demo3d.plans()
+    plans["configurations"]["3d_fullres"]["batch_size"] = 1
+    trainer = make_trainer(demo3d, nnUNetTrainerGLMAE, monkeypatch, tmp_path, plans=plans)
+    with pytest.raises(BatchTooSmallError, match="GLMAE needs at least 2 crops per process, but each gets 1.*Fix"):
+        trainer.run_pretraining()
+    assert trainer.stage1.model is None  # refused before the masked model was built

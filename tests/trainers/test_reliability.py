@@ -1,39 +1,109 @@
-"""Interruption (SIGKILL during checkpoint writes in both stages), non-finite losses, refused set-ups."""
+"""Interruption (SIGKILL during checkpoint writes; the stage-2 kill in the slow set), non-finite losses, refused
+set-ups."""
 import os
 
 import pytest
 import torch
 import torch.distributed as dist
 
-from nnunet_anatomask import checkpoint_io
 from nnunet_anatomask.checkpoint_io import CheckpointError
-from nnunet_anatomask.pretraining.schemes import RandomMaskScheme
+from nnunet_anatomask.pretraining import schedules
+from nnunet_anatomask.pretraining.schemes.random_mask import RandomMaskScheme
 from nnunet_anatomask.trainers import nnUNetTrainerAnatoMask, nnUNetTrainerRandomMask
 from nnunet_anatomask.trainers.stage1 import NonFiniteLossError
 from nnunet_anatomask.trainers.stage2 import ConfigurationError
 from tests.conftest import run_cli
-from tests.trainers.helpers import fold_folder, load_weights_only, make_trainer, stage1_log_text, stage2_log_text
+from tests.trainers.helpers import assert_same, fold_folder, load_weights_only, make_trainer, stage1_log_text, \
+    stage2_log_text
 
 TR = "nnUNetTrainerRandomMask"
+KILLER = os.path.join(os.path.dirname(__file__), "kill_at_checkpoint_write")  # its sitecustomize.py
 
 
+def killing_env(planned, results, write: int, log, **knobs) -> dict:
+    """A training environment whose nnUNetv2_train is SIGKILLed in its `write`-th checkpoint write, the file
+    being written cut to half (KILL_AT_CHECKPOINT_WRITE's sitecustomize); conftest's clean_env strips PYTHONPATH,
+    so it is set here, for this subprocess only."""
+    return planned.train_env(results, PYTHONPATH=KILLER, KILL_AT_CHECKPOINT_WRITE=str(write),
+                             CHECKPOINT_WRITE_LOG=str(log), **knobs)
+
+
+def killed_write(log) -> str:
+    """The path of the last checkpoint write of the log: the one the process died in."""
+    return log.read_text().splitlines()[-1].split(" ", 2)[2]
+
+
+def test_kill_in_a_stage1_write_then_continue_both_stages(demo3d, tmp_path, monkeypatch):
+    """AnatoMask (teacher in the scheme state), 3 stage-1 epochs: run A dies in the 2nd stage-1 checkpoint write
+    (epoch 1's latest, cut in half); what --c restores (network, teacher, optimiser, RNG, log, epoch) equals what
+    was saved; run B (nnUNetv2_train --c) resumes stage 1 at epoch 1, finishes it with the schedules of an
+    uninterrupted run, then runs stage 2. Mutations caught: a non-atomic stage-1 write (run A leaves a broken
+    checkpoint_latest), a resume that drops part of the state, schedules restarted at epoch 0."""
+    tr, epochs = "nnUNetTrainerAnatoMask", 3
+    results = tmp_path / "results"
+    knobs = dict(nnUNet_anatomask_pretrain_epochs=str(epochs))
+    cmd = ["nnUNetv2_train", demo3d.dataset_id, "3d_fullres", 0, "-tr", tr, "-device", "cpu"]
+    fold = fold_folder(results, demo3d.dataset_name, tr, "3d_fullres", 0)
+    latest = os.path.join(fold, "pretraining", "checkpoint_latest.pth")
+
+    log_a = tmp_path / "writes_a.log"
+    a = run_cli(cmd, killing_env(demo3d, results, 2, log_a, **knobs), check=False)
+    assert a.returncode == -9, a.stderr[-3000:]
+    assert os.path.dirname(killed_write(log_a)) == os.path.dirname(latest)
+    saved = load_weights_only(latest)
+    assert saved["current_epoch"] == 1  # the 1st write survived the cut 2nd one
+
+    for name, value in knobs.items():
+        monkeypatch.setenv(name, value)
+    trainer = make_trainer(demo3d, nnUNetTrainerAnatoMask, monkeypatch, results, continue_training=True)
+    trainer.stage1.build()
+    trainer.stage1.load(latest)
+    restored = trainer.stage1.checkpoint()
+    for key in ("init_args",):
+        saved.pop(key), restored.pop(key)
+    assert_same(saved, restored)
+    assert any(k.startswith("teacher.") for k in restored["scheme_state"]["scheme"])
+
+    run_cli(cmd + ["--c"], demo3d.train_env(results, **knobs))
+    assert "Resuming stage 1 (AnatoMask) from" in stage1_log_text(fold) and "at epoch 1" in stage1_log_text(fold)
+    log = load_weights_only(os.path.join(fold, "pretraining", "checkpoint_final.pth"))["logging"]
+    assert len(log["loss"]) == epochs
+    for e in range(epochs):
+        assert log["alpha"][e] == pytest.approx(schedules.hard_fraction_anatomask(e, epochs))
+        assert log["teacher_momentum"][e] == pytest.approx(schedules.ema_momentum(e, epochs))
+        assert log["lr"][e] == pytest.approx(schedules.warmup_cosine_lr(e, epochs, 1e-4, 1e-6, 0.02))
+    assert "Stage 2 starts from the stage-1 weights" in stage2_log_text(fold)
+    assert os.path.isfile(os.path.join(fold, "checkpoint_final.pth"))
+
+
+@pytest.mark.slow
 def test_kill_during_checkpoint_writes_then_continue(demo3d, tmp_path):
     """Run A dies in the 2nd stage-1 checkpoint write; run B (--c) resumes stage 1, finishes it and dies in the
-    2nd stage-2 write (checkpoint_best after checkpoint_latest); run C (--c) resumes stage 2 and finishes."""
+    3rd stage-2 write (epoch 1's checkpoint_latest, after epoch 0's latest and best); run C (--c) resumes stage 2
+    from epoch 0's checkpoint_latest and finishes.
+
+    The fault is injected from outside (kill_at_checkpoint_write/sitecustomize.py wraps torch.save in the real
+    nnUNetv2_train process). Mutation caught: a checkpoint written straight to its final name (no temporary file
+    + os.replace, in checkpoint_io.atomic_save or in stage 2's save_checkpoint) leaves a half checkpoint that run
+    A's or run B's checks (or the resume) fail on."""
     results = tmp_path / "results"
     knobs = dict(nnUNet_anatomask_pretrain_epochs="3", nnUNet_anatomask_finetune_epochs="3")
     cmd = ["nnUNetv2_train", demo3d.dataset_id, "3d_fullres", 0, "-tr", TR, "-device", "cpu"]
     fold = fold_folder(results, demo3d.dataset_name, TR, "3d_fullres", 0)
     pre = os.path.join(fold, "pretraining")
 
-    a = run_cli(cmd, demo3d.train_env(results, **knobs, **{checkpoint_io.KILL_AT_WRITE: "2"}), check=False)
+    log_a = tmp_path / "writes_a.log"
+    a = run_cli(cmd, killing_env(demo3d, results, 2, log_a, **knobs), check=False)
     assert a.returncode == -9, a.stderr[-3000:]
+    assert os.path.dirname(killed_write(log_a)) == pre  # the fault hit stage 1's 2nd checkpoint
     assert load_weights_only(os.path.join(pre, "checkpoint_latest.pth"))["current_epoch"] == 1  # the 1st write
     assert [f for f in os.listdir(pre) if ".tmp" in f]  # the cut write never replaced it
 
-    b = run_cli(cmd + ["--c"], demo3d.train_env(results, **knobs, **{checkpoint_io.KILL_AT_WRITE: "4"}),
-                check=False)
+    log_b = tmp_path / "writes_b.log"
+    b = run_cli(cmd + ["--c"], killing_env(demo3d, results, 5, log_b, **knobs), check=False)
     assert b.returncode == -9, b.stderr[-3000:]
+    cut = killed_write(log_b)  # writes 1-2: stage 1's epoch-1 latest and final; 3-4: stage 2's epoch-0 latest, best
+    assert os.path.dirname(cut) == fold and os.path.basename(cut).startswith("checkpoint_latest.pth")
     assert "at epoch 1" in stage1_log_text(fold)
     assert os.path.isfile(os.path.join(pre, "checkpoint_final.pth"))
     assert torch.load(os.path.join(fold, "checkpoint_latest.pth"), weights_only=False)["current_epoch"] == 1
@@ -44,7 +114,7 @@ def test_kill_during_checkpoint_writes_then_continue(demo3d, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(demo3d, monkeypatch, tmp_path):
-    for name, value in {"nnUNet_anatomask_pretrain_epochs": "3", "nnUNet_anatomask_iters_per_epoch": "2",
+    for name, value in {"nnUNet_anatomask_pretrain_epochs": "2", "nnUNet_anatomask_iters_per_epoch": "1",
                         "nnUNet_anatomask_save_every": "1", "nnUNet_n_proc_DA": "0"}.items():
         monkeypatch.setenv(name, value)
     original = RandomMaskScheme.loss
@@ -55,7 +125,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(demo3d, monkeypatch, tmp_
 
     monkeypatch.setattr(RandomMaskScheme, "loss", nan_in_epoch_1)
     trainer = make_trainer(demo3d, nnUNetTrainerRandomMask, monkeypatch, tmp_path)
-    with pytest.raises(NonFiniteLossError, match="non-finite loss in 2 of 2 steps of epoch 1"):
+    with pytest.raises(NonFiniteLossError, match="non-finite loss in 1 of 1 steps of epoch 1"):
         trainer.run_pretraining()
     kept = load_weights_only(trainer.stage1.latest_checkpoint)
     assert kept["current_epoch"] == 1
@@ -85,12 +155,13 @@ def test_cascade_is_refused(demo3d, monkeypatch, tmp_path):
                      plans=plans)
 
 
-def test_multi_gpu_is_refused_at_once(demo3d, monkeypatch, tmp_path):
-    """Under a (gloo, 1-process) process group, as nnU-Net's -num_gpus N sets up, the trainer stops at once."""
+def test_ddp_trainer_keeps_the_cpu_device(demo3d, monkeypatch, tmp_path):
+    """Under a process group nnU-Net puts a trainer on cuda:<rank>; ours stays on a requested CPU (gloo: our DDP
+    tests, nnUNetv2_pretrain -device cpu -num_gpus N), and multi-GPU is no longer refused."""
     dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
     try:
-        with pytest.raises(ConfigurationError, match="-num_gpus"):
-            make_trainer(demo3d, nnUNetTrainerRandomMask, monkeypatch, tmp_path)
+        trainer = make_trainer(demo3d, nnUNetTrainerRandomMask, monkeypatch, tmp_path)
+        assert trainer.is_ddp and trainer.device == torch.device("cpu") and trainer.grad_scaler is None
     finally:
         dist.destroy_process_group()
 

@@ -1,8 +1,14 @@
-"""One file per masking scheme, all behind `MaskingScheme` (base.py). Register new schemes in SCHEMES."""
-from nnunet_anatomask.pretraining.schemes.anatomask import AnatoMaskScheme
-from nnunet_anatomask.pretraining.schemes.base import MaskingScheme
-from nnunet_anatomask.pretraining.schemes.random_mask import RandomMaskScheme
+"""One file per masking scheme, all behind `MaskingScheme` (base.py).
 
-SCHEMES: dict[str, type[MaskingScheme]] = {cls.name: cls for cls in (RandomMaskScheme, AnatoMaskScheme)}
+Importing this package imports every module in it; each scheme registers itself in `SCHEMES` by subclassing
+`MaskingScheme` with a `name`, so a new scheme is one new file here and nothing else.
+"""
+import importlib
+import pkgutil
 
-__all__ = ["MaskingScheme", "RandomMaskScheme", "AnatoMaskScheme", "SCHEMES"]
+from nnunet_anatomask.pretraining.schemes.base import SCHEMES, MaskingScheme, Picture, StepOutput
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["SCHEMES", "MaskingScheme", "Picture", "StepOutput"]

@@ -2,7 +2,7 @@
 
 An EMA teacher reconstructs the batch under its own random mask; its per-cell error is the significance
 score. The student masks the alpha * n_masked highest-scoring cells plus random other cells, with alpha
-growing over training (masking dynamics). Defaults: design §3, read from the official code.
+growing over training (masking dynamics). Defaults: docs/anatomask.md, read from the official code.
 """
 import torch
 
@@ -65,7 +65,7 @@ class AnatoMaskScheme(MaskingScheme):
         scores = self.teacher_scores(images)
         hard_cells = masking.hardest_cells(scores, key, n_hard)
         hard = torch.zeros_like(key, dtype=torch.bool).scatter_(1, hard_cells, True)
-        self.picture_maps, self._hard, self._scores = {"teacher error": scores}, hard, scores
+        self.picture_maps, self._hard, self._scores = {"teacher error (per-cell MSE)": scores}, hard, scores
         return masking.mask_with_cells_first(hard_cells, key, n_masked)
 
     def loss(self, images, prediction, cell_mask, epoch):

@@ -1,20 +1,42 @@
-"""The one interface every masking scheme implements (design §2), and what they share.
+"""The one interface every masking scheme implements (docs/architecture.md), and what they share.
 
 A scheme owns what is particular to a paper: how the mask is chosen, what the loss is, any extra state
-(teacher, heads, centroids) and its optimiser defaults. The stage-1 loop (trainers/stage1.py) owns the rest.
+(teacher, heads, centroids), its optimiser defaults and, where the paper needs it, its whole step. The stage-1
+runner (trainers/stage1.py) owns the rest: mixed precision, the grad scaler, clipping, the optimiser step, logs,
+pictures and checkpoints. A scheme file registers itself by subclassing with a ``name``: its trainer, benchmark
+row and evaluation row follow from ``SCHEMES``.
 """
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
-from nnunet_anatomask.pretraining import losses, masking
+from nnunet_anatomask.pretraining import distributed, losses, masking
 from nnunet_anatomask.pretraining.grid import MaskGrid
-from nnunet_anatomask.pretraining.masked_forward import MaskedReconstructionModel
+
+SCHEMES: dict[str, type["MaskingScheme"]] = {}  # name -> scheme class, in registration order
+
+
+class Picture(NamedTuple):
+    """What the stage-1 picture shows of a step: images and prediction ``[B, C, *patch]`` (prediction in the
+    per-cell normalised space, detached), the cell mask ``[B, N]`` and per-cell maps ``{title: [B, N]}``."""
+
+    images: torch.Tensor
+    cell_mask: torch.Tensor
+    prediction: torch.Tensor
+    maps: dict[str, torch.Tensor]
+
+
+class StepOutput(NamedTuple):
+    """A scheme's step: the scalar loss to minimise, detached 0-d figures to log, and the picture."""
+
+    loss: torch.Tensor
+    figures: dict[str, torch.Tensor]
+    picture: Picture
 
 
 class MaskingScheme(nn.Module):
-    """Base class: subclasses set `name`, the defaults below, and override select_mask (and loss if needed).
+    """Base class: subclasses set `name` and the defaults below, and override select_mask (and loss, or step).
 
     Submodules and buffers of a scheme (teacher, heads) form its `state_dict`, saved as `scheme_state`;
     the student model is held by reference only, its weights are the checkpoint's `network_weights`.
@@ -22,6 +44,8 @@ class MaskingScheme(nn.Module):
 
     name: ClassVar[str] = "base"
     mask_ratio: ClassVar[float] = 0.6
+    min_batch: ClassVar[int] = 1  # crops a step needs per process (GL-MAE: a global and a local view)
+    crop_scale: ClassVar[float] = 1.0  # the loader's crops are the plans' patch x crop_scale (GL-MAE: 5/3)
     # Optimiser (AdamW) and schedule defaults, every length a fraction of the run.
     base_lr: ClassVar[float] = 1e-4
     min_lr: ClassVar[float] = 1e-6
@@ -30,8 +54,18 @@ class MaskingScheme(nn.Module):
     warmup_fraction: ClassVar[float] = 0.02
     grad_clip: ClassVar[float] = 12.0
 
-    def __init__(self, model: MaskedReconstructionModel, grid: MaskGrid, total_epochs: int,
-                 foreground_threshold: float = 1.0):
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Register every subclass that names itself (a new scheme is one file, registered once)."""
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            registered = SCHEMES.get(cls.name)
+            if registered is not None and (registered.__module__, registered.__qualname__) != \
+                    (cls.__module__, cls.__qualname__):
+                raise ValueError(f"scheme name {cls.name!r} of {cls.__module__}.{cls.__qualname__} is taken by "
+                                 f"{registered.__module__}.{registered.__qualname__}: give the scheme another name")
+            SCHEMES[cls.name] = cls
+
+    def __init__(self, model: nn.Module, grid: MaskGrid, total_epochs: int, foreground_threshold: float = 1.0):
         super().__init__()
         self._student = (model,)  # a tuple keeps it out of this module's parameters and state_dict
         self.grid = grid
@@ -40,10 +74,19 @@ class MaskingScheme(nn.Module):
         self.picture_maps: dict[str, torch.Tensor] = {}  # per-cell maps [B, N] for the stage-1 picture
 
     @property
-    def student(self) -> MaskedReconstructionModel:
+    def student(self) -> nn.Module:
         return self._student[0]
 
     # --- the interface -------------------------------------------------------------------------------
+    def step(self, images: torch.Tensor, model: nn.Module, epoch: int) -> StepOutput:
+        """One stage-1 forward (MAE: random_masking -> forward_encoder/decoder -> forward_loss); the runner does
+        backward and the optimiser step. ``model`` may be the compiled student. Override for several masked
+        forwards per step or for features (``model(images, mask, features=True)``)."""
+        cell_mask = self.select_mask(images, epoch)
+        prediction = model(images, self.grid_mask(cell_mask))
+        loss, figures = self.loss(images, prediction, cell_mask, epoch)
+        return StepOutput(loss, figures, Picture(images, cell_mask, prediction.detach(), dict(self.picture_maps)))
+
     def ratio(self, epoch: int) -> float:
         """Masking ratio at this epoch (constant unless the paper schedules it)."""
         return self.mask_ratio
@@ -61,6 +104,16 @@ class MaskingScheme(nn.Module):
     def on_step_end(self, epoch: int) -> None:
         """Called after every optimiser step (teacher EMA, running statistics)."""
 
+    def sync_state_(self) -> None:
+        """Under DDP, after on_step_end: make this scheme's state identical on every rank (no-op in one process).
+
+        Default: floating buffers (running statistics, centroids updated from each rank's batch) averaged over the
+        ranks, other buffers set to rank 0's. Parameters need nothing: trained heads get averaged gradients, and an
+        EMA teacher updates from the synchronised student. Override where an average is not the right merge (e.g.
+        all-reduce sums and counts, then divide). docs/pools_and_ddp.md.
+        """
+        distributed.sync_buffers_(self)
+
     def compile_(self) -> None:
         """torch.compile the scheme's own forward passes (teacher, heads); called where the student is compiled."""
 
@@ -73,6 +126,10 @@ class MaskingScheme(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     # --- shared helpers ------------------------------------------------------------------------------
+    def grid_mask(self, cell_mask: torch.Tensor) -> torch.Tensor:
+        """[B, N] -> [B, *cells_per_axis], the shape the masked model takes."""
+        return cell_mask.view(cell_mask.shape[0], *self.grid.cells_per_axis)
+
     def random_key(self, images: torch.Tensor) -> torch.Tensor:
         """Uniform noise [B, N] on the batch's device; its ranks are the random part of every mask."""
         return torch.rand(images.shape[0], self.grid.num_cells, device=images.device)

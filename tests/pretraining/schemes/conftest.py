@@ -34,10 +34,8 @@ def images() -> torch.Tensor:
 
 
 def train_step(scheme, model, images, epoch: int) -> torch.Tensor:
-    """One stage-1 step as Stage1Runner does it (without the optimiser)."""
-    mask = scheme.select_mask(images, epoch)
-    prediction = model(images, mask.view(images.shape[0], *scheme.grid.cells_per_axis))
-    loss, figures = scheme.loss(images, prediction, mask, epoch)
-    loss.backward()
+    """One stage-1 step as Stage1Runner does it (without the optimiser); returns the step's cell mask."""
+    out = scheme.step(images, model, epoch)
+    out.loss.backward()
     scheme.on_step_end(epoch)
-    return mask
+    return out.picture.cell_mask

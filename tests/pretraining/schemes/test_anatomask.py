@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from nnunet_anatomask.pretraining import masking, schedules
-from nnunet_anatomask.pretraining.schemes import AnatoMaskScheme, RandomMaskScheme
+from nnunet_anatomask.pretraining import losses, masking, schedules
+from nnunet_anatomask.pretraining.schemes.anatomask import AnatoMaskScheme
+from nnunet_anatomask.pretraining.schemes.random_mask import RandomMaskScheme
 from tests.pretraining.schemes.conftest import train_step
 
 
@@ -69,3 +70,24 @@ def test_teacher_is_in_scheme_state_not_network(model):
     assert {k[len("teacher.network."):] for k in state if k.startswith("teacher.network.")} == \
         set(model.network.state_dict())
     assert not any(k.startswith("teacher") for k in model.network.state_dict())
+
+
+def test_teacher_sees_its_own_random_mask_and_is_scored_on_normalised_cells(model, images):
+    """Catches: a teacher that reconstructs from the un-masked image (no or an empty mask), and scores against
+    raw instead of per-cell normalised patches. The spy teacher predicts the normalised target exactly, plus a
+    known offset in every cell: each cell it masked must score offset², each cell it saw 0."""
+    scheme = AnatoMaskScheme(model, model.grid, total_epochs=5)
+    grid, seen = model.grid, []
+    offset = torch.arange(grid.num_cells, dtype=torch.float32).repeat(images.shape[0], 1) / grid.num_cells
+
+    def spy_teacher(imgs, cell_mask):
+        seen.append(cell_mask.clone())
+        target = losses.normalized_target(imgs, grid)  # [B, N, C, voxels]
+        return grid.unpatchify(target + offset[..., None, None])
+
+    scheme._teacher_forward = (spy_teacher,)
+    scores = scheme.teacher_scores(images)
+    assert len(seen) == 1 and seen[0].shape == (images.shape[0], *grid.cells_per_axis)
+    teacher_mask = seen[0].view(images.shape[0], -1)
+    assert (teacher_mask.sum(1) == masking.num_masked(grid.num_cells, scheme.teacher_ratio)).all()
+    torch.testing.assert_close(scores, torch.where(teacher_mask, offset ** 2, 0.0))

@@ -1,6 +1,6 @@
 import torch
 
-from nnunet_anatomask.pretraining.schemes import RandomMaskScheme
+from nnunet_anatomask.pretraining.schemes.random_mask import RandomMaskScheme
 from tests.pretraining.schemes.conftest import train_step
 
 

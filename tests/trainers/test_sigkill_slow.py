@@ -1,53 +1,20 @@
-"""--c after a SIGKILL in the middle of stage 1: the state right after loading equals the saved state, and the
+"""(slow; the default suite kills inside a checkpoint write instead, test_reliability.py) --c after a SIGKILL
+in the middle of stage 1: the state right after loading equals the saved state, and the
 real nnUNetv2_train --c continues from the saved epoch (AnatoMask, so the EMA teacher is covered)."""
 import os
-import signal
-import subprocess
-import time
 
-import numpy as np
 import pytest
-import torch
 
 from nnunet_anatomask.pretraining import schedules
 from nnunet_anatomask.trainers import nnUNetTrainerAnatoMask
 from tests.conftest import BIN, run_cli
-from tests.trainers.helpers import fold_folder, load_weights_only, make_trainer, stage1_log_text
+from tests.trainers.helpers import assert_same, fold_folder, load_weights_only, make_trainer, stage1_log_text
+from tests.trainers.cli_runs import kill_after_epoch
 
 EPOCHS = 4
 
 
-def assert_same(a, b, where: str = "") -> None:
-    """Nested equality of checkpoint contents (tensors exactly equal)."""
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, float) and np.isnan(a):
-        assert np.isnan(b), where
-    else:
-        assert a == b, where
-
-
-def kill_after_epoch(cmd: list, env: dict, latest: str, epoch: int) -> None:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        if os.path.isfile(latest) and load_weights_only(latest)["current_epoch"] >= epoch:
-            break
-        assert proc.poll() is None, "training ended before it could be killed"
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
+@pytest.mark.slow
 def test_sigkill_mid_stage1_then_continue(demo3d, tmp_path, monkeypatch):
     results = tmp_path / "results"
     env = demo3d.train_env(results, nnUNet_anatomask_pretrain_epochs=str(EPOCHS))

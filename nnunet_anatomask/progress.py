@@ -1,0 +1,70 @@
+"""Progress of long runs (evaluation harness, benchmark): which step of how many, elapsed time, time left.
+
+A bar redrawn in place where the output is a terminal; one plain line per step otherwise (logs, CI, pipes).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Optional, TextIO
+
+
+def format_seconds(seconds: float) -> str:
+    """3725 -> '1h02m05s', 65 -> '1m05s', 4.2 -> '4s'."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class Progress:
+    """``with Progress(12, "evaluation") as p: p.start("stage 1 AnatoMask") ... p.done()`` per step."""
+
+    def __init__(self, total: int, label: str, stream: Optional[TextIO] = None, clock=time.monotonic):
+        self.total, self.label, self.stream, self.clock = total, label, stream or sys.stdout, clock
+        self.finished, self.started_at, self.current = 0, clock(), ""
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def estimate_left(self) -> Optional[float]:
+        """Seconds left at the mean pace of the finished steps (None before the first one finished)."""
+        if self.finished == 0:
+            return None
+        return (self.clock() - self.started_at) / self.finished * (self.total - self.finished)
+
+    def line(self) -> str:
+        elapsed = format_seconds(self.clock() - self.started_at)
+        left = self.estimate_left()
+        rest = "estimate after the first step" if left is None else f"about {format_seconds(left)} left"
+        step = min(self.finished + 1, self.total)
+        return f"[{self.label} {step}/{self.total}] {self.current} - elapsed {elapsed}, {rest}"
+
+    def start(self, what: str) -> None:
+        """A step begins: say which."""
+        self.current = what
+        self._write(self.line())
+
+    def done(self) -> None:
+        self.finished += 1
+        if self.finished == self.total:
+            self.current = "done"
+            self._write(f"[{self.label} {self.total}/{self.total}] done in "
+                        f"{format_seconds(self.clock() - self.started_at)}")
+
+    def _write(self, text: str) -> None:
+        if self.tty:
+            width = 30
+            filled = width * self.finished // max(1, self.total)
+            self.stream.write(f"\r\033[K[{'#' * filled}{'.' * (width - filled)}] {text}")
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()

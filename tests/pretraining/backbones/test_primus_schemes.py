@@ -1,0 +1,28 @@
+"""Every registered scheme runs unchanged on the Primus backbone (token dropping): the scheme chooses cells, the
+backbone decides how masking is applied. Two optimiser steps on a tiny Primus with the loader's crop size."""
+import math
+
+import pytest
+import torch
+
+from nnunet_anatomask.pretraining.backbones import backbone_for
+from nnunet_anatomask.pretraining.schemes import SCHEMES
+from tests.pretraining.backbones.test_primus import PATCH, tiny_primus
+from tests.trainers.test_stage1_step import bare_runner
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMES))
+def test_scheme_trains_primus_encoder(name):
+    torch.manual_seed(0)
+    network = tiny_primus()
+    model = backbone_for(network, PATCH).masked_model(network)
+    scheme = SCHEMES[name](model, model.grid, total_epochs=4)
+    runner = bare_runner(model, scheme)
+    before = {k: v.clone() for k, v in network.eva.state_dict().items()}
+    crop = [math.ceil(p * scheme.crop_scale) for p in PATCH]  # what stage1_batches hands over
+    for epoch in range(2):
+        out = runner.train_step(torch.randn(2, 1, *crop), epoch)
+        assert torch.isfinite(out.figures["loss"]) and out.figures["nonfinite_steps"] == 0
+        assert tuple(out.picture.images.shape[2:]) == PATCH and out.picture.cell_mask.shape[1] == 64
+    moved = [k for k, v in network.eva.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("blocks.0.") for k in moved), "the first encoder block did not train"

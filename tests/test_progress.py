@@ -1,0 +1,32 @@
+"""Progress lines: step k of n, elapsed time, and an estimate of the rest at the mean pace."""
+import io
+
+from nnunet_anatomask.progress import Progress, format_seconds
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_plain_lines_with_elapsed_and_estimate():
+    clock, out = Clock(), io.StringIO()
+    with Progress(4, "evaluation", stream=out, clock=clock) as p:
+        p.start("plan")
+        clock.now += 30
+        p.done()
+        p.start("stage 1 AnatoMask")
+        clock.now += 90
+        p.done()
+        p.start("stage 2")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "[evaluation 1/4] plan - elapsed 0s, estimate after the first step"
+    assert lines[1] == "[evaluation 2/4] stage 1 AnatoMask - elapsed 30s, about 1m30s left"  # 30 s/step x 3
+    assert lines[2] == "[evaluation 3/4] stage 2 - elapsed 2m00s, about 2m00s left"  # 60 s/step x 2
+
+
+def test_format_seconds():
+    assert [format_seconds(s) for s in (4.2, 65, 3725)] == ["4s", "1m05s", "1h02m05s"]
