@@ -36,6 +36,7 @@ from nnunet_anatomask.evaluation.plans import write_capped_plans
 from nnunet_anatomask.evaluation.protocol import Size
 from nnunet_anatomask.evaluation.splits import fraction_counts, make_splits, write_splits
 from nnunet_anatomask.evaluation.trainer_names import SCRATCH
+from nnunet_anatomask.progress import Progress
 
 STAGE1_SEED = 0
 
@@ -52,6 +53,7 @@ class Run:
     jobs: int = 1                      # steps run side by side
     log: Callable[[str], None] = print
     timings: dict = field(default_factory=dict)
+    progress: Optional[Progress] = None  # set by execute: step k of n, elapsed, time left
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -106,8 +108,14 @@ class Run:
         else this process's are counted) in OUT/timings.json."""
         if done:
             self.log(f"[skip] {key} (done)")
+            if self.progress is not None:
+                with self._lock:
+                    self.progress.total -= 1  # the estimate counts only the steps this call runs
             return
         self.log(f"[run ] {key}")
+        if self.progress is not None:
+            with self._lock:
+                self.progress.start(key)
         t0, own = time.time(), resource.getrusage(resource.RUSAGE_SELF)
         cpu = fn(*args)
         if cpu is None:
@@ -117,6 +125,8 @@ class Run:
             self.timings[key] = {"wall_s": round(time.time() - t0, 1), "cpu_s": round(cpu, 1)}
             self.log(f"[done] {key} in {self.timings[key]['wall_s']:.0f} s (CPU {cpu:.0f} s)")
             self._save_timings()
+            if self.progress is not None:
+                self.progress.done()
 
     def _save_timings(self) -> None:
         path = os.path.join(self.out, "timings.json")
@@ -231,6 +241,7 @@ class Run:
         """Every step not yet done; returns None, or the folder of the step named by ``stop_after``."""
         lay = self.layout
         table, wanted = self.fold_table()  # checks the fractions before any work
+        self.progress = Progress(2 + len(self.trainers) + len(wanted) * len(self.all_trainers()), "evaluation")
         self.step("data", self.data_done(), self.build_data)
         if stop_after == "data":
             return lay.raw_dataset

@@ -38,6 +38,10 @@ def tiny(tmp_path_factory):
 def test_report_has_every_scheme_the_seeds_and_finite_intervals(tiny):
     out, stdout = tiny
     assert "estimated wall time" in stdout.splitlines()[2]  # printed before any step
+    steps = 2 + len(scheme_trainers()) * (1 + len(TINY.fractions) * len(TINY.seeds)) + len(TINY.fractions) * len(
+        TINY.seeds)  # data, plan, stage 1 per scheme, stage 2 per trainer (Scratch too) x fraction x seed
+    assert f"[evaluation 1/{steps}] data - elapsed" in stdout and f"[evaluation {steps}/{steps}] done in" in stdout
+    assert re.search(rf"\[evaluation \d+/{steps}\] .* about \d+(m\d+)?s left", stdout)  # estimate after step 1
     text = (out / "report" / "results.md").read_text()
     runs = f"{len(TINY.seeds)} runs"
     assert f"seeds {', '.join(map(str, TINY.seeds))}" in text

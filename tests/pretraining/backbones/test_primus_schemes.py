@@ -26,3 +26,21 @@ def test_scheme_trains_primus_encoder(name):
         assert tuple(out.picture.images.shape[2:]) == PATCH and out.picture.cell_mask.shape[1] == 64
     moved = [k for k, v in network.eva.state_dict().items() if not torch.equal(v, before[k])]
     assert any(k.startswith("blocks.0.") for k in moved), "the first encoder block did not train"
+
+
+def test_amlp_clusters_primus_encoder_features():
+    """AMLP's cell_features = "encoder" option reads the Primus encoder output on the token grid (one point of
+    embed_dim features per token)."""
+    from nnunet_anatomask.pretraining.schemes.amlp import AMLPScheme
+
+    class EncoderFeatures(AMLPScheme):  # no `name`: not registered
+        cell_features = "encoder"
+
+    torch.manual_seed(0)
+    network = tiny_primus()
+    model = backbone_for(network, PATCH).masked_model(network)
+    scheme = EncoderFeatures(model, model.grid, total_epochs=3)
+    runner = bare_runner(model, scheme)
+    for epoch in range(2):
+        assert torch.isfinite(runner.train_step(torch.randn(2, 1, *PATCH), epoch).figures["loss"])
+    assert scheme.centroids.shape == (1, scheme.clusters, network.embed_dim)
