@@ -149,6 +149,7 @@ setup(
     extras_require={
         "test": ["pytest", "mkdocs"],  # the docs build is checked by the test suite
         "docs": ["mkdocs"],
+        "evaluation": ["nilearn"],  # the held-out ICBM152 template of `evaluate --size cpu|gpu` (docs/results.md)
     },
     entry_points={
         "console_scripts": [

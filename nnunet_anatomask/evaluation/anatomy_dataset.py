@@ -49,7 +49,7 @@ MRICRON_DIRS = ("/usr/share/mricron/templates", "/usr/local/share/mricron/templa
 MRICRON_ENV = "nnUNet_anatomask_mricron_dir"  # optional override: a folder holding ch2bet.nii.gz, aal.nii.gz
 NILEARN_FILES = {k: f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz" for k in ("t1", "gm", "wm")}
 INSTALL_HINT = ("Install one of them (nothing is downloaded at run time): `apt-get install mricron-data` "
-                "(Debian/Ubuntu: Colin27 + AAL, label set 'lobes') and/or `pip install nilearn` (MNI ICBM152 "
+                "(Debian/Ubuntu: Colin27 + AAL, label set 'lobes') and/or `pip install nilearn` (or `pip install -e '.[evaluation]'`; MNI ICBM152 "
                 "2009 T1 + tissue maps inside the wheel, label set 'tissue'; with both, 'lobes' is tested on "
                 "a held-out template).")
 
