@@ -63,3 +63,11 @@ def assert_same(a, b, where: str = "") -> None:
         assert np.isnan(b), where
     else:
         assert a == b, where
+
+
+def assert_cnn_handover(state: dict, weights: dict) -> None:
+    """Every tensor but the segmentation layers came over unchanged, encoder and decoder alike."""
+    moved = [k for k in state if ".seg_layers." not in k]
+    assert any(k.startswith("encoder.") for k in moved) and any(k.startswith("decoder.") for k in moved)
+    for key in moved:
+        assert torch.equal(state[key], weights[key]), key

@@ -17,8 +17,8 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunet_anatomask.run_summary import summarise
 from tests.conftest import run_cli
 from tests.trainers.cli_runs import check_predictions, check_stage1_outputs, predict
-from tests.trainers.helpers import fold_folder, load_weights_only, make_trainer, relative_distances, \
-    stage1_log_text, stage2_log_text
+from tests.trainers.helpers import assert_cnn_handover, fold_folder, load_weights_only, make_trainer, \
+    relative_distances, stage1_log_text, stage2_log_text
 
 TRAINER = "nnUNetTrainerAnatoMask"
 
@@ -90,11 +90,7 @@ def test_plain_nnunet_trainer_takes_our_checkpoint(demo3d, pretrained_all, monke
     trainer = make_trainer(demo3d, nnUNetTrainer, monkeypatch, tmp_path)
     maybe_load_checkpoint(trainer, continue_training=False, validation_only=False, pretrained_weights_file=ckpt)
     weights = load_weights_only(ckpt)["network_weights"]
-    state = trainer.network.state_dict()
-    transferred = [k for k in state if ".seg_layers." not in k]
-    assert any(k.startswith("encoder.") for k in transferred) and any(k.startswith("decoder.") for k in transferred)
-    for key in transferred:
-        assert torch.equal(state[key], weights[key]), key
+    assert_cnn_handover(trainer.network.state_dict(), weights)
 
 
 def test_finetune_cli_from_stage1_checkpoint(demo3d, pretrained_all, monkeypatch, tmp_path):

@@ -1,13 +1,12 @@
 """Stage 1 builds the network the way the trainer does, the backbone derives its grid, and the hand-over into
 stage 2 moves every encoder and decoder tensor (in-process, on the demo plans)."""
 import pytest
-import torch
 from torch import nn
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from nnunet_anatomask.pretraining.backbones import BackboneError
 from nnunet_anatomask.trainers import nnUNetTrainerAnatoMask, nnUNetTrainerRandomMask
-from tests.trainers.helpers import load_weights_only, make_trainer
+from tests.trainers.helpers import assert_cnn_handover, load_weights_only, make_trainer
 
 
 class NarrowRandomMask(nnUNetTrainerRandomMask):
@@ -68,8 +67,4 @@ def test_scheme_trainer_hands_every_encoder_and_decoder_tensor_over(demo3d, monk
     trainer.initialize()
     trainer.load_stage1_weights(path)
     weights = load_weights_only(path)["network_weights"]
-    state = trainer.network.state_dict()
-    moved = [k for k in state if ".seg_layers." not in k]
-    assert any(k.startswith("encoder.") for k in moved) and any(k.startswith("decoder.") for k in moved)
-    for key in moved:
-        assert torch.equal(state[key], weights[key]), key
+    assert_cnn_handover(trainer.network.state_dict(), weights)

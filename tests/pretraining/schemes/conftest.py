@@ -8,17 +8,19 @@ from nnunet_anatomask.pretraining.masked_forward import MaskedReconstructionMode
 STRIDES = [[1, 1, 1], [2, 2, 2], [2, 2, 2]]
 
 
-def tiny_model() -> MaskedReconstructionModel:
-    """A 3-stage PlainConvUNet with 4-8-16 features on 16³ patches: 2x2x2 cells of 4³ voxels... or 4³ cells."""
-    kwargs = dict(n_stages=3, features_per_stage=[4, 8, 16], conv_op="torch.nn.modules.conv.Conv3d",
-                  kernel_sizes=[[3, 3, 3]] * 3, strides=STRIDES, n_conv_per_stage=[1, 1, 1],
+def tiny_model(ndim: int = 3) -> MaskedReconstructionModel:
+    """A 3-stage PlainConvUNet with 4-8-16 features on 16³ patches (16² with ndim=2): 4 cells of 4 per axis."""
+    conv, norm = ("Conv3d", "InstanceNorm3d") if ndim == 3 else ("Conv2d", "InstanceNorm2d")
+    strides = [s[:ndim] for s in STRIDES]
+    kwargs = dict(n_stages=3, features_per_stage=[4, 8, 16], conv_op=f"torch.nn.modules.conv.{conv}",
+                  kernel_sizes=[[3] * ndim] * 3, strides=strides, n_conv_per_stage=[1, 1, 1],
                   n_conv_per_stage_decoder=[1, 1], conv_bias=True,
-                  norm_op="torch.nn.modules.instancenorm.InstanceNorm3d",
+                  norm_op=f"torch.nn.modules.instancenorm.{norm}",
                   norm_op_kwargs={"eps": 1e-5, "affine": True}, dropout_op=None, dropout_op_kwargs=None,
                   nonlin="torch.nn.LeakyReLU", nonlin_kwargs={"inplace": True})
     network = get_network_from_plans("dynamic_network_architectures.architectures.unet.PlainConvUNet", kwargs,
                                      ["conv_op", "norm_op", "dropout_op", "nonlin"], 1, 1, deep_supervision=False)
-    return MaskedReconstructionModel(network, MaskGrid.from_plans((16, 16, 16), STRIDES))
+    return MaskedReconstructionModel(network, MaskGrid.from_plans((16,) * ndim, strides))
 
 
 @pytest.fixture

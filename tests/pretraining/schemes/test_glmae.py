@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from nnunet_anatomask.pretraining import masking, schedules, views
 from nnunet_anatomask.pretraining.grid import MaskGrid
@@ -12,7 +11,7 @@ from nnunet_anatomask.pretraining.masked_forward import MaskedReconstructionMode
 from nnunet_anatomask.pretraining.schemes.glmae import (BOX_MAP, GLMAEScheme, consistency,
                                                         global_guided_consistency)
 from nnunet_anatomask.trainers.stage1_data import crop_size
-from tests.pretraining.schemes.conftest import STRIDES, train_step
+from tests.pretraining.schemes.conftest import STRIDES, tiny_model, train_step
 from tests.trainers.test_stage1_step import bare_runner
 
 CROP = crop_size((16, 16, 16), GLMAEScheme.crop_scale)  # 27³ for the 16³ patch of the tiny model
@@ -25,16 +24,7 @@ def crops(batch: int, size=CROP, seed: int = 2) -> torch.Tensor:
 
 def tiny_model_2d() -> MaskedReconstructionModel:
     """A 3-stage 2D PlainConvUNet (4-8-16 features) on 16² patches: 4 x 4 cells of 4² pixels."""
-    strides = [s[:2] for s in STRIDES]
-    kwargs = dict(n_stages=3, features_per_stage=[4, 8, 16], conv_op="torch.nn.modules.conv.Conv2d",
-                  kernel_sizes=[[3, 3]] * 3, strides=strides, n_conv_per_stage=[1, 1, 1],
-                  n_conv_per_stage_decoder=[1, 1], conv_bias=True,
-                  norm_op="torch.nn.modules.instancenorm.InstanceNorm2d",
-                  norm_op_kwargs={"eps": 1e-5, "affine": True}, dropout_op=None, dropout_op_kwargs=None,
-                  nonlin="torch.nn.LeakyReLU", nonlin_kwargs={"inplace": True})
-    network = get_network_from_plans("dynamic_network_architectures.architectures.unet.PlainConvUNet", kwargs,
-                                     ["conv_op", "norm_op", "dropout_op", "nonlin"], 1, 1, deep_supervision=False)
-    return MaskedReconstructionModel(network, MaskGrid.from_plans((16, 16), strides))
+    return tiny_model(ndim=2)
 
 
 # ==================================================================== view geometry

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from nnunet_anatomask.pretraining import losses, masking, schedules
-from nnunet_anatomask.pretraining.backbones.base import MaskedOutput
 from nnunet_anatomask.pretraining.grid import MaskGrid
 from nnunet_anatomask.pretraining.schemes.selfmed_hpm import (CellLossPredictor, SelfMedHPMScheme, ranked_cells,
                                                              ranking_accuracy, relative_ranking_loss, spearman)
