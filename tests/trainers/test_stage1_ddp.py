@@ -12,7 +12,7 @@ import torch
 from tests.conftest import BIN, run_cli
 from tests.trainers import ddp_helpers as h
 from tests.trainers.helpers import fold_folder, load_weights_only, stage1_log_text
-from tests.trainers.test_stage1_resume import kill_after_epoch
+from tests.trainers.cli_runs import kill_after_epoch
 
 pytestmark = pytest.mark.slow
 SCHEMES = ["AnatoMask", "HeadAndBuffers"]  # an EMA teacher; a trained head, a float and an integer buffer
