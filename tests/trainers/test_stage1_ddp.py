@@ -102,9 +102,9 @@ def test_real_cli_two_cpu_ranks_then_continue_on_one(demo3d, tmp_path):
     kill_after_epoch(cmd + ["-num_gpus", "2"], env, os.path.join(folder, "checkpoint_latest.pth"), 1)
     first_log = stage1_log_text(os.path.dirname(folder))
     assert "DDP: 2 ranks, batch size 1 per rank, global batch 2" in first_log
-    assert first_log.count("[stage 1 RandomMask] epoch 0/2") == 1  # one writer
+    assert first_log.count("Epoch 0 (stage 1: RandomMask pretraining, epochs 0-2)") == 1  # one writer
     run_cli(["nnUNetv2_pretrain", "990", "3d_fullres", "all", "-tr", "nnUNetTrainerRandomMask", "-device", "cpu",
              "--c"], env)
     log = stage1_log_text(os.path.dirname(folder))
-    assert "Resuming stage 1 (RandomMask)" in log and "epoch 2/2" in log
+    assert "Resuming stage 1 (RandomMask)" in log and "Epoch 2 (stage 1: RandomMask pretraining" in log
     assert load_weights_only(os.path.join(folder, "checkpoint_final.pth"))["current_epoch"] == 3
