@@ -241,7 +241,8 @@ class Run:
         """Every step not yet done; returns None, or the folder of the step named by ``stop_after``."""
         lay = self.layout
         table, wanted = self.fold_table()  # checks the fractions before any work
-        self.progress = Progress(2 + len(self.trainers) + len(wanted) * len(self.all_trainers()), "evaluation")
+        # data, plan, stage 1 per scheme, then per run and trainer: stage 2 and its prediction
+        self.progress = Progress(2 + len(self.trainers) + 2 * len(wanted) * len(self.all_trainers()), "evaluation")
         self.step("data", self.data_done(), self.build_data)
         if stop_after == "data":
             return lay.raw_dataset

@@ -48,10 +48,12 @@ def tiny(tmp_path_factory):
 def test_report_has_every_scheme_the_seeds_and_finite_intervals(tiny):
     out, stdout = tiny
     assert "estimated wall time" in stdout.splitlines()[2]  # printed before any step
-    steps = 2 + len(scheme_trainers()) * (1 + len(TINY.fractions) * len(TINY.seeds)) + len(TINY.fractions) * len(
-        TINY.seeds)  # data, plan, stage 1 per scheme, stage 2 per trainer (Scratch too) x fraction x seed
+    n_runs = len(TINY.fractions) * len(TINY.seeds)
+    steps = 2 + len(scheme_trainers()) + 2 * n_runs * (1 + len(scheme_trainers()))  # data, plan, stage 1 per scheme,
+    # then stage 2 and its prediction per run for every trainer (Scratch too)
     assert f"[evaluation 1/{steps}] data - elapsed" in stdout and f"[evaluation {steps}/{steps}] done in" in stdout
     assert re.search(rf"\[evaluation \d+/{steps}\] .* about \d+(m\d+)?s left", stdout)  # estimate after step 1
+    assert "about -" not in stdout  # never a negative time left
     text = (out / "report" / "results.md").read_text()
     runs = f"{len(TINY.seeds)} runs"
     assert f"seeds {', '.join(map(str, TINY.seeds))}" in text
@@ -163,4 +165,5 @@ def test_every_registered_scheme(tmp_path):
     for tr in all_scheme_trainers():
         assert any(line.startswith(f"| {short_name(tr)} |") for line in text.splitlines()), tr
         assert (tmp_path / "report" / f"stage1_{short_name(tr)}.png").is_file(), tr
-    assert f"[evaluation {2 + len(all_scheme_trainers()) * (1 + len(TINY.fractions) * len(TINY.seeds)) + len(TINY.fractions) * len(TINY.seeds)}/" in stdout
+    runs = len(TINY.fractions) * len(TINY.seeds)
+    assert f"[evaluation {2 + len(all_scheme_trainers()) + 2 * runs * (1 + len(all_scheme_trainers()))}/" in stdout
