@@ -312,7 +312,7 @@ class Stage1Runner:
         }
 
     def save(self, path: str) -> None:
-        if self.trainer.local_rank == 0:
+        if stage1_ddp.rank() == 0:  # the same rank-0 test as the log, pictures and summary
             checkpoint_io.atomic_save(self.checkpoint(), path)
 
     def load(self, path: str) -> None:

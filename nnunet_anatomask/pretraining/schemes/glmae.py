@@ -72,9 +72,10 @@ class GLMAEScheme(MaskingScheme):
         to the patch), then L = B - G local views (random patch-sized boxes of crops 0..L-1, at the plans' spacing);
         returns the views and the boxes' starts ``[L, ndim]`` in crop voxels."""
         batch, patch = crops.shape[0], self.grid.patch_size
-        if batch < 2:
-            raise ValueError(f"GL-MAE needs a batch of at least 2 crops (one global and one local view), got {batch}:"
-                             " use plans whose batch_size is >= 2 (nnU-Net's planner never plans less)")
+        if batch < self.min_batch:
+            raise ValueError(f"GL-MAE needs a batch of at least {self.min_batch} crops (one global and one local "
+                             f"view), got {batch}: use plans whose batch_size is >= {self.min_batch} (nnU-Net's "
+                             f"planner never plans less)")
         n_global = (batch + 1) // 2
         starts = views.random_box_starts(batch - n_global, crops.shape[2:], patch, crops.device)
         local = views.cut_boxes(crops[:batch - n_global], starts, patch)
