@@ -1,4 +1,5 @@
 """nnUNetv2_pretrain DATASET CONFIG FOLD -tr TRAINER [-p PLANS] [-device D] [-num_gpus N] [--c]: stage 1 only.
+nnUNetv2_pretrain --list: every trainer with its scheme, backbone and stage-2 recipe.
 
 FOLD may be `all`: every fold's nnUNetv2_train with the same trainer then reuses that stage-1 checkpoint.
 -num_gpus N runs N processes under DDP, launched as nnU-Net's run_training launches -num_gpus (NCCL on CUDA;
@@ -9,6 +10,7 @@ import difflib
 import multiprocessing
 import os
 from importlib.metadata import version
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -17,6 +19,30 @@ import torch.multiprocessing as mp
 from nnunet_anatomask import __version__
 from nnunet_anatomask.errors import PluginError
 from nnunet_anatomask.gpu_check import gpu_count_problem
+
+
+class CommandError(PluginError, ValueError):
+    """A command line that names something that does not exist; the message names the fix."""
+
+
+class ListTrainers(argparse.Action):
+    """--list: print every trainer (registry.listing) and exit, like --version."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(trainer_table())
+        parser.exit()
+
+
+def trainer_table() -> str:
+    """Every trainer name with its scheme, backbone and stage-2 recipe, one per line, in aligned columns."""
+    from nnunet_anatomask.trainers.registry import listing
+
+    rows = [("trainer", "scheme", "backbone", "stage 2")] + listing()
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3] for row in rows)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="Processes (one per GPU) for distributed stage 1. Default: 1")
     parser.add_argument("--c", action="store_true", help="Continue stage 1 from its checkpoint_latest.pth")
     parser.add_argument("--version", action="version", version=version_line())
+    parser.add_argument("--list", action=ListTrainers,
+                        help="print every trainer with its scheme, backbone and stage-2 recipe, and exit")
     return parser.parse_args(argv)
 
 
@@ -55,29 +83,30 @@ def scheme_trainer_class(name: str) -> type:
     """nnU-Net's own trainer lookup, with a message listing our scheme trainers when the name is not one."""
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-    from nnunet_anatomask.trainers.scheme_trainer import nnUNetTrainerMaskedPretraining
-    import nnunet_anatomask.trainers as ours
+    from nnunet_anatomask.trainers.registry import SCHEME_TRAINERS
+    from nnunet_anatomask.trainers.scheme_trainer import Stage1Mixin
 
-    known = [n for n in ours.__all__ if issubclass(getattr(ours, n), nnUNetTrainerMaskedPretraining)]
+    known = list(SCHEME_TRAINERS)
     try:
         cls = recursive_find_trainer_class_by_name(name)
     except RuntimeError:
         cls = None
-    if cls is None or not issubclass(cls, nnUNetTrainerMaskedPretraining):
+    if cls is None or not issubclass(cls, Stage1Mixin):
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" Did you mean {close[0]}?" if close else ""
-        raise SystemExit(f"nnUNetv2_pretrain: '{name}' is not a pretraining (scheme) trainer.{hint} "
-                         f"Fix: use one of {', '.join(known)}.")
+        raise CommandError(f"'{name}' is not a pretraining (scheme) trainer.{hint} Fix: use one of "
+                           f"{', '.join(known)} (nnUNetv2_pretrain --list).")
     return cls
 
 
-def pretrain(args: argparse.Namespace) -> str:
-    """Stage 1 only, in this process, for the parsed arguments; returns the final checkpoint's path."""
+def pretrain(args: argparse.Namespace, callbacks: Sequence = ()) -> str:
+    """Stage 1 only, in this process, for the parsed arguments, with the runner's ``callbacks``
+    (trainers/stage1_callbacks.py); returns the final checkpoint's path."""
     scheme_trainer_class(args.tr)
-    return run_stage1(args)
+    return run_stage1(args, callbacks)
 
 
-def run_stage1(args: argparse.Namespace) -> str:
+def run_stage1(args: argparse.Namespace, callbacks: Sequence = ()) -> str:
     """Build the trainer as nnUNetv2_train does and run stage 1 (in this process, or in one DDP rank)."""
     from nnunetv2.run.run_training import get_trainer_from_args
 
@@ -86,8 +115,10 @@ def run_stage1(args: argparse.Namespace) -> str:
         trainer = get_trainer_from_args(args.dataset_name_or_id, args.configuration, fold, args.tr, args.p,
                                         args.c, device=device_from_arg(args.device))
     except FileNotFoundError as e:
-        raise SystemExit(f"nnUNetv2_pretrain: {e.filename} not found. Fix: run nnUNetv2_plan_and_preprocess -d "
-                         f"{args.dataset_name_or_id} first, and check -p {args.p} and nnUNet_preprocessed.") from None
+        raise CommandError(f"{e.filename} not found. Fix: run nnUNetv2_plan_and_preprocess -d "
+                           f"{args.dataset_name_or_id} first, and check -p {args.p} and nnUNet_preprocessed.") from None
+    for callback in callbacks:
+        trainer.stage1.add_callback(callback)
     return trainer.run_pretraining()
 
 

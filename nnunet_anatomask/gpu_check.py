@@ -39,7 +39,7 @@ def check_train_command(argv: list[str]) -> None:
     problem = gpu_count_problem(num_gpus, _flag(argv, "-device", "cuda"))
     if problem is None:
         return
-    import nnunet_anatomask.trainers as ours
+    import nnunet_anatomask.trainers.registry as ours
 
     if _flag(argv, "-tr", "nnUNetTrainer") not in ours.__all__:
         return  # not our trainer: nnU-Net's own behaviour

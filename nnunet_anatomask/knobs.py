@@ -1,8 +1,11 @@
-"""Run-length knobs read from environment variables, in nnU-Net's style (docs/usage.md).
+"""Knobs read from environment variables, in nnU-Net's style (docs/usage.md): run lengths, the scheme's settings,
+stage 2's pretrained weights.
 
 Every knob is validated when a trainer is built, before any work starts, so a typo costs seconds.
 """
+import json
 import os
+from typing import Optional
 
 from nnunet_anatomask.errors import PluginError
 
@@ -12,6 +15,8 @@ ITERS_PER_EPOCH = "nnUNet_anatomask_iters_per_epoch"
 SAVE_EVERY = "nnUNet_anatomask_save_every"
 
 DEFAULTS = {PRETRAIN_EPOCHS: 1000, FINETUNE_EPOCHS: 1000, ITERS_PER_EPOCH: 250, SAVE_EVERY: 50}
+SCHEME_CONFIG = "nnUNet_anatomask_scheme_config"  # a JSON object of scheme settings, inline or in a .json file
+PRETRAINED_WEIGHTS = "nnUNet_anatomask_pretrained_weights"  # stage 2's start (nnUNetTrainerFinetune)
 
 
 class KnobError(PluginError, ValueError):
@@ -36,7 +41,37 @@ def read_knob(name: str) -> int:
 
 def check_all() -> dict[str, int]:
     """Read every knob now, so that a bad one is named before any work starts or any folder is made."""
+    scheme_config()
     return {name: read_knob(name) for name in DEFAULTS}
+
+
+def scheme_config() -> dict:
+    """The scheme settings the user set (name -> value; {} when unset): a JSON object, or a .json file holding one.
+    Which names and values a scheme takes is checked by the scheme (pretraining/schemes/settings.py)."""
+    raw = os.environ.get(SCHEME_CONFIG, "").strip()
+    if not raw:
+        return {}
+    text, source = raw, "its value"
+    if not raw.startswith("{"):
+        if not os.path.isfile(raw):
+            raise KnobError(f"{SCHEME_CONFIG}={raw!r} is neither a JSON object nor an existing file. Set it to an "
+                            f"object such as '{{\"mask_ratio\": 0.75}}' or to the path of a .json file holding one.")
+        with open(raw) as f:
+            text, source = f.read(), f"the file {raw}"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise KnobError(f"{SCHEME_CONFIG}: {source} is not valid JSON ({e}). Fix: write a JSON object such as "
+                        f"{{\"mask_ratio\": 0.75}} (double quotes around names).") from None
+    if not isinstance(value, dict):
+        raise KnobError(f"{SCHEME_CONFIG}: {source} holds a {type(value).__name__}, not a JSON object. Fix: write "
+                        f"the settings as {{\"name\": value, ...}}.")
+    return value
+
+
+def pretrained_weights() -> Optional[str]:
+    """The checkpoint stage 2 of nnUNetTrainerFinetune starts from, or None when unset."""
+    return os.environ.get(PRETRAINED_WEIGHTS, "").strip() or None
 
 
 def validation_iterations(iters_per_epoch: int) -> int:

@@ -6,7 +6,7 @@
 # folder first on sys.path and importing each module found there as a TOP-LEVEL module, then purging those
 # modules (nnunetv2/utilities/find_objects.py, find_class_by_name.py). A module in this folder therefore must
 # have a name that cannot clash with anything else on sys.path, and must not define the classes itself: they
-# are defined in nnunet_anatomask.trainers and only re-exported here, so their __module__ is
+# are defined in nnunet_anatomask.trainers.registry and only re-exported here, so their __module__ is
 # "nnunet_anatomask.trainers..." - importable by that name in any process (pickling, multiprocessing
 # workers, inference) and untouched by nnU-Net's purge of this folder's modules.
-from nnunet_anatomask.trainers import *  # noqa: F401,F403
+from nnunet_anatomask.trainers.registry import *  # noqa: F401,F403

@@ -1,13 +1,11 @@
-"""The mask grid: which voxels a masking decision covers, at every encoder resolution.
+"""The mask grid: geometry only. Which voxels a masking decision covers, at every feature resolution.
 
-SparK (Tian et al., ICLR 2023, keyu-tian/SparK ``pretrain/spark.py``) masks on the feature grid of the
-encoder's deepest stage (a cell = the total downsampling ratio, 32 px for a ResNet) and expands the cell mask
-to finer feature maps with ``repeat_interleave``. nnU-Net encoders pool further than that (a cell of 32³ or
-64³ voxels would leave two or four cells per axis), so the cell is the cumulative stride of one encoder
-stage k chosen from the plans; stages deeper than k see a *coarser* grid than the mask (see ``visible_at``).
-
-Conventions: a cell mask is a ``torch.bool`` tensor ``[B, *cells_per_axis]`` with True = masked (MAE / SparK
-``active`` is its negation); cells are enumerated in row-major (C) order of ``cells_per_axis``.
+A patch is tiled by cells of ``cell_size`` voxels; a cell mask is a ``torch.bool`` tensor ``[B, *cells_per_axis]``
+with True = masked (MAE / SparK ``active`` is its negation); cells are enumerated in row-major (C) order of
+``cells_per_axis``. Which cell size a network family uses is the backbone's decision (backbones/: the CNN's
+encoder stride, docs/architecture.md "The mask grid"; Primus' patch embedding). SparK (Tian et al., ICLR 2023,
+keyu-tian/SparK ``pretrain/spark.py``) expands the cell mask to finer feature maps with ``repeat_interleave``;
+feature maps coarser than the cells are covered by ``visible_at`` too.
 """
 from __future__ import annotations
 
@@ -19,62 +17,28 @@ import torch
 
 from nnunet_anatomask.errors import PluginError
 
-# Ours: the largest cell edge (in voxels) a mask cell may have; SparK's 2D cell is 32 px, we use the
-# deepest nnU-Net stage whose cumulative stride is still <= 16 so that 3D patches keep enough cells.
-MAX_CELL = 16
-
-
 class MaskGridError(PluginError, ValueError):
     """The patch size and the plans' strides cannot carry a mask grid (the message names the fix)."""
 
 
-def cumulative_strides(strides: Sequence[Sequence[int]]) -> tuple[tuple[int, ...], ...]:
-    """Per-stage strides (nnU-Net plans' ``strides`` / ``pool_op_kernel_sizes``) -> cumulative per stage."""
-    if len(strides) == 0:
-        raise MaskGridError("the plans give no encoder strides; the mask grid needs the per-stage strides of "
-                            "the network (arch kwargs 'strides')")
-    cumulative, current = [], None
-    for stage_stride in strides:
-        stage_stride = tuple(int(s) for s in stage_stride)
-        current = stage_stride if current is None else tuple(c * s for c, s in zip(current, stage_stride))
-        cumulative.append(current)
-    return tuple(cumulative)
-
-
 @dataclass(frozen=True)
 class MaskGrid:
-    """Mask cells of ``cell_size`` voxels tiling a patch; ``cell_size`` = cumulative stride of ``mask_stage``."""
+    """Mask cells of ``cell_size`` voxels tiling a patch of ``patch_size`` voxels."""
 
     patch_size: tuple[int, ...]
-    stage_strides: tuple[tuple[int, ...], ...]
-    mask_stage: int
+    cell_size: tuple[int, ...]
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
+        object.__setattr__(self, "cell_size", tuple(int(c) for c in self.cell_size))
         self._check_layout()
         self._check_cells()
-
-    @classmethod
-    def from_plans(cls, patch_size: Sequence[int], strides: Sequence[Sequence[int]],
-                   max_cell: int = MAX_CELL) -> "MaskGrid":
-        """Grid for a plans configuration: k = deepest stage whose largest cumulative stride is <= max_cell."""
-        stage_strides = cumulative_strides(strides)
-        eligible = [s for s, stride in enumerate(stage_strides) if max(stride) <= max_cell]
-        if not eligible:
-            raise MaskGridError(f"the first encoder stage already has stride {stage_strides[0]}, larger than "
-                                f"the largest mask cell ({max_cell} voxels): use plans whose first stride is 1")
-        # cumulative strides never shrink, so the eligible stages are a prefix and the last one is the deepest
-        return cls(tuple(int(p) for p in patch_size), stage_strides, eligible[-1])
 
     # ---------------------------------------------------------------- geometry
     @property
     def ndim(self) -> int:
         """Number of spatial axes (2 or 3)."""
         return len(self.patch_size)
-
-    @property
-    def cell_size(self) -> tuple[int, ...]:
-        """Voxels per cell along each axis (= cumulative stride of ``mask_stage``)."""
-        return self.stage_strides[self.mask_stage]
 
     @property
     def cells_per_axis(self) -> tuple[int, ...]:
@@ -102,7 +66,7 @@ class MaskGrid:
         """Float {0, 1} visibility ``[B, 1, *spatial_shape]`` of a feature map of that spatial shape.
 
         Axes where the map is finer than the cell grid: nearest upsampling (SparK's ``repeat_interleave``).
-        Axes where it is coarser (stages deeper than ``mask_stage``): see ``_any_visible``. Shapes are static
+        Axes where it is coarser (e.g. CNN stages deeper than the cells): see ``_any_visible``. Shapes are static
         Python ints, no ``.item()``, no loop over the batch: traceable by ``torch.compile``.
         """
         self._check_cell_mask(cell_mask)
@@ -136,12 +100,9 @@ class MaskGrid:
         if self.ndim not in (2, 3):
             raise MaskGridError(f"the mask grid supports 2D and 3D patches, got patch size {self.patch_size}: "
                                 "use a 2d or 3d nnU-Net configuration")
-        if any(len(s) != self.ndim for s in self.stage_strides):
-            raise MaskGridError(f"every stage stride must have {self.ndim} entries like the patch size "
-                                f"{self.patch_size}, got {self.stage_strides}: pass the plans' 'strides'")
-        if not 0 <= self.mask_stage < len(self.stage_strides):
-            raise MaskGridError(f"mask_stage {self.mask_stage} is not an encoder stage (0..."
-                                f"{len(self.stage_strides) - 1}): build the grid with MaskGrid.from_plans")
+        if len(self.cell_size) != self.ndim or any(c < 1 for c in self.cell_size):
+            raise MaskGridError(f"the cell size must have {self.ndim} positive entries like the patch size "
+                                f"{self.patch_size}, got {self.cell_size}: derive it from the network's strides")
 
     def _check_cells(self) -> None:
         for axis, (p, c) in enumerate(zip(self.patch_size, self.cell_size)):
@@ -193,7 +154,7 @@ def _repeat_axes(x: torch.Tensor, repeats: Sequence[int]) -> torch.Tensor:
 
 def _any_visible(visible: torch.Tensor, pool: Sequence[int]) -> torch.Tensor:
     """Max-pool ``[B, 1, *cells]`` visibility over blocks of ``pool`` cells (non-overlapping)."""
-    # Ours: a voxel of a stage deeper than the mask stage covers several cells; it is visible if ANY of
+    # Ours: a voxel of a feature map coarser than the cells covers several cells; it is visible if ANY of
     # them is visible, the semantics of a strided sparse convolution (an output site is active when any
     # input site under it is active). SparK never meets this case (its mask lives at the deepest stage).
     if all(f == 1 for f in pool):

@@ -1,44 +1,43 @@
-"""The two-stage trainer behind every scheme: stage 1 (or a found stage-1 checkpoint), then stage 2.
+"""Stage 1 mixed into a stage-2 trainer: the two-stage control flow behind every scheme trainer (registry.py).
 
-Control flow of one `nnUNetv2_train` call (docs/architecture.md): nnU-Net handles `--c` for stage 2 outside the
+The mixin touches no optimiser setting of the stage-2 trainer it joins (its lr, weight decay and schedule stay that
+trainer's). Control flow of one `nnUNetv2_train` call (docs/architecture.md): nnU-Net handles `--c` for stage 2 outside the
 trainer; we learn about it from plans['continue_training'] and resume stage 1 ourselves. The stage-1 checkpoint
 is looked up in fold_X/pretraining, then fold_all/pretraining (nnUNetv2_pretrain D C all), else stage 1 runs.
 """
 import os
 from collections import Counter
-from typing import ClassVar
+from typing import ClassVar, Optional
 
-import torch
-
-from nnunet_anatomask import checkpoint_io
-from nnunet_anatomask.pretraining.schemes.base import MaskingScheme
-from nnunet_anatomask.trainers import stage1_ddp
+from nnunet_anatomask import checkpoint_io, knobs
+from nnunet_anatomask.pretraining.schemes.base import Scheme
 from nnunet_anatomask.trainers.stage1 import Stage1Runner
-from nnunet_anatomask.trainers.stage2 import ConfigurationError, nnUNetTrainerStage2Recipe, \
-    pretrained_weights_argument
+from nnunet_anatomask.trainers.stage2 import ConfigurationError
 from nnunet_anatomask.trainers.transfer_checks import check_same_plans
 
 
-class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
-    """Base of the scheme trainers; a subclass only names its scheme class."""
+class Stage1Mixin:
+    """Stage 1 before the stage-2 trainer that follows it in the bases (a Stage2Mixin trainer); a scheme trainer
+    only names its scheme class."""
 
-    scheme_class: ClassVar[type[MaskingScheme]]
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        stage1_ddp.keep_cpu_device(self, device)  # -num_gpus N runs stage 1 under DDP (docs/pools_and_ddp.md)
+    scheme_class: ClassVar[type[Scheme]]
 
     def check_setup(self) -> None:
         super().check_setup()
-        self.stage1 = Stage1Runner(self, self.scheme_class)  # builds the network on meta: checks the mask grid
+        self.stage1 = Stage1Runner(self, self.scheme_class)  # builds the network on meta: checks grid and settings
 
-    def initialize(self):
-        if pretrained_weights_argument() is not None:
+    def check_pretrained_weights_setting(self, path: Optional[str]) -> None:
+        if path is not None:
             raise ConfigurationError(
-                f"{self.__class__.__name__} pretrains its own weights in stage 1, which would silently replace "
+                f"{type(self).__name__} pretrains its own weights in stage 1, which would silently replace "
+                f"{knobs.PRETRAINED_WEIGHTS}={path}. Fix: use -tr nnUNetTrainerFinetune with it instead, or unset it.")
+
+    def refuse_outside_weights(self) -> None:
+        """nnU-Net's -pretrained_weights loads a file after initialize(); stage 1's weights would replace it."""
+        if self.weights_loaded_since_initialize():
+            raise ConfigurationError(
+                f"{type(self).__name__} pretrains its own weights in stage 1, which would silently replace "
                 f"-pretrained_weights. Fix: use -tr nnUNetTrainerFinetune -pretrained_weights PATH instead.")
-        super().initialize()
 
     def run_pretraining(self) -> str:
         """Stage 1 only (nnUNetv2_pretrain): resumes with --c, returns the final checkpoint's path."""
@@ -78,6 +77,7 @@ class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
         """Stage 1 (or a found stage-1 checkpoint) first; only then nnU-Net's initialize() builds stage 2's
         network and optimiser, so stage 1 runs without them in memory and the log reads in order."""
         if self.current_epoch == 0:
+            self.refuse_outside_weights()
             path = self.stage1_checkpoint()
             if not self.was_initialized:
                 self.initialize()

@@ -3,8 +3,8 @@
 The runner needs only a built nnU-Net trainer (plans, dataset, device) and a scheme class. The network is built
 by the trainer's own ``build_network_architecture`` (so a trainer that overrides it pretrains what it fine-tunes);
 a backbone (pretraining/backbones/) turns it into a masked model with its mask grid; the scheme's ``step`` decides
-masks, forwards and losses; the runner owns the loop, mixed precision, the optimiser, logs, pictures and
-checkpoints (docs/architecture.md).
+masks, forwards and losses; the runner owns the loop (one optimiser step: stage1_loop.py), logs, pictures and
+checkpoints, and calls its callbacks (stage1_callbacks.py) on the way (docs/architecture.md).
 """
 import inspect
 import json
@@ -13,18 +13,19 @@ from time import time
 
 import torch
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-from nnunetv2.utilities.helpers import dummy_context, empty_cache
+from nnunetv2.utilities.helpers import empty_cache
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 
 from nnunet_anatomask import checkpoint_io, knobs
 from nnunet_anatomask.errors import PluginError
-from nnunet_anatomask.plotting import picture_scales, plot_reconstruction
 from nnunet_anatomask.pretraining.backbones import backbone_for
-from nnunet_anatomask.pretraining.losses import to_image_space
-from nnunet_anatomask.pretraining.schedules import warmup_cosine_lr
-from nnunet_anatomask.pretraining.schemes.base import MaskingScheme, Picture, StepOutput
-from nnunet_anatomask.trainers import stage1_ddp
+from nnunet_anatomask.pretraining.schemes.base import Picture, Scheme
+from nnunet_anatomask.pretraining.schemes.settings import describe, plain, scheme_config
+import nnunet_anatomask.trainers.stage1_ddp as stage1_ddp
+from nnunet_anatomask.trainers.stage1_callbacks import Stage1Callback
 from nnunet_anatomask.trainers.stage1_data import shutdown, stage1_batches
+from nnunet_anatomask.trainers.stage1_loop import Stage1Loop
+from nnunet_anatomask.trainers.stage1_picture import picture_path, save_picture
 
 
 FINAL_LOSS_IS = ("the last epoch's mean training loss of the scheme: for the reconstruction part, the mean squared "
@@ -45,7 +46,7 @@ class BatchTooSmallError(PluginError, ValueError):
     """The per-process batch is smaller than the scheme needs (e.g. GL-MAE's global + local view)."""
 
 
-def check_batch(trainer, scheme_class: type[MaskingScheme]) -> None:
+def check_batch(trainer, scheme_class: type[Scheme]) -> None:
     """Before any step: the batch each process gets (nnU-Net splits the plans' batch over -num_gpus ranks) holds
     at least the scheme's ``min_batch`` crops."""
     if trainer.batch_size >= scheme_class.min_batch:
@@ -74,13 +75,13 @@ def foreground_threshold(trainer) -> float:
 
 
 class Stage1Runner:
-    ddp = None  # model + scheme under DistributedDataParallel when a process group runs (stage1_ddp.py)
-
-    def __init__(self, trainer, scheme_class: type[MaskingScheme]):
+    def __init__(self, trainer, scheme_class: type[Scheme]):
         self.trainer, self.scheme_class = trainer, scheme_class
+        self.device = stage1_ddp.stage1_device(trainer)
         self.num_epochs = knobs.read_knob(knobs.PRETRAIN_EPOCHS)
         self.iterations = knobs.read_knob(knobs.ITERS_PER_EPOCH)
         self.save_every = knobs.read_knob(knobs.SAVE_EVERY)
+        self.config = scheme_config(scheme_class, knobs.scheme_config())  # the user's settings, checked now
         with torch.device("meta"):  # structure only, nothing allocated: the grid is checked before any work
             network = self.build_network()
         self.architecture = f"{type(network).__module__}.{type(network).__qualname__}"
@@ -88,7 +89,8 @@ class Stage1Runner:
         self.grid = self.backbone.grid
         self.folder = os.path.join(trainer.output_folder, "pretraining")
         self.current_epoch = 0
-        self.model = self.scheme = self.optimizer = self.grad_scaler = self.log = None
+        self.model = self.scheme = self.loop = self.log = None
+        self.callbacks: list[Stage1Callback] = []
         self.picture_scales: dict = {}  # colour scales fixed at each quantity's first picture (compare by eye)
 
     @property
@@ -99,13 +101,18 @@ class Stage1Runner:
     def latest_checkpoint(self) -> str:
         return os.path.join(self.folder, "checkpoint_latest.pth")
 
+    def add_callback(self, callback: Stage1Callback) -> None:
+        """Join the loop (stage1_callbacks.py); callbacks run in the order they were added."""
+        self.callbacks.append(callback)
+
     def compatibility(self) -> dict:
         """What a stage-1 checkpoint must share with the run that uses it (docs/architecture.md)."""
         tr = self.trainer
         return {"scheme": self.scheme_class.name, "plans_name": tr.plans_manager.plans_name,
                 "plans_hash": checkpoint_io.plans_hash(tr.configuration_manager.configuration),
                 "configuration": tr.configuration_name, "patch_size": list(tr.configuration_manager.patch_size),
-                "input_channels": self.input_channels(), "architecture": self.architecture}
+                "input_channels": self.input_channels(), "architecture": self.architecture,
+                "scheme_config": plain(self.config)}
 
     def input_channels(self) -> int:
         tr = self.trainer
@@ -124,22 +131,15 @@ class Stage1Runner:
                                              cm.network_arch_init_kwargs_req_import, channels, channels, False)
 
     def build(self) -> None:
-        """Masked model (backbone), scheme, AdamW over both; compiled where nnU-Net compiles."""
+        """Masked model (backbone), scheme, the loop (AdamW over both); compiled where nnU-Net compiles."""
         tr = self.trainer
-        self.model = self.backbone.masked_model(self.build_network()).to(tr.device)
-        self.scheme = self.scheme_class(self.model, self.grid, self.num_epochs,
-                                        foreground_threshold(tr)).to(tr.device)
-        s = self.scheme
-        params = list(self.model.parameters()) + s.trainable_parameters()
-        self.optimizer = torch.optim.AdamW(params, lr=s.base_lr, betas=s.betas, weight_decay=s.weight_decay)
-        self.grad_scaler = torch.amp.GradScaler("cuda") if tr.device.type == "cuda" else None
-        self.forward = self.model
-        if tr._do_i_compile():  # where nnU-Net compiles (CUDA, nnUNet_compile not off)
-            self.forward = torch.compile(self.model)
-            self.scheme.compile_()
-        self.ddp = stage1_ddp.wrap(self.model, self.scheme, self.forward, tr.device)  # None in one process
+        self.model = self.backbone.masked_model(self.build_network()).to(self.device)
+        self.scheme = self.scheme_class(self.model, self.grid, self.num_epochs, foreground_threshold(tr),
+                                        self.config).to(self.device)
+        compiled = self.device.type == "cuda" and tr._do_i_compile()  # nnU-Net's rule (CUDA, nnUNet_compile)
+        self.loop = Stage1Loop(self.model, self.scheme, self.device, compiled)
         log_class = stage1_ddp.log_class()  # rank 0 writes the log; other ranks keep figures only
-        self.log = log_class(self.folder, f"stage 1: {s.name} on {tr.plans_manager.dataset_name} "
+        self.log = log_class(self.folder, f"stage 1: {self.scheme.name} on {tr.plans_manager.dataset_name} "
                              f"{tr.configuration_name} fold {tr.fold}")
         self.current_epoch = 0
 
@@ -155,13 +155,16 @@ class Stage1Runner:
             self.log.print(f"Resuming stage 1 ({self.scheme.name}) from {self.latest_checkpoint} "
                            f"at epoch {self.current_epoch}")
         stage1_ddp.unpack_dataset(tr)
-        crop = "" if self.scheme.crop_scale == 1 else f", loader crops {self.scheme.crop_scale:.3g} x the patch"
+        crop_scale = self.config.crop_scale
+        crop = "" if crop_scale == 1 else f", loader crops {crop_scale:.3g} x the patch"
         self.log.print(f"Stage 1: {self.scheme.name} pretraining for {self.num_epochs} epochs x "
                        f"{self.iterations} iterations, mask grid {self.grid.cells_per_axis} cells of "
                        f"{self.grid.cell_size} voxels, batch size {tr.batch_size}{crop}")
+        self.log.print(f"Stage 1 settings ({self.scheme.name}; * = set by {knobs.SCHEME_CONFIG}): "
+                       f"{describe(self.config)}")
         if stage1_ddp.is_distributed():
             self.log.print(stage1_ddp.describe(tr))
-        batches = stage1_batches(tr, self.scheme.crop_scale)
+        batches = stage1_batches(tr, crop_scale, self.device)
         start = time()
         try:
             for epoch in range(self.current_epoch, self.num_epochs):
@@ -172,57 +175,32 @@ class Stage1Runner:
         return self.final_checkpoint
 
     def train_epoch(self, epoch: int, batches) -> None:
-        lr = warmup_cosine_lr(epoch, self.num_epochs, self.scheme.base_lr, self.scheme.min_lr,
-                              self.scheme.warmup_fraction)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        stage1_ddp.reseed_ranks(self.trainer.device)  # different masks and crops on every rank
+        lr = self.loop.set_lr(epoch, self.num_epochs)
+        stage1_ddp.reseed_ranks(self.device)  # different masks and crops on every rank
         self.model.train()
+        for callback in self.callbacks:
+            callback.on_epoch_start(self, epoch)
         start, sums = time(), {}
         for _ in range(self.iterations):
-            images = next(batches)["data"].to(self.trainer.device, non_blocking=True)
-            out = self.train_step(images, epoch)
+            batch = next(batches)
+            out = self.loop.train_step(batch, epoch)
+            for callback in self.callbacks:
+                out.figures.update(callback.on_step_end(self, epoch, batch, out) or {})
             for name, value in out.figures.items():
                 sums[name] = sums.get(name, 0.0) + value
         means = {name: (value / self.iterations).item() for name, value in sums.items()}
         means = stage1_ddp.mean_over_ranks(means)  # the same figures, and the same finiteness verdict, on every rank
         self.check_finite(epoch, means)
-        self.end_epoch(epoch, {"loss": means.pop("loss"), "lr": lr, **self.scheme.epoch_figures(epoch),
-                               **means, "epoch_time": time() - start}, out.picture)
-
-    def train_step(self, images: torch.Tensor, epoch: int) -> StepOutput:
-        """One optimiser step: the scheme's step (masks, forwards, loss) in mixed precision where nnU-Net uses it,
-        backward, clipping over every trained parameter, the optimiser step, then the scheme's on_step_end."""
-        self.optimizer.zero_grad(set_to_none=True)
-        cuda = self.trainer.device.type == "cuda"
-        with torch.autocast("cuda", enabled=True) if cuda else dummy_context():  # as nnU-Net's train_step
-            # a teacher forward runs in mixed precision too; under DDP the scheme's step runs inside the DDP module
-            out = self.ddp(images, epoch) if self.ddp is not None else self.scheme.step(images, self.forward, epoch)
-        self.optimise(out.loss)
-        self.scheme.on_step_end(epoch)
-        stage1_ddp.sync_state(self.model, self.scheme)  # scheme buffers equal on every rank (no-op in one process)
-        loss = out.loss.detach()
-        figures = {"loss": loss, "nonfinite_steps": (~torch.isfinite(loss)).float(), **out.figures}
-        return out._replace(loss=loss, figures=figures)
-
-    def optimise(self, loss: torch.Tensor) -> None:
-        """Backward (scaled on CUDA), clip the gradient norm of every parameter the optimiser trains, step."""
-        scaler = self.grad_scaler
-        (scaler.scale(loss) if scaler is not None else loss).backward()
-        if scaler is not None:
-            scaler.unscale_(self.optimizer)
-        trained = [p for group in self.optimizer.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(trained, self.scheme.grad_clip)
-        if scaler is not None:
-            scaler.step(self.optimizer)
-            scaler.update()
-        else:
-            self.optimizer.step()
+        figures = {"loss": means.pop("loss"), "lr": lr, **self.scheme.epoch_figures(epoch), **means,
+                   "epoch_time": time() - start}
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, epoch, figures)
+        self.end_epoch(epoch, figures, out.picture)
 
     def check_finite(self, epoch: int, means: dict) -> None:
         """A NaN/Inf loss stops the run (without a grad scaler to skip such steps); the last checkpoint stays."""
         bad = means.pop("nonfinite_steps") * self.iterations
-        if bad > 0 and self.grad_scaler is None:
+        if bad > 0 and self.loop.grad_scaler is None:
             kept = self.latest_checkpoint if os.path.isfile(self.latest_checkpoint) else "none yet"
             raise NonFiniteLossError(
                 f"Stage 1 produced a non-finite loss in {bad:.0f} of {self.iterations} steps of epoch {epoch}. "
@@ -259,8 +237,8 @@ class Stage1Runner:
         stage1_ddp.barrier()  # every rank finds the final checkpoint (stage 2 loads it) once rank 0 wrote it
         if stage1_ddp.rank() == 0:
             self.write_summary(wall_time)
-        self.model = self.scheme = self.optimizer = self.forward = self.ddp = None
-        empty_cache(self.trainer.device)
+        self.model = self.scheme = self.loop = None
+        empty_cache(self.device)
 
     def write_summary(self, wall_time: float) -> None:
         if os.path.isfile(self.latest_checkpoint):
@@ -278,18 +256,10 @@ class Stage1Runner:
 
     # --- pictures and checkpoints ---------------------------------------------------------------------
     def save_picture(self, epoch: int, picture: Picture) -> None:
-        """Middle slice of the first sample of the epoch's last step: input, mask, reconstruction, every map, on
-        colour scales fixed at the run's first picture of each quantity."""
-        grid, images = self.grid, picture.images
-        visible = ~grid.to_voxels(self.scheme.grid_mask(picture.cell_mask))[0, 0]
-        recon = torch.where(visible, images[0], to_image_space(picture.prediction, images, grid)[0])
-        sample = (images[0].float().cpu().numpy(), visible.cpu().numpy(), recon.float().cpu().numpy())
-        maps = {name: grid.cell_values_to_voxels(m)[0, 0].float().cpu().numpy() for name, m in picture.maps.items()}
-        self.picture_scales = {**picture_scales(*sample, maps), **self.picture_scales}
+        """The epoch's picture (stage1_picture.py), its colour scales fixed at the run's first picture."""
         names = [str(v) for v in self.trainer.dataset_json["channel_names"].values()]
-        plot_reconstruction(*sample, os.path.join(self.folder, f"reconstruction_epoch_{epoch:04d}.png"),
-                            title=f"{self.scheme.name}, epoch {epoch}", maps=maps, channel_names=names,
-                            batch_ratio=float(picture.cell_mask.float().mean()), scales=self.picture_scales)
+        self.picture_scales = save_picture(picture, self.grid, picture_path(self.folder, epoch),
+                                           f"{self.scheme.name}, epoch {epoch}", names, self.picture_scales)
 
     def checkpoint(self) -> dict:
         """Everything needed to resume, CPU tensors and plain types only (weights_only-loadable)."""
@@ -302,8 +272,8 @@ class Stage1Runner:
                                                    "model_extra": self.model.extra_state_dict(),
                                                    "rng": checkpoint_io.rng_state(),
                                                    "picture_scales": dict(self.picture_scales)}),
-            "optimizer_state": checkpoint_io.to_cpu(self.optimizer.state_dict()),
-            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "optimizer_state": checkpoint_io.to_cpu(self.loop.optimizer.state_dict()),
+            "grad_scaler_state": self.loop.grad_scaler.state_dict() if self.loop.grad_scaler is not None else None,
             "current_epoch": self.current_epoch,
             "logging": self.log.state(),
             "init_args": init_args,
@@ -314,6 +284,8 @@ class Stage1Runner:
     def save(self, path: str) -> None:
         if stage1_ddp.rank() == 0:  # the same rank-0 test as the log, pictures and summary
             checkpoint_io.atomic_save(self.checkpoint(), path)
+            for callback in self.callbacks:
+                callback.on_checkpoint(self, path)
 
     def load(self, path: str) -> None:
         """Restore network, mask tokens, scheme state (teacher...), optimiser, scaler, epoch, log and RNGs."""
@@ -323,9 +295,9 @@ class Stage1Runner:
         state = ckpt["scheme_state"]
         self.model.load_extra_state_dict(state["model_extra"])
         self.scheme.load_state_dict(state["scheme"])
-        self.optimizer.load_state_dict(ckpt["optimizer_state"])
-        if self.grad_scaler is not None and ckpt["grad_scaler_state"] is not None:
-            self.grad_scaler.load_state_dict(ckpt["grad_scaler_state"])
+        self.loop.optimizer.load_state_dict(ckpt["optimizer_state"])
+        if self.loop.grad_scaler is not None and ckpt["grad_scaler_state"] is not None:
+            self.loop.grad_scaler.load_state_dict(ckpt["grad_scaler_state"])
         self.current_epoch = ckpt["current_epoch"]
         self.log.load_state(ckpt["logging"])
         self.picture_scales = dict(state.get("picture_scales", {}))  # absent in checkpoints before 0.2

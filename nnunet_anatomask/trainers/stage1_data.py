@@ -6,6 +6,9 @@ No foreground oversampling: labels never influence which patches stage 1 sees. A
 than the plans' patch (``crop_scale``, e.g. GL-MAE's global views), at the plans' spacing; it cuts and resizes
 its views itself, on the device (docs/architecture.md).
 """
+from typing import Optional
+
+import torch
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from batchgeneratorsv2.transforms.intensity.brightness import MultiplicativeBrightnessTransform
@@ -57,9 +60,9 @@ def initial_crop_size(crop, rotation, do_dummy_2d: bool) -> list[int]:
     return [int(v) for v in size]
 
 
-def stage1_batches(trainer, crop_scale: float = 1.0):
+def stage1_batches(trainer, crop_scale: float = 1.0, device: Optional[torch.device] = None):
     """An endless iterator of stage-1 batches over the fold's training cases, built from the trainer's plans:
-    crops of the plans' patch x ``crop_scale``."""
+    crops of the plans' patch x ``crop_scale``, pinned for a CUDA ``device`` (default: the trainer's)."""
     rotation, do_dummy_2d, initial_patch_size, mirror_axes = \
         trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
     crop = crop_size(trainer.configuration_manager.patch_size, crop_scale)
@@ -74,7 +77,7 @@ def stage1_batches(trainer, crop_scale: float = 1.0):
     if n_proc == 0:
         return SingleThreadedAugmenter(loader, None)
     return NonDetMultiThreadedAugmenter(loader, None, num_processes=n_proc, num_cached=max(6, n_proc // 2),
-                                        seeds=None, pin_memory=trainer.device.type == "cuda", wait_time=0.002)
+                                        seeds=None, pin_memory=(device or trainer.device).type == "cuda", wait_time=0.002)
 
 
 def shutdown(batches) -> None:

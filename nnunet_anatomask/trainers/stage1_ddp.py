@@ -46,8 +46,8 @@ class SchemeStep(nn.Module):
         self.model, self.scheme = model, scheme
         self._forward = (forward,)  # the compiled model where nnU-Net compiles: not a second submodule
 
-    def forward(self, images: torch.Tensor, epoch: int):
-        return self.scheme.step(images, self._forward[0], epoch)
+    def forward(self, batch: dict, epoch: int):
+        return self.scheme.step(batch, self._forward[0], epoch)
 
 
 def wrap(model: nn.Module, scheme: nn.Module, forward: nn.Module, device: torch.device) -> Optional[nn.Module]:
@@ -120,11 +120,12 @@ def log_class() -> type[Stage1Log]:
     return Stage1Log if rank() == 0 else QuietLog
 
 
-def keep_cpu_device(trainer, requested: torch.device) -> None:
-    """nnU-Net puts every DDP rank on cuda:<rank>; a CPU request (gloo: nnUNetv2_pretrain -device cpu -num_gpus N,
-    our tests) stays on the CPU (ours). nnU-Net's own DDP (stage 2) is CUDA-only."""
-    if trainer.is_ddp and requested.type == "cpu":
-        trainer.device, trainer.grad_scaler = requested, None
+def stage1_device(trainer) -> torch.device:
+    """Where stage 1 runs: the device the trainer was asked for. nnU-Net puts every DDP rank on cuda:<rank>; a CPU
+    request (nnUNetv2_pretrain -device cpu -num_gpus N: gloo processes) keeps stage 1 on the CPU (ours; nnU-Net's own
+    DDP, stage 2, is CUDA-only)."""
+    requested = torch.device(trainer.my_init_kwargs.get("device", trainer.device))
+    return requested if trainer.is_ddp and requested.type == "cpu" else trainer.device
 
 
 def unpack_dataset(trainer) -> None:

@@ -1,7 +1,10 @@
-"""Stage 2: nnU-Net's own segmentation training by nnssl's fine-tuning recipe (docs/usage.md).
+"""Stage 2: nnU-Net's own segmentation training (docs/usage.md).
 
-Built on nnU-Net's nnUNetTrainer_warmup (SGD, linear lr warm-up over the first 5 % of epochs, then poly).
-nnUNetTrainerScratch is this recipe from random init; nnUNetTrainerFinetune starts it from -pretrained_weights.
+``Stage2Mixin`` is what every stage-2 trainer of this plugin adds to an nnU-Net trainer (run-length knobs, checks
+before any work, atomic checkpoints, a fixed load_checkpoint) without touching its optimiser. nnssl's fine-tuning
+recipe is ``nnUNetTrainerStage2Recipe``: the mixin on nnU-Net's nnUNetTrainer_warmup (SGD, linear lr warm-up over
+the first 5 % of epochs, then poly). nnUNetTrainerScratch is this recipe from random init; nnUNetTrainerFinetune
+starts it from pretrained weights (the setting nnUNet_anatomask_pretrained_weights, or nnU-Net's -pretrained_weights).
 
 Start lr: nnU-Net's 1e-2 for every stage-2 trainer. The evaluation harness compared it with 1e-3 at 5 % of the labels
 (`evaluate --size cpu --lr-study 1e-3`, docs/results.md): 1e-3 gave a 0.09-0.15 lower test Dice for Scratch,
@@ -10,16 +13,17 @@ RandomMask and AnatoMask alike (2 seeds each), so pretrained weights are not was
 import contextlib
 import os
 import shutil
-import sys
 from typing import Iterator, Optional, Union
 
 import torch
 from torch._dynamo import OptimizedModule
 
 from nnunetv2.paths import nnUNet_results
+from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.nnUNetTrainer.variants.lr_schedule.nnUNetTrainer_warmup import nnUNetTrainer_warmup
 from nnunetv2.utilities.file_path_utilities import get_output_folder
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 
 from nnunet_anatomask import checkpoint_io, knobs
 from nnunet_anatomask.errors import PluginError
@@ -30,10 +34,16 @@ class ConfigurationError(PluginError, RuntimeError):
     """A request this plugin cannot serve; the message names the problem and the fix."""
 
 
-def pretrained_weights_argument() -> Optional[str]:
-    """The -pretrained_weights value of the nnUNetv2_train command line, if any (nnU-Net loads it itself)."""
-    argv = sys.argv
-    return argv[argv.index("-pretrained_weights") + 1] if "-pretrained_weights" in argv[:-1] else None
+def plain_network(network: torch.nn.Module) -> torch.nn.Module:
+    """The network inside nnU-Net's DDP and torch.compile wrappers."""
+    network = getattr(network, "module", network)
+    return network._orig_mod if isinstance(network, OptimizedModule) else network
+
+
+@torch.no_grad()
+def weights_fingerprint(network: torch.nn.Module) -> float:
+    """The sum of every parameter (float64): it changes when weights are loaded into the network."""
+    return float(sum(p.double().sum() for p in plain_network(network).parameters()))
 
 
 def planned_output_folder(plans: dict, configuration: str, fold, trainer_name: str) -> Optional[str]:
@@ -58,11 +68,12 @@ def no_empty_folders_left_on_error(folder: Optional[str]) -> Iterator[None]:
         raise
 
 
-class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
-    """nnssl's fine-tuning recipe with our run-length knobs, atomic checkpoints and a fixed load_checkpoint."""
+class Stage2Mixin:
+    """Our additions to an nnU-Net trainer (the base after this mixin): the run-length knobs, checks before any
+    work, atomic checkpoints, a load_checkpoint fixed for torch >= 2.6. The optimiser and its lr stay the base
+    trainer's. The base must be nnUNetTrainer_warmup-like (warm-up stage, ``configure_optimizers(stage)``)."""
 
     warmup_fraction = 0.05  # nnssl / nnUNetTrainer_warmup: 50 of 1000 epochs
-    initial_lr_default = 1e-2  # stage 2's start lr (nnU-Net's default); see this module's docstring
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -76,7 +87,7 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
         self.num_val_iterations_per_epoch = knobs.validation_iterations(self.num_iterations_per_epoch)
         self.save_every = knobs.read_knob(knobs.SAVE_EVERY)
         self.warmup_duration_whole_net = knobs.warmup_epochs(self.warmup_fraction, self.num_epochs)
-        self.initial_lr = self.initial_lr_default
+        self.initialized_weights: Optional[float] = None  # weights_fingerprint right after initialize()
 
     def check_setup(self) -> None:
         """Refuse, before any work, what this trainer cannot serve; a failure leaves no empty folder behind."""
@@ -85,6 +96,25 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
                 f"Configuration '{self.configuration_name}' is a cascade stage (extra input channels from "
                 f"'{self.configuration_manager.previous_stage_name}'); nnunet-anatomask does not support the "
                 f"cascade. Fix: use 3d_fullres, 3d_lowres or 2d.")
+        self.check_pretrained_weights_setting(knobs.pretrained_weights())
+
+    def check_pretrained_weights_setting(self, path: Optional[str]) -> None:
+        """A trainer that starts from random init refuses the pretrained-weights setting (nnUNetTrainerFinetune
+        takes it)."""
+        if path is not None:
+            raise ConfigurationError(
+                f"{knobs.PRETRAINED_WEIGHTS} is set ({path}), but {type(self).__name__} starts from random weights "
+                f"and would ignore it. Fix: use -tr nnUNetTrainerFinetune to start from {path}, or unset "
+                f"{knobs.PRETRAINED_WEIGHTS}.")
+
+    def initialize(self):
+        super().initialize()
+        self.initialized_weights = weights_fingerprint(self.network)
+
+    def weights_loaded_since_initialize(self) -> bool:
+        """True if the network's weights changed after initialize(), e.g. by nnU-Net's -pretrained_weights loader
+        (run_training.maybe_load_checkpoint: initialize(), then load_pretrained_weights)."""
+        return self.was_initialized and weights_fingerprint(self.network) != self.initialized_weights
 
     def check_training_data(self) -> None:
         """Preprocessed data present, and enough cases for nnU-Net's 5-fold split: say so before any work."""
@@ -140,16 +170,15 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
         if self.grad_scaler is not None and checkpoint["grad_scaler_state"] is not None:
             self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
 
-    def validate_pretrained_weights(self, path: str) -> dict:
-        """Readable, a checkpoint, right configuration, for our stage-1 checkpoints the same channels, plans and CT
-        statistics (transfer_checks.py), every key and shape matching: else one clear error."""
-        ckpt = checkpoint_io.load_checkpoint_file(path, "-pretrained_weights file")
-        source = f"-pretrained_weights {path}"
-        checkpoint_io.check_same(ckpt, {"configuration": self.configuration_name}, source)
-        check_transfer(ckpt, self.plans_manager.plans, self.dataset_json, self.configuration_name, source)
-        network = self.network._orig_mod if isinstance(self.network, OptimizedModule) else self.network
-        checkpoint_io.check_weights_match(network.state_dict(), ckpt["network_weights"], source)
-        return ckpt
+class nnUNetTrainerStage2Recipe(Stage2Mixin, nnUNetTrainer_warmup):
+    """nnssl's fine-tuning recipe (nnUNetTrainer_warmup) with our run-length knobs, checks and atomic checkpoints."""
+
+    initial_lr_default = 1e-2  # stage 2's start lr (nnU-Net's default); see this module's docstring
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = self.initial_lr_default
 
 
 class nnUNetTrainerScratch(nnUNetTrainerStage2Recipe):
@@ -157,21 +186,54 @@ class nnUNetTrainerScratch(nnUNetTrainerStage2Recipe):
 
 
 class nnUNetTrainerFinetune(nnUNetTrainerStage2Recipe):
-    """Stage 2 alone, from a required -pretrained_weights checkpoint (ours or any nnU-Net-compatible one)."""
+    """Stage 2 alone, from pretrained weights (ours or any nnU-Net-compatible checkpoint): the setting
+    nnUNet_anatomask_pretrained_weights=PATH (checked before any work), or nnU-Net's own -pretrained_weights PATH."""
 
-    def initialize(self):
-        super().initialize()
-        path = pretrained_weights_argument()
-        if path is None and not self.continue_training:
-            raise ConfigurationError(
-                "nnUNetTrainerFinetune needs -pretrained_weights PATH (e.g. <fold>/pretraining/"
-                "checkpoint_final.pth). Fix: add it, or use nnUNetTrainerScratch to train from random init.")
-        if path is not None:
-            self.validate_pretrained_weights(path)
+    def check_pretrained_weights_setting(self, path: Optional[str]) -> None:
+        """The file named by the setting: readable, a checkpoint, the right configuration, for our stage-1
+        checkpoints the same channels, plans and CT statistics (transfer_checks.py), every key and shape matching
+        this trainer's network (built on the meta device: nothing allocated); else one clear error."""
+        self.pretrained_weights = path
+        if path is None:
+            return
+        ckpt = checkpoint_io.load_checkpoint_file(path, f"{knobs.PRETRAINED_WEIGHTS} file")
+        source = f"{knobs.PRETRAINED_WEIGHTS}={path}"
+        checkpoint_io.check_same(ckpt, {"configuration": self.configuration_name}, source)
+        check_transfer(ckpt, self.plans_manager.plans, self.dataset_json, self.configuration_name, source)
+        checkpoint_io.check_weights_match(self.network_on_meta().state_dict(), ckpt["network_weights"], source)
+
+    def network_on_meta(self) -> torch.nn.Module:
+        """This trainer's segmentation network, structure only (initialize() builds the real one)."""
+        channels = determine_num_input_channels(self.plans_manager, self.configuration_manager, self.dataset_json)
+        with torch.device("meta"):
+            return self.build_network_architecture(
+                self.configuration_manager.network_arch_class_name, self.configuration_manager.network_arch_init_kwargs,
+                self.configuration_manager.network_arch_init_kwargs_req_import, channels,
+                self.label_manager.num_segmentation_heads, self.enable_deep_supervision)
 
     def run_training(self):
-        if self.continue_training and self.current_epoch == 0 and pretrained_weights_argument() is None:
-            raise ConfigurationError(
-                f"--c found no stage-2 checkpoint in {self.output_folder}, and continuing cannot take "
-                f"-pretrained_weights. Fix: start again without --c and with -pretrained_weights PATH.")
+        """At epoch 0: load the setting's weights (nnU-Net's load_pretrained_weights: every key but seg_layers), or
+        find that nnU-Net's -pretrained_weights loaded some; without either, refuse before any training."""
+        if self.current_epoch == 0:
+            outside = self.weights_loaded_since_initialize()
+            if self.pretrained_weights is not None and outside:
+                raise ConfigurationError(
+                    f"both {knobs.PRETRAINED_WEIGHTS} and nnU-Net's -pretrained_weights were given. Fix: give the "
+                    f"checkpoint once, as {knobs.PRETRAINED_WEIGHTS}=PATH.")
+            if self.pretrained_weights is not None:
+                if not self.was_initialized:
+                    self.initialize()
+                load_pretrained_weights(self.network, self.pretrained_weights, verbose=False)
+                self.print_to_log_file(f"Stage 2 starts from the pretrained weights of {self.pretrained_weights}")
+            elif not outside:
+                raise ConfigurationError(self.missing_weights_message())
         super().run_training()
+
+    def missing_weights_message(self) -> str:
+        if self.continue_training:
+            return (f"--c found no stage-2 checkpoint in {self.output_folder}, and no pretrained weights were "
+                    f"given. Fix: set {knobs.PRETRAINED_WEIGHTS}=PATH (it applies with --c too), or start again "
+                    f"without --c.")
+        return (f"nnUNetTrainerFinetune needs pretrained weights: set {knobs.PRETRAINED_WEIGHTS}=PATH (e.g. "
+                f"<fold>/pretraining/checkpoint_final.pth), or pass nnU-Net's -pretrained_weights PATH. Fix: add one, "
+                f"or use nnUNetTrainerScratch to train from random init.")

@@ -12,15 +12,15 @@ ViTs without it).
 from __future__ import annotations
 
 import copy
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 from torch import nn
 from timm.layers import apply_keep_indices_nlc, trunc_normal_
 
 from nnunet_anatomask.checkpoint_io import load_checkpoint_file
-from nnunet_anatomask.pretraining.backbones.base import Backbone, BackboneError, MaskedOutput, register_backbone
-from nnunet_anatomask.pretraining.backbones.cnn import unwrapped
+from nnunet_anatomask.pretraining.backbones.base import (Backbone, BackboneError, Encoding, MaskedModel,
+                                                          register_backbone, unwrapped)
 from nnunet_anatomask.pretraining.grid import MaskGrid
 
 DECODER_DEPTH = 2  # ours: MAE's decoder is 8 blocks of width 512 for ViT-L; two blocks of the encoder's width here
@@ -48,7 +48,7 @@ class PrimusBackbone(Backbone):
         if getattr(network, "register_tokens", None) is not None:
             raise BackboneError("Primus with register tokens is not supported by token-dropping pretraining: build "
                                 "it with num_register_tokens=0 (nnU-Net's Primus trainers do)")
-        return MaskGrid(patch_size, (cell,), 0)  # one cell = one token; MaskGrid checks divisibility, >= 2 per axis
+        return MaskGrid(patch_size, cell)  # one cell = one token; MaskGrid checks divisibility, >= 2 per axis
 
     def masked_model(self, network: nn.Module) -> "TokenDroppingModel":
         return TokenDroppingModel(network, self.grid)
@@ -81,12 +81,13 @@ def visible_indices(cell_mask: torch.Tensor) -> torch.Tensor:
     return torch.argsort(flat.to(torch.uint8), dim=1, stable=True)[:, : flat.shape[1] - counts[0]]
 
 
-class TokenDroppingModel(nn.Module):
-    """Primus with MAE's token dropping: ``model(images, cell_mask, features=False)`` as the CNN backbone's."""
+class TokenDroppingModel(MaskedModel):
+    """Primus with MAE's token dropping (the masked-model contract of backbones/base.py)."""
+
+    extra_state = ("mask_token", "decoder_blocks", "decoder_norm")
 
     def __init__(self, network: nn.Module, grid: MaskGrid, decoder_depth: int = DECODER_DEPTH) -> None:
-        super().__init__()
-        self.network, self.grid = network, grid
+        super().__init__(network, grid)
         eva = network.eva
         for block in eva.blocks:  # stochastic depth off in stage 1
             block.drop_path1, block.drop_path2 = nn.Identity(), nn.Identity()
@@ -102,29 +103,43 @@ class TokenDroppingModel(nn.Module):
         return [self.network.embed_dim]
 
     @property
+    def cell_channels(self) -> int:
+        return self.network.embed_dim
+
+    @property
     def decoder_channels(self) -> list[int]:
         return [self.network.embed_dim]
 
-    def set_mask(self, cell_mask: Optional[torch.Tensor]) -> None:
-        """Nothing to set: the mask is applied by dropping tokens in forward (the CNN backbone's API)."""
-
-    def forward(self, images: torch.Tensor, cell_mask: torch.Tensor,
-                features: bool = False) -> Union[torch.Tensor, MaskedOutput]:
-        """Reconstruction [B, C_in, *patch] from the visible tokens (MAE forward_encoder / forward_decoder).
-
-        With ``features=True`` also the encoder output on the token grid (zero at masked tokens, before mask
-        tokens) and the light decoder's output on the token grid.
-        """
+    def encode(self, images: torch.Tensor, cell_mask: Optional[torch.Tensor]) -> Encoding:
+        """The EVA encoder on the visible tokens only (MAE forward_encoder: x = torch.gather(x, 1, ids_keep)); the
+        output on the token grid, zero at dropped tokens."""
         tokens = self.embed(images)  # [B, N, C], position embedding added
-        keep = visible_indices(cell_mask)
-        encoded = self.encode(tokens, keep)  # [B, n_visible, C]
-        full = self.restore(encoded, keep, self.mask_token.to(encoded.dtype))
-        decoded = self.decode(full)
-        reconstruction = self.network.up_projection(self.to_grid(decoded))
-        if not features:
-            return reconstruction
-        skip = self.to_grid(self.restore(encoded, keep, torch.zeros_like(self.mask_token, dtype=encoded.dtype)))
-        return MaskedOutput(reconstruction, [skip], [self.to_grid(decoded)])
+        keep = None if cell_mask is None else visible_indices(cell_mask)
+        x = tokens if keep is None else tokens.gather(1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+        rope = self.rope(keep, x)
+        for block in self.network.eva.blocks:
+            x = block(x, rope=rope)
+        x = self.network.eva.norm(x)
+        if keep is not None:
+            x = self.restore(x, keep, torch.zeros_like(self.mask_token, dtype=x.dtype))
+        grid = self.to_grid(x)
+        return Encoding([grid], grid)
+
+    def decode(self, encoding: Encoding, cell_mask: Optional[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Mask tokens at the dropped positions, the light decoder on every position (MAE forward_decoder:
+        decoder_pos_embed, blocks, norm; ours: the encoder's absolute and rotary position embeddings), then
+        Primus' patch decoder."""
+        full = encoding.cells.flatten(2).transpose(1, 2)  # [B, N, C]
+        if cell_mask is not None:
+            dropped = cell_mask.reshape(cell_mask.shape[0], -1, 1)
+            full = torch.where(dropped, self.mask_token.to(full.dtype), full)
+        pos_embed = self.network.eva.pos_embed
+        x = full if pos_embed is None else full + pos_embed
+        rope = self.rope(None, x)
+        for block in self.decoder_blocks:
+            x = block(x, rope=rope)
+        decoded = self.to_grid(self.decoder_norm(x))
+        return self.network.up_projection(decoded), [decoded]
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         if tuple(images.shape[2:]) != self.grid.patch_size:
@@ -142,42 +157,12 @@ class TokenDroppingModel(nn.Module):
         embed = rope.get_embed()
         return embed if keep is None else apply_keep_indices_nlc(like, embed, keep).unsqueeze(1)
 
-    def encode(self, tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """The EVA encoder on the visible tokens only (MAE: x = torch.gather(x, 1, ids_keep))."""
-        eva = self.network.eva
-        x = tokens.gather(1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-        rope = self.rope(keep, x)
-        for block in eva.blocks:
-            x = block(x, rope=rope)
-        return eva.norm(x)
-
     def restore(self, encoded: torch.Tensor, keep: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
         """[B, N, C]: the encoded tokens at their positions, ``fill`` elsewhere (one batched scatter)."""
         batch, width = encoded.shape[0], encoded.shape[-1]
         full = fill.expand(batch, self.grid.num_cells, width).clone()
         return full.scatter(1, keep.unsqueeze(-1).expand(-1, -1, width), encoded)
 
-    def decode(self, full: torch.Tensor) -> torch.Tensor:
-        """The light decoder on every position (MAE: decoder_pos_embed, blocks, norm; ours: the encoder's
-        absolute and rotary position embeddings)."""
-        pos_embed = self.network.eva.pos_embed
-        x = full if pos_embed is None else full + pos_embed
-        rope = self.rope(None, x)
-        for block in self.decoder_blocks:
-            x = block(x, rope=rope)
-        return self.decoder_norm(x)
-
     def to_grid(self, tokens: torch.Tensor) -> torch.Tensor:
         """[B, N, C] -> [B, C, *cells_per_axis]."""
         return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[-1], *self.grid.cells_per_axis)
-
-    def extra_state_dict(self) -> dict[str, torch.Tensor]:
-        """The mask token and the light decoder: they live outside ``network_weights`` (no stage-2 use)."""
-        return {k: v.detach().clone() for k, v in self.state_dict().items() if not k.startswith("network.")}
-
-    def load_extra_state_dict(self, d: dict[str, torch.Tensor]) -> None:
-        own = self.extra_state_dict()
-        if set(d) != set(own) or any(d[k].shape != own[k].shape for k in own):
-            raise BackboneError("the stage-1 checkpoint's mask token / light decoder do not fit this Primus model: "
-                                "it was written for another Primus size. Fix: resume with the same trainer")
-        self.load_state_dict(d, strict=False)

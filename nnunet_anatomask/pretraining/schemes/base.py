@@ -1,29 +1,100 @@
-"""The one interface every masking scheme implements (docs/architecture.md), and what they share.
+"""The one interface every pretraining scheme implements (docs/architecture.md), and what every scheme has.
 
-A scheme owns what is particular to a paper: how the mask is chosen, what the loss is, any extra state
-(teacher, heads, centroids), its optimiser defaults and, where the paper needs it, its whole step. The stage-1
-runner (trainers/stage1.py) owns the rest: mixed precision, the grad scaler, clipping, the optimiser step, logs,
-pictures and checkpoints. A scheme file registers itself by subclassing with a ``name``: its trainer, benchmark
-row and evaluation row follow from ``SCHEMES``.
+A scheme owns what is particular to a paper: its settings (one dataclass), its step (masks, forwards, loss), any
+extra state (teacher, heads, centroids). The stage-1 runner (trainers/stage1.py) owns the rest: mixed precision,
+the grad scaler, clipping, the optimiser step, logs, pictures and checkpoints. A scheme file registers itself by
+subclassing with a ``name``: its trainers, benchmark row and evaluation row follow from ``SCHEMES``. Masking
+schemes get their shared pieces from ``masked_modelling.MaskingScheme``; a scheme that masks nothing (a
+contrastive one) subclasses ``Scheme`` directly.
 """
-from typing import ClassVar, NamedTuple
+from dataclasses import dataclass, fields
+from typing import Annotated, ClassVar, NamedTuple, Optional, get_type_hints
 
 import torch
 from torch import nn
 
-from nnunet_anatomask.pretraining import distributed, losses, masking
+from nnunet_anatomask.errors import PluginError
+from nnunet_anatomask.pretraining import distributed
 from nnunet_anatomask.pretraining.grid import MaskGrid
+from nnunet_anatomask.pretraining.teacher import EMATeacher
 
-SCHEMES: dict[str, type["MaskingScheme"]] = {}  # name -> scheme class, in registration order
+SCHEMES: dict[str, type["Scheme"]] = {}  # name -> scheme class, in registration order
+
+
+class SchemeConfigError(PluginError, ValueError):
+    """A scheme setting that cannot be used; the message names the setting and the fix."""
+
+
+FIX = "Fix: correct it in nnUNet_anatomask_scheme_config (docs/usage.md), or leave it out for the default"
+
+
+class Rule(NamedTuple):
+    """A range a setting must lie in, attached to its type with ``Annotated`` (checked in ``SchemeConfig``)."""
+
+    low: float
+    high: float = float("inf")
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+
+    def allows(self, value: float) -> bool:
+        above = value >= self.low if self.low_inclusive else value > self.low
+        below = value <= self.high if self.high_inclusive else value < self.high
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high == float("inf"):
+            return f"{'>=' if self.low_inclusive else '>'} {self.low:g}"
+        low, high = "[" if self.low_inclusive else "(", "]" if self.high_inclusive else ")"
+        return f"in {low}{self.low:g}, {self.high:g}{high}"
+
+
+Ratio = Annotated[float, Rule(0, 1, False, False)]  # a share of the cells, strictly between 0 and 1
+Share = Annotated[float, Rule(0, 1)]  # a fraction in [0, 1]
+Positive = Annotated[float, Rule(0, low_inclusive=False)]
+NonNegative = Annotated[float, Rule(0)]
+CropScale = Annotated[float, Rule(1)]  # the loader's crops are the plans' patch x crop_scale
+
+
+def at_least(n: int):
+    """An int setting with a minimum (``clusters: at_least(2) = 2``)."""
+    return Annotated[int, Rule(n)]
+
+
+@dataclass(frozen=True)
+class SchemeConfig:
+    """Settings every scheme has: AdamW and its schedule (every length a fraction of the run), the loader's crop.
+
+    A scheme's own settings subclass this, one field per setting, with a ``Rule`` in the type where a value can be
+    out of range; a user overrides any of them without code (knobs.SCHEME_CONFIG, docs/usage.md).
+    """
+
+    base_lr: Positive = 1e-4
+    min_lr: NonNegative = 1e-6
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: NonNegative = 1e-5
+    warmup_fraction: Share = 0.02
+    grad_clip: Positive = 12.0
+    crop_scale: CropScale = 1.0  # GL-MAE: 5/3
+
+    def __post_init__(self) -> None:
+        """Refuse, by name, a value outside its ``Rule``."""
+        hints = get_type_hints(type(self), include_extras=True)
+        for f in fields(self):
+            for rule in getattr(hints[f.name], "__metadata__", ()):
+                value = getattr(self, f.name)
+                if isinstance(rule, Rule) and not rule.allows(value):
+                    raise SchemeConfigError(f"the {type(self).__name__} setting {f.name!r} = {value!r} is not "
+                                            f"allowed: it must be {rule}. {FIX}")
 
 
 class Picture(NamedTuple):
-    """What the stage-1 picture shows of a step: images and prediction ``[B, C, *patch]`` (prediction in the
-    per-cell normalised space, detached), the cell mask ``[B, N]`` and per-cell maps ``{title: [B, N]}``."""
+    """What the stage-1 picture shows of a step: images ``[B, C, *patch]``, the cell mask ``[B, N]`` and the
+    prediction ``[B, C, *patch]`` (per-cell normalised space, detached) where the scheme has them (else None),
+    and per-cell maps ``{title: [B, N]}``."""
 
     images: torch.Tensor
-    cell_mask: torch.Tensor
-    prediction: torch.Tensor
+    cell_mask: Optional[torch.Tensor]
+    prediction: Optional[torch.Tensor]
     maps: dict[str, torch.Tensor]
 
 
@@ -35,24 +106,16 @@ class StepOutput(NamedTuple):
     picture: Picture
 
 
-class MaskingScheme(nn.Module):
-    """Base class: subclasses set `name` and the defaults below, and override select_mask (and loss, or step).
+class Scheme(nn.Module):
+    """Base class: subclasses set ``name`` and ``config_class`` and implement ``step``.
 
-    Submodules and buffers of a scheme (teacher, heads) form its `state_dict`, saved as `scheme_state`;
-    the student model is held by reference only, its weights are the checkpoint's `network_weights`.
+    Submodules and buffers of a scheme (teacher, heads) form its ``state_dict``, saved as ``scheme_state``; the
+    student model is held by reference only, its weights are the checkpoint's ``network_weights``.
     """
 
     name: ClassVar[str] = "base"
-    mask_ratio: ClassVar[float] = 0.6
+    config_class: ClassVar[type[SchemeConfig]] = SchemeConfig
     min_batch: ClassVar[int] = 1  # crops a step needs per process (GL-MAE: a global and a local view)
-    crop_scale: ClassVar[float] = 1.0  # the loader's crops are the plans' patch x crop_scale (GL-MAE: 5/3)
-    # Optimiser (AdamW) and schedule defaults, every length a fraction of the run.
-    base_lr: ClassVar[float] = 1e-4
-    min_lr: ClassVar[float] = 1e-6
-    betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
-    weight_decay: ClassVar[float] = 1e-5
-    warmup_fraction: ClassVar[float] = 0.02
-    grad_clip: ClassVar[float] = 12.0
 
     def __init_subclass__(cls, **kwargs) -> None:
         """Register every subclass that names itself (a new scheme is one file, registered once)."""
@@ -65,44 +128,33 @@ class MaskingScheme(nn.Module):
                                  f"{registered.__module__}.{registered.__qualname__}: give the scheme another name")
             SCHEMES[cls.name] = cls
 
-    def __init__(self, model: nn.Module, grid: MaskGrid, total_epochs: int, foreground_threshold: float = 1.0):
+    def __init__(self, model: nn.Module, grid: MaskGrid, total_epochs: int, foreground_threshold: float = 1.0,
+                 config: Optional[SchemeConfig] = None):
         super().__init__()
+        self.config = self.config_class() if config is None else config
+        if not isinstance(self.config, self.config_class):
+            raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, got "
+                            f"{type(self.config).__name__}")
         self._student = (model,)  # a tuple keeps it out of this module's parameters and state_dict
         self.grid = grid
         self.total_epochs = total_epochs
         self.foreground_threshold = foreground_threshold
-        self.picture_maps: dict[str, torch.Tensor] = {}  # per-cell maps [B, N] for the stage-1 picture
 
     @property
     def student(self) -> nn.Module:
         return self._student[0]
 
     # --- the interface -------------------------------------------------------------------------------
-    def step(self, images: torch.Tensor, model: nn.Module, epoch: int) -> StepOutput:
-        """One stage-1 forward (MAE: random_masking -> forward_encoder/decoder -> forward_loss); the runner does
-        backward and the optimiser step. ``model`` may be the compiled student. Override for several masked
-        forwards per step or for features (``model(images, mask, features=True)``)."""
-        cell_mask = self.select_mask(images, epoch)
-        prediction = model(images, self.grid_mask(cell_mask))
-        loss, figures = self.loss(images, prediction, cell_mask, epoch)
-        return StepOutput(loss, figures, Picture(images, cell_mask, prediction.detach(), dict(self.picture_maps)))
-
-    def ratio(self, epoch: int) -> float:
-        """Masking ratio at this epoch (constant unless the paper schedules it)."""
-        return self.mask_ratio
-
-    def select_mask(self, images: torch.Tensor, epoch: int) -> torch.Tensor:
-        """Bool [B, N] cell mask for this batch, True = masked."""
+    def step(self, batch: dict, model: nn.Module, epoch: int) -> StepOutput:
+        """One stage-1 forward on the loader's batch (``batch["data"]``: images ``[B, C, *crop]`` on the device;
+        no labels); the runner does backward and the optimiser step. ``model`` may be the compiled student."""
         raise NotImplementedError
 
-    def loss(self, images: torch.Tensor, prediction: torch.Tensor, cell_mask: torch.Tensor,
-             epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Scalar loss and detached per-step figures to log; default: MSE on masked, normalised cells."""
-        loss, _ = losses.reconstruction_loss(prediction, images, cell_mask, self.grid)
-        return loss, self.mask_figures(images, cell_mask)
-
     def on_step_end(self, epoch: int) -> None:
-        """Called after every optimiser step (teacher EMA, running statistics)."""
+        """Called after every optimiser step: every EMA teacher the scheme holds moves towards its student (extend
+        for other state, e.g. running statistics)."""
+        for teacher in self.ema_teachers():
+            teacher.update_(epoch)
 
     def sync_state_(self) -> None:
         """Under DDP, after on_step_end: make this scheme's state identical on every rank (no-op in one process).
@@ -115,36 +167,19 @@ class MaskingScheme(nn.Module):
         distributed.sync_buffers_(self)
 
     def compile_(self) -> None:
-        """torch.compile the scheme's own forward passes (teacher, heads); called where the student is compiled."""
+        """torch.compile the scheme's own forward passes (its EMA teachers'; extend for heads); called where the
+        runner compiles the student."""
+        for teacher in self.ema_teachers():
+            teacher.compile_()
+
+    def ema_teachers(self) -> list[EMATeacher]:
+        """The EMA teachers this scheme holds as attributes (teacher.EMATeacher)."""
+        return [value for value in vars(self).values() if isinstance(value, EMATeacher)]
 
     def epoch_figures(self, epoch: int) -> dict[str, float]:
         """Schedule values to log once per epoch."""
-        return {"mask_ratio": self.ratio(epoch)}
+        return {}
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters of the scheme's own heads that the stage-1 optimiser trains (none by default)."""
         return [p for p in self.parameters() if p.requires_grad]
-
-    # --- shared helpers ------------------------------------------------------------------------------
-    def grid_mask(self, cell_mask: torch.Tensor) -> torch.Tensor:
-        """[B, N] -> [B, *cells_per_axis], the shape the masked model takes."""
-        return cell_mask.view(cell_mask.shape[0], *self.grid.cells_per_axis)
-
-    def random_key(self, images: torch.Tensor) -> torch.Tensor:
-        """Uniform noise [B, N] on the batch's device; its ranks are the random part of every mask."""
-        return torch.rand(images.shape[0], self.grid.num_cells, device=images.device)
-
-    def foreground_cells(self, images: torch.Tensor) -> torch.Tensor:
-        """Bool [B, N]: cells where >= 1 % of channel-0 voxels exceed the foreground threshold (ours; no labels)."""
-        bright = (images[:, :1] > self.foreground_threshold).float()
-        return self.grid.patchify(bright).mean(dim=(-1, -2)) >= 0.01
-
-    def mask_figures(self, images: torch.Tensor, cell_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Figures every scheme logs: the realised mask ratio and the share of masked cells on foreground."""
-        foreground = self.foreground_cells(images).float()
-        masked = cell_mask.float()
-        return {"realised_ratio": masked.mean(),
-                "masked_fg_share": (foreground * masked).sum() / masked.sum().clamp_min(1.0)}
-
-    def n_masked(self, epoch: int) -> int:
-        return masking.num_masked(self.grid.num_cells, self.ratio(epoch))

@@ -6,13 +6,16 @@ view; G2G ties the student's masked-global embedding to it, G2L each local embed
 is not released (JiaxinZhuang/GL-MAE holds fine-tuning code only): every choice below that its figure does not show
 is ours, with its reason in docs/glmae.md.
 """
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnunet_anatomask.pretraining import losses, masking, schedules, views
-from nnunet_anatomask.pretraining.schemes.base import MaskingScheme, Picture, StepOutput
-from nnunet_anatomask.pretraining.teacher import ema_update_, make_teacher
+from nnunet_anatomask.pretraining import losses, masking, views
+from nnunet_anatomask.pretraining.schemes.base import CropScale, NonNegative, Picture, Ratio, StepOutput, at_least
+from nnunet_anatomask.pretraining.schemes.masked_modelling import MaskingConfig, MaskingScheme
+from nnunet_anatomask.pretraining.teacher import EMATeacher
 
 BOX_MAP = "local crop boxes"  # the picture's per-cell map: where the local view lies in the global view
 LAYOUT_BINS = 2  # sub-boxes per axis of the embedding's layout readout (ours)
@@ -28,9 +31,7 @@ def embedding_head(in_features: int, hidden: int, out_features: int) -> nn.Seque
 def consistency(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """BYOL's loss (Grill et al., 2020, eq. 2) per row of ``[n, D]``: ||s/|s| - t/|t|||^2 = 2 - 2 cos(s, t), in
     [0, 4], 0 when the directions agree; the teacher is a target (detached: no gradient reaches it)."""
-    s = F.normalize(student.float(), dim=-1)
-    t = F.normalize(teacher.detach().float(), dim=-1)
-    return (s - t).square().sum(dim=-1)
+    return (F.normalize(student.float(), dim=-1) - F.normalize(teacher.detach().float(), dim=-1)).square().sum(-1)
 
 
 def global_guided_consistency(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,29 +43,33 @@ def global_guided_consistency(student: torch.Tensor, teacher: torch.Tensor) -> t
     return g2g, g2l
 
 
+@dataclass(frozen=True)
+class GLMAEConfig(MaskingConfig):
+    mask_ratio: Ratio = 0.6  # ours: RandomMask's ratio, so a comparison isolates the views and consistency
+    crop_scale: CropScale = 5 / 3  # the paper's figure: global 160³ for a 96³ network input
+    lambda_g2g: NonNegative = 1.0  # ours: iBOT weighs its patch and [CLS] distillation losses 1:1 with each other
+    lambda_g2l: NonNegative = 1.0
+    momentum_start: float = 0.996  # ours: BYOL / DINO; linear over the whole run
+    momentum_end: float = 1.0
+    head_hidden: at_least(1) = 1024  # ours: BYOL's 4096 / 256, scaled down
+    embedding_dim: at_least(1) = 256
+
+
 class GLMAEScheme(MaskingScheme):
     """GL-MAE on the plans' network: views share the plans' batch (half global, half local views)."""
 
-    name = "GLMAE"
-    mask_ratio = 0.6  # ours: RandomMask's (AnatoMask's) ratio, so a comparison isolates the views and consistency
+    name, config_class = "GLMAE", GLMAEConfig
     min_batch = 2  # one global and one local view
-    crop_scale = 5 / 3  # the paper's figure: global 160³ for a 96³ network input
-    lambda_g2g = lambda_g2l = 1.0  # ours: iBOT weighs its patch and [CLS] distillation losses 1:1 with each other
-    momentum_start, momentum_end = 0.996, 1.0  # ours: BYOL / DINO; linear over the whole run
-    head_hidden, embedding_dim = 1024, 256  # ours: BYOL's 4096 / 256, scaled down
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        c = self.config
         channels = self.student.encoder_channels[-1] * LAYOUT_BINS ** self.grid.ndim
-        self.projector = embedding_head(channels, self.head_hidden, self.embedding_dim)
-        self.predictor = embedding_head(self.embedding_dim, self.head_hidden, self.embedding_dim)  # BYOL's; ours
-        self.teacher = make_teacher(self.student)
-        self.teacher_projector = make_teacher(self.projector)
-        self._teacher_forward = (self.teacher,)  # a tuple: a compiled wrapper must not join the state_dict
+        self.projector = embedding_head(channels, c.head_hidden, c.embedding_dim)
+        self.predictor = embedding_head(c.embedding_dim, c.head_hidden, c.embedding_dim)  # BYOL's; ours
+        self.ema = EMATeacher(self, {"teacher": self.student, "teacher_projector": self.projector},
+                              self.total_epochs, c.momentum_start, c.momentum_end, 1.0)
         self._previous_anchor = None  # the last step's teacher embeddings, for the g2g_vs_previous figure
-
-    def momentum(self, epoch: int) -> float:
-        return schedules.ema_momentum(epoch, self.total_epochs, self.momentum_start, self.momentum_end, 1.0)
 
     # --- views ----------------------------------------------------------------------------------------
     def make_views(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,23 +104,23 @@ class GLMAEScheme(MaskingScheme):
     @torch.no_grad()
     def teacher_embedding(self, global_views: torch.Tensor) -> torch.Tensor:
         """``[G, D]``: the teacher's projected embedding of the un-masked global views (the paper's anchor E_c)."""
-        nothing = torch.zeros(global_views.shape[0], self.grid.num_cells, dtype=torch.bool,
-                              device=global_views.device)
-        out = self._teacher_forward[0](global_views, self.grid_mask(nothing), features=True)
-        return self.teacher_projector(self.layout(out.encoder_skips[-1], nothing))
+        nothing = self.nothing_masked(global_views)
+        encoding = self.ema.encode(global_views, self.grid_mask(nothing))  # the encoder alone
+        return self.teacher_projector(self.layout(encoding.stages[-1], nothing))
 
     # --- the step -------------------------------------------------------------------------------------
-    def step(self, images: torch.Tensor, model: nn.Module, epoch: int) -> StepOutput:
+    def step(self, batch: dict, model: nn.Module, epoch: int) -> StepOutput:
         """One student forward over all B views (each masked), the teacher on the G un-masked global views."""
+        images = batch["data"]
         all_views, starts = self.make_views(images)
         n_global = all_views.shape[0] - starts.shape[0]
         cell_mask = masking.random_mask(self.random_key(all_views), self.n_masked(epoch))
         out = model(all_views, self.grid_mask(cell_mask), features=True)
         errors = losses.per_cell_error(out.reconstruction, all_views, self.grid)  # [B, N]
-        student = self.predictor(self.projector(self.layout(out.encoder_skips[-1], cell_mask)))
+        student = self.predictor(self.projector(self.layout(out.encoding.stages[-1], cell_mask)))
         anchor = self.teacher_embedding(all_views[:n_global])
         g2g, g2l = global_guided_consistency(student, anchor)
-        loss = losses.masked_mean(errors, cell_mask) + self.lambda_g2g * g2g + self.lambda_g2l * g2l
+        loss = losses.masked_mean(errors, cell_mask) + self.config.lambda_g2g * g2g + self.config.lambda_g2l * g2l
         figures = {**self.mask_figures(all_views, cell_mask),
                    "rec_global": losses.masked_mean(errors[:n_global], cell_mask[:n_global]).detach(),
                    "rec_local": losses.masked_mean(errors[n_global:], cell_mask[n_global:]).detach(),
@@ -141,14 +146,5 @@ class GLMAEScheme(MaskingScheme):
         return Picture(all_views[:n_global], cell_mask[:n_global], reconstruction[:n_global].detach(),
                        {BOX_MAP: boxes})
 
-    def on_step_end(self, epoch: int) -> None:
-        momentum = self.momentum(epoch)
-        ema_update_(self.teacher, self.student, momentum)
-        ema_update_(self.teacher_projector, self.projector, momentum)
-
-    def compile_(self) -> None:
-        """Compile the teacher's forward too (the runner compiles the student where nnU-Net compiles)."""
-        self._teacher_forward = (torch.compile(self.teacher),)
-
     def epoch_figures(self, epoch: int) -> dict[str, float]:
-        return {**super().epoch_figures(epoch), "teacher_momentum": self.momentum(epoch)}
+        return {**super().epoch_figures(epoch), **self.ema.figures(epoch)}

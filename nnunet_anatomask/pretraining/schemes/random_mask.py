@@ -1,15 +1,15 @@
 """RandomMask: SparK-style uniform random cell masking, the baseline every scheme is compared with.
 
-Ratio 0.6 (AnatoMask's, so that a comparison isolates AnatoMask's choice of cells); optimiser as AnatoMask.
+Settings: MaskingConfig's (ratio 0.6, AnatoMask's: a comparison isolates AnatoMask's choice of cells).
 """
 import torch
 
 from nnunet_anatomask.pretraining import masking
-from nnunet_anatomask.pretraining.schemes.base import MaskingScheme
+from nnunet_anatomask.pretraining.schemes.masked_modelling import CellMask, MaskingConfig, MaskingScheme
 
 
 class RandomMaskScheme(MaskingScheme):
-    name = "RandomMask"
+    name, config_class = "RandomMask", MaskingConfig
 
-    def select_mask(self, images: torch.Tensor, epoch: int) -> torch.Tensor:
-        return masking.random_mask(self.random_key(images), self.n_masked(epoch))
+    def select_mask(self, images: torch.Tensor, epoch: int) -> CellMask:
+        return CellMask(masking.random_mask(self.random_key(images), self.n_masked(epoch)))

@@ -2,8 +2,8 @@ import pytest
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-from nnunet_anatomask.pretraining.grid import MaskGrid
-from nnunet_anatomask.pretraining.masked_forward import MaskedReconstructionModel
+from nnunet_anatomask.pretraining.backbones.cnn.grid import cnn_grid
+from nnunet_anatomask.pretraining.backbones.cnn.model import MaskedReconstructionModel
 
 STRIDES = [[1, 1, 1], [2, 2, 2], [2, 2, 2]]
 
@@ -20,7 +20,7 @@ def tiny_model(ndim: int = 3) -> MaskedReconstructionModel:
                   nonlin="torch.nn.LeakyReLU", nonlin_kwargs={"inplace": True})
     network = get_network_from_plans("dynamic_network_architectures.architectures.unet.PlainConvUNet", kwargs,
                                      ["conv_op", "norm_op", "dropout_op", "nonlin"], 1, 1, deep_supervision=False)
-    return MaskedReconstructionModel(network, MaskGrid.from_plans((16,) * ndim, strides))
+    return MaskedReconstructionModel(network, cnn_grid((16,) * ndim, strides))
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def images() -> torch.Tensor:
 
 def train_step(scheme, model, images, epoch: int) -> torch.Tensor:
     """One stage-1 step as Stage1Runner does it (without the optimiser); returns the step's cell mask."""
-    out = scheme.step(images, model, epoch)
+    out = scheme.step({"data": images}, model, epoch)
     out.loss.backward()
     scheme.on_step_end(epoch)
     return out.picture.cell_mask

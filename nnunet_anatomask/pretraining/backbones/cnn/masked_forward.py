@@ -16,6 +16,8 @@ Here the same on nnU-Net's ``PlainConvUNet`` / ``ResidualEncoderUNet`` encoders 
   the main path ends in a masked norm, the skip is the identity, an AvgPool of zero-filled input, or
   AvgPool + 1x1 conv + masked norm. The nonlinearity after the add maps 0 to 0 (checked at swap time).
 * The swap keeps every parameter name, so ``network.state_dict()`` keys and shapes are unchanged.
+
+The stage-1 model around the swapped network (mask tokens, the plans' decoder) is ``model.py``.
 """
 from __future__ import annotations
 
@@ -38,7 +40,6 @@ from dynamic_network_architectures.building_blocks.residual_encoders import Resi
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU, StackedConvBlocks
 
 from nnunet_anatomask.errors import PluginError
-from nnunet_anatomask.pretraining.backbones.base import MaskedOutput
 from nnunet_anatomask.pretraining.grid import MaskGrid
 
 
@@ -52,7 +53,7 @@ class MaskedInstanceNorm(nn.Module):
 
     Same parameter names as ``nn.InstanceNorm{1,2,3}d(affine=True)`` (``weight``, ``bias``) and no buffers,
     so a network's state dict is unchanged by the swap. ``visible`` (float {0, 1}, ``[B, 1, *spatial]``) is
-    set by ``MaskedReconstructionModel.set_mask``; when it is None the module is a plain instance norm.
+    set by ``set_visibility_`` (the CNN model's forward); when it is None the module is a plain instance norm.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
@@ -162,7 +163,7 @@ def _check_visible(visible: torch.Tensor, x: torch.Tensor) -> None:
     if visible.shape[0] != x.shape[0] or visible.shape[2:] != x.shape[2:]:
         raise MaskedForwardError(f"the mask was set for feature maps {tuple(visible.shape)} but this layer sees "
                                  f"{tuple(x.shape)}: feed images of the grid's patch size with the same batch "
-                                 "as the cell mask, or call set_mask(None) for a dense forward")
+                                 "as the cell mask")
 
 
 # ==================================================================== module swap
@@ -183,7 +184,7 @@ def sparsify_(network: nn.Module, grid: MaskGrid) -> nn.Module:
     Refuses (``MaskedForwardError``) batch norm, squeeze-excitation, nonlinearities with f(0) != 0, and
     networks that are not PlainConvUNet / ResidualEncoderUNet-like. Parameters are shared, not copied.
     """
-    encoder = _encoder_of(network)
+    encoder = encoder_of(network)
     _check_encoder_modules(encoder)
     targets = _masking_targets(encoder)
     shapes = _feature_shapes(encoder, targets, grid.patch_size)
@@ -205,7 +206,7 @@ def is_unet_like(network: nn.Module) -> bool:
         all(hasattr(decoder, a) for a in ("stages", "transpconvs", "seg_layers"))
 
 
-def _encoder_of(network: nn.Module) -> nn.Module:
+def encoder_of(network: nn.Module) -> nn.Module:
     if not is_unet_like(network):
         raise MaskedForwardError(f"masked pretraining supports PlainConvUNet / ResidualEncoderUNet-like networks "
                                  f"(an .encoder with .stages and .strides, a UNetDecoder), got "
@@ -273,7 +274,7 @@ def _feature_shapes(encoder: nn.Module, targets: Sequence[nn.Module],
     if not targets:
         return {}
     # Ours: shapes come from a dry run (weights are copied as empty meta tensors, nothing is allocated), so
-    # that set_mask can hand every module its own visibility tensor without any hook at training time.
+    # that set_visibility_ can hand every module its own visibility tensor without any hook at training time.
     names = {module: name for name, module in encoder.named_modules()}
     weightless = {id(t): _meta_like(t) for t in list(encoder.parameters()) + list(encoder.buffers())}
     dry = copy.deepcopy(encoder, weightless)
@@ -311,7 +312,7 @@ def _replace_children(root: nn.Module, swaps: dict[nn.Module, nn.Module]) -> Non
 
 def masked_modules(network: nn.Module) -> list[nn.Module]:
     """The masked modules that ``sparsify_`` put into ``network.encoder``."""
-    return [m for m in _encoder_of(network).modules() if isinstance(m, _MASKED_TYPES)]
+    return [m for m in encoder_of(network).modules() if isinstance(m, _MASKED_TYPES)]
 
 
 def set_visibility_(modules: Sequence[nn.Module], grid: Optional[MaskGrid],
@@ -327,104 +328,3 @@ def set_visibility_(modules: Sequence[nn.Module], grid: Optional[MaskGrid],
         if module.feature_shape not in per_shape:
             per_shape[module.feature_shape] = grid.visible_at(cell_mask, module.feature_shape)
         module.visible = per_shape[module.feature_shape]
-
-
-# ==================================================================== the stage-1 model
-class MaskedReconstructionModel(nn.Module):
-    """SparK's masked encoder + mask tokens + dense decoder, on the plans' own network.
-
-    ``network`` must be built from the plans with ``num_classes`` = number of input channels and
-    ``deep_supervision=False``; its decoder and full-resolution ``seg_layers`` reconstruct the image.
-    """
-
-    def __init__(self, network: nn.Module, grid: MaskGrid) -> None:
-        super().__init__()
-        _check_reconstruction_network(network)
-        self.network = sparsify_(network, grid)
-        self.grid = grid
-        self.mask_tokens = nn.ParameterList(
-            [_mask_token(c) for c in network.encoder.output_channels])
-        self._masked_modules = masked_modules(network)  # plain list: the modules live under self.network
-
-    @property
-    def encoder_channels(self) -> list[int]:
-        """Channels of each encoder skip, fine to coarse (what ``MaskedOutput.encoder_skips`` holds)."""
-        return list(self.network.encoder.output_channels)
-
-    @property
-    def decoder_channels(self) -> list[int]:
-        """Channels of each decoder stage's output, coarse to fine (``MaskedOutput.decoder_features``)."""
-        return [stage.output_channels for stage in self.network.decoder.stages]
-
-    def set_mask(self, cell_mask: Optional[torch.Tensor]) -> None:
-        """Set the cell mask (``[B, *cells]`` bool, True = masked) for every masked module; None = dense."""
-        set_visibility_(self._masked_modules, self.grid, cell_mask)
-
-    def encode(self, images: torch.Tensor, cell_mask: torch.Tensor) -> list[torch.Tensor]:
-        """Masked encoder skips, exactly 0 at masked positions (SparK ``SparseEncoder`` + input masking)."""
-        if tuple(images.shape[2:]) != self.grid.patch_size:
-            raise MaskedForwardError(f"images of spatial shape {tuple(images.shape[2:])} do not match the mask "
-                                     f"grid's patch size {self.grid.patch_size}: feed patches of the plans' size")
-        self.set_mask(cell_mask)
-        images = torch.where(self.grid.to_voxels(cell_mask), 0.0, images)  # SparK: inp_bchw * active_b1hw
-        return list(self.network.encoder(images))
-
-    def forward(self, images: torch.Tensor, cell_mask: torch.Tensor,
-                features: bool = False) -> Union[torch.Tensor, MaskedOutput]:
-        """Reconstruction ``[B, C_in, *patch]`` from the visible cells (SparK ``SparK.forward``, steps 1-4).
-
-        With ``features=True`` a ``MaskedOutput`` that also holds the masked encoder skips and every decoder
-        stage's output, from the same forward (no hooks, so ``torch.compile`` traces it without a break).
-        """
-        skips = self.encode(images, cell_mask)
-        # Ours: no densify norm / projection between encoder and decoder (SparK has both), so that the
-        # nnU-Net decoder consumes the skips as in segmentation and its weights transfer unchanged.
-        filled = [self._fill_masked(skip, cell_mask, token) for skip, token in zip(skips, self.mask_tokens)]
-        decoder_features = self.decode(filled)
-        reconstruction = self.network.decoder.seg_layers[-1](decoder_features[-1])
-        return MaskedOutput(reconstruction, skips, decoder_features) if features else reconstruction
-
-    def decode(self, skips: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Every stage's output of the plans' decoder (dna ``UNetDecoder.forward``'s loop, without deep
-        supervision's extra outputs): coarse to fine; the last one feeds ``seg_layers[-1]``."""
-        decoder, x, outputs = self.network.decoder, skips[-1], []
-        for s, stage in enumerate(decoder.stages):
-            x = stage(torch.cat((decoder.transpconvs[s](x), skips[-(s + 2)]), 1))
-            outputs.append(x)
-        return outputs
-
-    def _fill_masked(self, skip: torch.Tensor, cell_mask: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
-        """SparK: ``torch.where(cur_active, bcff, mask_tokens)`` at this stage's resolution."""
-        visible = self.grid.visible_at(cell_mask, skip.shape[2:]) > 0.5
-        return torch.where(visible, skip, token.to(skip.dtype).view((1, -1) + (1,) * (skip.ndim - 2)))
-
-    def extra_state_dict(self) -> dict[str, torch.Tensor]:
-        """The mask tokens (they live outside ``network_weights``), keyed ``mask_tokens.<stage>``."""
-        return {f"mask_tokens.{k}": v.detach().clone() for k, v in self.mask_tokens.state_dict().items()}
-
-    def load_extra_state_dict(self, d: dict[str, torch.Tensor]) -> None:
-        """Load what ``extra_state_dict`` returned (strict: every stage's token, nothing else)."""
-        prefix = "mask_tokens."
-        if any(not k.startswith(prefix) for k in d):
-            raise MaskedForwardError(f"unexpected keys {sorted(k for k in d if not k.startswith(prefix))} in the "
-                                     "extra state: pass the dict returned by extra_state_dict")
-        self.mask_tokens.load_state_dict({k[len(prefix):]: v for k, v in d.items()})
-
-
-def _mask_token(channels: int) -> nn.Parameter:
-    """SparK: ``trunc_normal_(p, mean=0, std=.02, a=-.02, b=.02)``; ours: shape [C] rather than [1, C, 1, 1]."""
-    token = nn.Parameter(torch.zeros(channels))
-    nn.init.trunc_normal_(token, mean=0.0, std=0.02, a=-0.02, b=0.02)
-    return token
-
-
-def _check_reconstruction_network(network: nn.Module) -> None:
-    encoder, decoder = _encoder_of(network), network.decoder
-    if getattr(decoder, "deep_supervision", False):
-        raise MaskedForwardError("the stage-1 network has deep supervision on: build it with "
-                                 "get_network_from_plans(..., deep_supervision=False)")
-    in_channels = next(m for m in encoder.modules() if isinstance(m, _ConvNd)).in_channels
-    out_channels = getattr(decoder, "num_classes", in_channels)
-    if out_channels != in_channels:
-        raise MaskedForwardError(f"the stage-1 network outputs {out_channels} channels for {in_channels} input "
-                                 "channels: build it with num_classes (output_channels) = number of input channels")

@@ -1,0 +1,63 @@
+"""AMLP's masked patch selection (MPS) and the soft category of CCL: cells clustered into lesion-like and background.
+
+Every formula is ours, faithful to the paper's abstract (arXiv 2309.04312; no official code): docs/amlp.md.
+"""
+from typing import NamedTuple
+
+import torch
+
+from nnunet_anatomask.pretraining import clustering, losses
+from nnunet_anatomask.pretraining.grid import MaskGrid
+
+INTENSITY_STATISTICS = ("mean", "std", "max")  # per cell and channel (ours, docs/amlp.md)
+
+
+class Categories(NamedTuple):
+    """One step's clustering: points ``[1, B N, D]`` (with gradient to the metric), cluster of each point
+    ``[1, B N]``, index of the lesion-like cluster ``[1]``, its cells ``[B, N]``."""
+
+    points: torch.Tensor
+    assignment: torch.Tensor
+    index: torch.Tensor
+    lesion_like: torch.Tensor
+
+
+def intensity_features(images: torch.Tensor, grid: MaskGrid) -> torch.Tensor:
+    """``[B, N, C, 3]``: per cell and channel the mean, std and max intensity (INTENSITY_STATISTICS)."""
+    mean, std = losses.cell_statistics(images, grid)             # [B, N, C, 1] each
+    peak = grid.patchify(images.float()).amax(-1, keepdim=True)
+    return torch.cat([mean, std, peak], dim=-1)
+
+
+def metric_weights(logits: torch.Tensor) -> torch.Tensor:
+    """w = S softmax(logits): one weight per statistic, mean 1 (CCL can only move weight between them)."""
+    return logits.numel() * logits.softmax(0)
+
+
+def cluster_space(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``[B, N, G, S]`` -> points ``[1, B N, G S]``: every feature standardised over the batch's cells, then
+    scaled by sqrt(w_s / D), so squared distances are the w-weighted mean over the D features (ours)."""
+    mean = features.mean(dim=(0, 1), keepdim=True)
+    std = features.std(dim=(0, 1), keepdim=True).clamp_min(1e-6)
+    scale = (weights / (features.shape[2] * features.shape[3])).sqrt()
+    standardised = (features - mean) / std * scale
+    return standardised.reshape(1, -1, features.shape[2] * features.shape[3])
+
+
+def lesion_like(assignment: torch.Tensor, clusters: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lesion-like cluster is the smallest one (ours: lesions are the minority); returns its index ``[1]`` and
+    the bool map ``[B, N]`` of its cells."""
+    sizes = torch.nn.functional.one_hot(assignment, clusters).sum(1)  # [1, K]
+    index = sizes.argmin(1)
+    return index, (assignment == index[:, None]).view(batch, -1)
+
+
+def soft_category(categories: Categories, centroids: torch.Tensor, temperature: float) -> torch.Tensor:
+    """q ``[B, N]``: softmax over clusters of -d^2 / T_q, probability of the lesion-like cluster. The centroids are
+    the means of this step's clusters recomputed from the points with gradient, so that CCL reaches the metric
+    weights through both the points and the centroids (ours)."""
+    points, index = categories.points, categories.index
+    means = clustering.cluster_means(points, categories.assignment, centroids)
+    logits = -clustering.squared_distances(points, means) / temperature   # [1, M, K]
+    q = logits.softmax(-1).gather(-1, index.view(1, 1, 1).expand(1, logits.shape[1], 1))
+    return q.view(categories.lesion_like.shape)
