@@ -67,15 +67,15 @@ def probe_initial_readouts(scheme: GLMAEScheme, patch: tuple[int, ...], cases: l
     nothing = torch.zeros(len(images), grid.num_cells, dtype=torch.bool)
     masked = masking.random_mask(torch.rand(len(images), grid.num_cells), scheme.n_masked(0))
     with torch.no_grad():
-        dense = model(images, scheme.grid_mask(nothing), features=True).encoder_skips[-1]
-        sparse = model(images, scheme.grid_mask(masked), features=True).encoder_skips[-1]
+        dense = model.encode(images, scheme.grid_mask(nothing)).stages[-1]
+        sparse = model.encode(images, scheme.grid_mask(masked)).stages[-1]
     print(f"{len(cases)} cases + 3 noise volumes, patch {patch}, bottleneck {tuple(dense.shape[1:])}")
     mean_pooled = dense.mean(tuple(range(2, dense.ndim)))
     print(f"mean-pooled bottleneck: mean pairwise cosine between inputs {mean_off_diagonal_cosine(mean_pooled):.3f}")
     layout = scheme.layout(dense, nothing)
     print(f"layout readout: mean pairwise cosine between inputs {mean_off_diagonal_cosine(layout):.3f}")
     same = F.cosine_similarity(scheme.layout(sparse, masked), layout, dim=1).mean().item()
-    print(f"layout readout: cosine between the masked ({scheme.mask_ratio}) and the un-masked view of the same "
+    print(f"layout readout: cosine between the masked ({scheme.config.mask_ratio}) and the un-masked view of the same "
           f"input {same:.3f}")
 
 
@@ -85,12 +85,12 @@ def probe_checkpoint(scheme: GLMAEScheme, patch: tuple[int, ...], cases: list, p
     model.network.load_state_dict(ckpt["network_weights"])
     model.load_extra_state_dict(ckpt["scheme_state"]["model_extra"])
     scheme.load_state_dict(ckpt["scheme_state"]["scheme"])
-    crop = crop_size(patch, scheme.crop_scale)
+    crop = crop_size(patch, scheme.config.crop_scale)
     global_views = views.resize(torch.stack([centred(c, crop) for c in cases]), patch)
     masked = masking.random_mask(torch.rand(len(cases), scheme.grid.num_cells), scheme.n_masked(0))
     with torch.no_grad():
         anchor = scheme.teacher_embedding(global_views)
-        bottleneck = model(global_views, scheme.grid_mask(masked), features=True).encoder_skips[-1]
+        bottleneck = model.encode(global_views, scheme.grid_mask(masked)).stages[-1]
         student = scheme.predictor(scheme.projector(scheme.layout(bottleneck, masked)))
     print(f"{len(cases)} cases, global views of {crop} crops; checkpoint epoch {ckpt['current_epoch']}")
     print(f"teacher anchors: mean pairwise cosine between cases {mean_off_diagonal_cosine(anchor):.3f}")

@@ -1,10 +1,10 @@
 """Where a scheme's masks (and AMLP's lesion-like cluster) fall, measured against the labels, during a real run.
 
-Runs exactly what ``nnUNetv2_pretrain DATASET CONFIG FOLD -tr TRAINER -device D`` runs (``cli.pretrain_entry``,
-in-process), with two taps that never reach the scheme: the stage-1 batches' labels (the loader produces them,
-augmented with the images, and the runner drops them) are kept aside, and after each step the share of cells
-holding each label is added to the step's figures, so the stage-1 log and the checkpoint's ``logging`` hold them
-per epoch:
+Runs exactly what ``nnUNetv2_pretrain DATASET CONFIG FOLD -tr TRAINER -device D`` runs (``cli.pretrain``,
+in-process) with one runner callback (trainers/stage1_callbacks.py) that the scheme never sees: after each step it
+reads the batch's labels (the loader produces them, augmented with the images; the scheme gets the batch without
+them) and returns the share of cells holding each label as figures, so the stage-1 log and the checkpoint's
+``logging`` hold them per epoch:
 
     label<L>_base_rate       cells holding label L / all cells
     label<L>_in_mask         masked cells holding label L / masked cells
@@ -21,7 +21,8 @@ import sys
 import torch
 
 from nnunet_anatomask import cli
-from nnunet_anatomask.trainers import stage1
+from nnunet_anatomask.errors import PluginError
+from nnunet_anatomask.trainers.stage1_callbacks import Stage1Callback
 
 CLUSTER_MAP = "lesion-like cluster"
 
@@ -43,50 +44,31 @@ def label_figures(holding: torch.Tensor, cell_mask: torch.Tensor, maps: dict, pr
     return figures
 
 
-def tap_batches(kept: dict):
-    """Replace the runner's batch source by one that keeps each batch's labels in ``kept['target']``."""
-    make_batches = stage1.stage1_batches
+class LabelShares(Stage1Callback):
+    """After every step: the label shares of the step's mask (and cluster), as figures to log."""
 
-    class Tap:
-        def __init__(self, batches):
-            self.batches = batches
+    def __init__(self, labels: list[int]):
+        self.labels = labels
 
-        def __iter__(self):
-            return self
-
-        def __next__(self):
-            batch = next(self.batches)
-            kept["target"] = batch["target"]
-            return batch
-
-    stage1.stage1_batches = lambda trainer, crop_scale=1.0: Tap(make_batches(trainer, crop_scale))
-
-
-def tap_step(scheme_class, kept: dict, labels: list[int]) -> None:
-    """Wrap the scheme's step: same loss, mask and picture, plus the label shares in its figures."""
-    step = scheme_class.step
-
-    def measured_step(self, images, model, epoch):
-        out = step(self, images, model, epoch)
-        target = kept["target"].to(images.device)
-        figures = dict(out.figures)
-        for label in labels:
-            holding = cells_holding(target, label, self.grid)
-            figures.update(label_figures(holding, out.picture.cell_mask, out.picture.maps, f"label{label}"))
-        return out._replace(figures=figures)
-
-    scheme_class.step = measured_step
+    def on_step_end(self, runner, epoch: int, batch: dict, out) -> dict:
+        target = batch["target"][0] if isinstance(batch["target"], list) else batch["target"]
+        cell_mask = out.picture.cell_mask
+        target = target.to(cell_mask.device)
+        figures = {}
+        for label in self.labels:
+            holding = cells_holding(target, label, runner.grid)
+            figures.update(label_figures(holding, cell_mask, out.picture.maps, f"label{label}"))
+        return figures
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels", type=int, nargs="+", default=[1], help="labels to measure (default 1)")
     args, pretrain_args = parser.parse_known_args(argv)
-    trainer_name = pretrain_args[pretrain_args.index("-tr") + 1]
-    kept = {}
-    tap_batches(kept)
-    tap_step(cli.scheme_trainer_class(trainer_name).scheme_class, kept, args.labels)
-    cli.pretrain_entry(pretrain_args)
+    try:
+        cli.pretrain(cli.parse_args(pretrain_args), callbacks=[LabelShares(args.labels)])
+    except PluginError as e:
+        raise SystemExit(f"label_share: {e}") from None
 
 
 if __name__ == "__main__":

@@ -20,13 +20,14 @@ from nnunetv2.run.run_training import get_trainer_from_args
 
 from nnunet_anatomask.pretraining import losses
 from nnunet_anatomask.pretraining.schemes.selfmed_hpm import ranked_cells, ranking_accuracy, spearman
+from nnunet_anatomask.trainers.stage1 import prepare_trainer
 from nnunet_anatomask.trainers.stage1_data import shutdown, stage1_batches
 
 
 def seeded_batches(trainer, count: int) -> list[torch.Tensor]:
     for seed in (random.seed, np.random.seed, torch.manual_seed):
         seed(0)
-    batches = stage1_batches(trainer, 1.0)
+    batches = stage1_batches(trainer, 1.0, torch.device("cpu"))
     try:
         return [next(batches)["data"] for _ in range(count)]
     finally:
@@ -39,10 +40,10 @@ def check(runner, batches: list[torch.Tensor], predict) -> str:
     scheme, accuracy, rho = runner.scheme, [], []
     torch.manual_seed(1)  # the same random masks for every check
     for images in batches:
-        mask = scheme.select_mask(images, 0)  # epoch 0 of a long run: n_hard = 0, a random mask
+        mask = scheme.select_mask(images, 0).cells  # epoch 0 of a long run: n_hard = 0, a random mask
         reconstruction = runner.model(images, scheme.grid_mask(mask))
         errors = losses.per_cell_error(reconstruction, images, runner.grid)
-        cells = ranked_cells(mask, scheme.n_masked(0), scheme.max_ranked_cells)
+        cells = ranked_cells(mask, scheme.n_masked(0), scheme.config.max_ranked_cells)
         predicted = predict(images, reconstruction).gather(1, cells)
         accuracy.append(ranking_accuracy(predicted, errors.gather(1, cells)))
         rho.append(spearman(predicted, errors.gather(1, cells)))
@@ -61,7 +62,7 @@ def main() -> None:
     fold = args.fold if args.fold == "all" else int(args.fold)
     trainer = get_trainer_from_args(args.dataset, args.configuration, fold, "nnUNetTrainerSelfMedHPM", args.p,
                                     device=torch.device("cpu"))
-    trainer.initialize()
+    prepare_trainer(trainer)  # batch size and dataset class, as stage 1 needs them
     runner = trainer.stage1
     runner.build()
     batches = seeded_batches(trainer, args.batches)
@@ -82,7 +83,7 @@ def main() -> None:
     runner.model.load_extra_state_dict(ckpt["scheme_state"]["model_extra"])
     scheme.load_state_dict(ckpt["scheme_state"]["scheme"])
     print("trained weights, amplitude mean(f^2):", check(runner, batches, amplitude))
-    student, teacher = unmasked(runner.model, scheme.predictor), unmasked(scheme.teacher, scheme.teacher_predictor)
+    student, teacher = unmasked(runner.model, scheme.predictor), unmasked(scheme.ema.model, scheme.teacher_predictor)
     print("trained student predictor, un-masked patch:", check(runner, batches, student))
     print("EMA teacher predictor, un-masked patch:", check(runner, batches, teacher))
 

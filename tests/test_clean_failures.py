@@ -7,7 +7,7 @@ import pytest
 from nnunet_anatomask.cli import pretrain_entry
 from nnunet_anatomask.knobs import KnobError
 from nnunet_anatomask.pretraining.grid import MaskGridError
-from nnunet_anatomask.trainers import nnUNetTrainerRandomMask
+from nnunet_anatomask.trainers.registry import nnUNetTrainerRandomMask
 from tests.trainers.helpers import make_trainer
 
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 from typing import Optional, Sequence
 
+from nnunet_anatomask.errors import PluginError
 from nnunet_anatomask.evaluation.errors import EvaluationError
 
 
@@ -81,12 +81,11 @@ def run(a: argparse.Namespace) -> None:
     device = torch.device(a.device)
     if a.stage == "train":
         from nnunetv2.run.run_training import run_training
-        sys.argv = ["nnUNetv2_train", a.dataset_name_or_id, a.configuration, a.fold]  # our trainers read it
         run_training(a.dataset_name_or_id, a.configuration, fold, a.tr, a.p, continue_training=a.c, device=device)
     else:
         from nnunetv2.run.run_training import get_trainer_from_args
         from nnunet_anatomask.cli import scheme_trainer_class
-        scheme_trainer_class(a.tr)
+        scheme_trainer_class(a.tr)  # a CommandError (a PluginError) names the fix
         get_trainer_from_args(a.dataset_name_or_id, a.configuration, fold, a.tr, a.p, a.c,
                               device=device).run_pretraining()
 
@@ -94,7 +93,7 @@ def run(a: argparse.Namespace) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     try:
         run(parse_args(argv))
-    except EvaluationError as e:
+    except (EvaluationError, PluginError) as e:
         raise SystemExit(f"launch: {e}") from None
 
 

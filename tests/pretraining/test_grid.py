@@ -1,66 +1,15 @@
-"""Tests of the mask grid: cell size rule, cell <-> voxel maps, per-stage visibility, errors."""
+"""Tests of the mask grid (geometry only): cell <-> voxel maps, visibility at every resolution, errors. The CNN's
+cell size rule: tests/pretraining/backbones/cnn/test_grid.py."""
 import pytest
 import torch
 
-from nnunet_anatomask.pretraining.grid import MaskGrid, MaskGridError, cumulative_strides
-
-ISO_3D = [[1, 1, 1]] + [[2, 2, 2]] * 5  # nnU-Net 3d_fullres, 6 stages
-ANISO_3D = [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]]
-ANISO_3D_LATE = [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
-PLAIN_2D = [[1, 1]] + [[2, 2]] * 6
-
-
-# ------------------------------------------------------------------ the cell size rule
-def test_cumulative_strides():
-    assert cumulative_strides(ANISO_3D) == ((1, 1, 1), (1, 2, 2), (2, 4, 4), (4, 8, 8), (8, 16, 16), (8, 32, 32))
-
-
-def test_isotropic_3d_cell_is_16():
-    grid = MaskGrid.from_plans((128, 128, 128), ISO_3D)
-    assert grid.mask_stage == 4  # cumulative strides 1, 2, 4, 8, 16, 32
-    assert grid.cell_size == (16, 16, 16)
-    assert grid.cells_per_axis == (8, 8, 8)
-    assert grid.num_cells == 512
-
-
-def test_anisotropic_3d_cell():
-    # cumulative: (1,1,1) (1,2,2) (2,4,4) (4,8,8) (8,16,16) (8,32,32): deepest with max <= 16 is stage 4
-    grid = MaskGrid.from_plans((40, 160, 160), ANISO_3D)
-    assert grid.mask_stage == 4
-    assert grid.cell_size == (8, 16, 16)
-    assert grid.cells_per_axis == (5, 10, 10)
-    # cumulative: (1,1,1) (1,2,2) (1,4,4) (2,8,8) (4,16,16) (8,32,32): the design's 4 x 16 x 16 example
-    grid = MaskGrid.from_plans((16, 160, 160), ANISO_3D_LATE)
-    assert grid.mask_stage == 4
-    assert grid.cell_size == (4, 16, 16)
-    assert grid.cells_per_axis == (4, 10, 10)
-
-
-def test_2d_cell_is_16():
-    grid = MaskGrid.from_plans((512, 384), PLAIN_2D)
-    assert grid.mask_stage == 4
-    assert grid.cell_size == (16, 16)
-    assert grid.cells_per_axis == (32, 24)
-
-
-@pytest.mark.parametrize("max_cell, stage, cell", [(8, 3, (8, 8, 8)), (15, 3, (8, 8, 8)), (16, 4, (16, 16, 16)),
-                                                   (32, 5, (32, 32, 32)), (1000, 5, (32, 32, 32))])
-def test_max_cell_picks_deepest_stage_within_limit(max_cell, stage, cell):
-    grid = MaskGrid.from_plans((128, 128, 128), ISO_3D, max_cell=max_cell)
-    assert grid.mask_stage == stage
-    assert grid.cell_size == cell
-
-
-def test_max_cell_uses_the_largest_axis():
-    # stage 5 has (8, 32, 32): its largest stride 32 > 16 although axis 0 is only 8
-    grid = MaskGrid.from_plans((16, 64, 64), ANISO_3D, max_cell=16)
-    assert grid.mask_stage == 4
+from nnunet_anatomask.pretraining.grid import MaskGrid, MaskGridError
 
 
 # ------------------------------------------------------------------ errors
 def test_too_few_cells_names_axis_and_fix():
     with pytest.raises(MaskGridError) as err:
-        MaskGrid.from_plans((16, 64, 64), ISO_3D)
+        MaskGrid((16, 64, 64), (16, 16, 16))
     message = str(err.value)
     assert "gives only 1 mask cells of (16, 16, 16) voxels on axis 0" in message
     assert "at least 2 cells per axis" in message
@@ -69,16 +18,16 @@ def test_too_few_cells_names_axis_and_fix():
 
 def test_too_few_cells_on_last_axis():
     with pytest.raises(MaskGridError, match="on axis 1;"):
-        MaskGrid.from_plans((64, 16), PLAIN_2D)
+        MaskGrid((64, 16), (16, 16))
 
 
 def test_patch_not_divisible_by_cell():
     with pytest.raises(MaskGridError, match=r"not divisible by the mask cell size \(16, 16, 16\) on axis 0"):
-        MaskGrid.from_plans((40, 64, 64), ISO_3D)
+        MaskGrid((40, 64, 64), (16, 16, 16))
 
 
 def test_bad_cell_mask_is_refused():
-    grid = MaskGrid.from_plans((32, 48), PLAIN_2D)
+    grid = MaskGrid((32, 48), (16, 16))
     with pytest.raises(MaskGridError, match="bool tensor"):
         grid.to_voxels(torch.zeros(1, 3, 2, dtype=torch.bool))
     with pytest.raises(MaskGridError, match="bool tensor"):
@@ -87,7 +36,7 @@ def test_bad_cell_mask_is_refused():
 
 # ------------------------------------------------------------------ cell <-> voxel maps
 def _hand_grid_2d() -> MaskGrid:
-    grid = MaskGrid.from_plans((32, 48), PLAIN_2D)
+    grid = MaskGrid((32, 48), (16, 16))
     assert grid.cell_size == (16, 16) and grid.cells_per_axis == (2, 3)
     return grid
 
@@ -118,7 +67,7 @@ def test_patchify_order_matches_flattened_cell_mask():
 
 
 def test_patchify_3d_order_and_round_trip():
-    grid = MaskGrid.from_plans((16, 64, 32), ANISO_3D)  # cell (8, 16, 16), cells (2, 4, 2)
+    grid = MaskGrid((16, 64, 32), (8, 16, 16))  # cell (8, 16, 16), cells (2, 4, 2)
     x = torch.randn(2, 2, 16, 64, 32)
     patches = grid.patchify(x)
     assert patches.shape == (2, 16, 2, 8 * 16 * 16)
@@ -156,7 +105,7 @@ def test_visible_at_finer_stage_repeats():
 
 
 def test_visible_at_coarser_stage_is_any_visible():
-    grid = MaskGrid.from_plans((64, 64), PLAIN_2D)  # cell 16, 4 x 4 cells; stage 5 is 2 x 2
+    grid = MaskGrid((64, 64), (16, 16))  # cell 16, 4 x 4 cells; stage 5 is 2 x 2
     cell_mask = torch.ones(2, 4, 4, dtype=torch.bool)
     cell_mask[0, 1, 2] = False  # one visible cell in the top-right 2 x 2 block
     cell_mask[1, 3, 3] = False  # bottom-right block
@@ -170,7 +119,7 @@ def test_visible_at_coarser_stage_is_any_visible():
 
 def test_visible_at_mixed_axes():
     # cell (8, 16, 16), cells (2, 4, 2); a map of (4, 2, 1): axis 0 finer x2, axes 1 and 2 coarser /2
-    grid = MaskGrid.from_plans((16, 64, 32), ANISO_3D)
+    grid = MaskGrid((16, 64, 32), (8, 16, 16))
     cell_mask = torch.ones(1, 2, 4, 2, dtype=torch.bool)
     cell_mask[0, 1, 3, 0] = False
     visible = grid.visible_at(cell_mask, (4, 2, 1))
@@ -180,13 +129,13 @@ def test_visible_at_mixed_axes():
 
 
 def test_visible_at_refuses_shapes_that_do_not_tile():
-    grid = MaskGrid.from_plans((64, 64), PLAIN_2D)
+    grid = MaskGrid((64, 64), (16, 16))
     with pytest.raises(MaskGridError, match="does not tile"):
         grid.visible_at(torch.zeros(1, 4, 4, dtype=torch.bool), (6, 4))
 
 
 def test_cell_values_to_voxels_matches_to_voxels():
-    grid = MaskGrid.from_plans((8, 8), [[1, 1], [2, 2], [2, 2]])
+    grid = MaskGrid((8, 8), (4, 4))
     values = torch.arange(8.0).reshape(2, 4)
     voxels = grid.cell_values_to_voxels(values)
     assert voxels.shape == (2, 1, 8, 8)

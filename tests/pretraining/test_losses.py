@@ -6,7 +6,7 @@ from nnunet_anatomask.pretraining import losses
 from nnunet_anatomask.pretraining.grid import MaskGrid
 
 # 2D patch 4 x 4 in cells of 2 x 2: 4 cells, row-major; one sample, one channel
-GRID = MaskGrid((4, 4), ((1, 1), (2, 2)), mask_stage=1)
+GRID = MaskGrid((4, 4), (2, 2))
 IMAGE = torch.tensor([[[[0., 2., 5., 5.],
                         [4., 6., 5., 5.],
                         [1., 1., 10., 0.],

@@ -18,7 +18,9 @@ from torch import nn
 from nnunet_anatomask.pretraining import losses
 from nnunet_anatomask.pretraining.schemes.base import Picture, StepOutput
 from nnunet_anatomask.pretraining.schemes.random_mask import RandomMaskScheme
-from nnunet_anatomask.trainers import SCHEME_TRAINERS, stage1, stage1_ddp
+from nnunet_anatomask.trainers import stage1, stage1_ddp
+from nnunet_anatomask.trainers.registry import SCHEME_TRAINERS
+from nnunet_anatomask.trainers.stage1_loop import Stage1Loop
 from nnunet_anatomask.trainers.stage1_data import stage1_batches
 
 PATCH = (32, 32, 32)  # the demo3d plans' patch
@@ -48,8 +50,9 @@ class HeadAndBuffers(RandomMaskScheme):
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         self._batch_error = None
 
-    def step(self, images, model, epoch):
-        mask = self.select_mask(images, epoch)
+    def step(self, batch, model, epoch):
+        images = batch["data"]
+        mask = self.select_mask(images, epoch).cells
         out = model(images, self.grid_mask(mask), features=True)
         errors = losses.per_cell_error(out.reconstruction, images, self.grid)
         predicted = self.head(self.grid.patchify(out.decoder_features[-1]).mean(-1)).squeeze(-1)
@@ -138,16 +141,16 @@ def train_steps(runner, first: int, last: int) -> list[float]:
     out = []
     for step in range(first, last):
         runner.scheme.key_step, runner.scheme.key_calls = step, 0
-        out.append(runner.train_step(my_slice(fixed_batch(step)), EPOCHS[step]).loss.item())
+        out.append(runner.loop.train_step({"data": my_slice(fixed_batch(step))}, EPOCHS[step]).loss.item())
     return out
 
 
-def state(runner) -> dict:
+def state(loop: Stage1Loop) -> dict:
     """Everything a step changes: student, mask tokens, scheme state (teacher, heads, buffers), optimiser."""
-    return {"network": {k: v.clone() for k, v in runner.model.network.state_dict().items()},
-            "mask_tokens": runner.model.extra_state_dict(),
-            "scheme": {k: v.clone() for k, v in runner.scheme.state_dict().items()},
-            "optimizer": runner.optimizer.state_dict()}
+    return {"network": {k: v.clone() for k, v in loop.model.network.state_dict().items()},
+            "mask_tokens": loop.model.extra_state_dict(),
+            "scheme": {k: v.clone() for k, v in loop.scheme.state_dict().items()},
+            "optimizer": loop.optimizer.state_dict()}
 
 
 def max_difference(a, b) -> float:
@@ -165,15 +168,15 @@ def max_difference(a, b) -> float:
 
 
 # --- what each process of a test runs ----------------------------------------------------------------------
-def use_optimiser(runner, optimiser: str) -> None:
+def use_optimiser(loop: Stage1Loop, optimiser: str) -> None:
     """'adamw': the runner's own; 'sgd': plain SGD over the same parameters, where a gradient difference d moves a
     weight by lr * d (AdamW moves near-zero-gradient weights by ~lr whatever their rounding noise)."""
     if optimiser == "sgd":
-        runner.optimizer = torch.optim.SGD([p for g in runner.optimizer.param_groups for p in g["params"]], lr=SGD_LR)
+        loop.optimizer = torch.optim.SGD([p for g in loop.optimizer.param_groups for p in g["params"]], lr=SGD_LR)
 
 
-def save_result(runner, losses: list[float], path: str) -> None:
-    torch.save({"state": state(runner), "losses": losses, "batch_size": runner.trainer.batch_size}, path)
+def save_result(loop: Stage1Loop, losses: list[float], batch_size: int, path: str) -> None:
+    torch.save({"state": state(loop), "losses": losses, "batch_size": batch_size}, path)
 
 
 def run_through(rank: int, planned: dict, schemes: list[str], out: str) -> None:
@@ -184,12 +187,13 @@ def run_through(rank: int, planned: dict, schemes: list[str], out: str) -> None:
         os.makedirs(folder, exist_ok=True)
         for optimiser in ("adamw", "sgd"):
             runner = build_runner(planned, scheme, os.path.join(out, "results"))
-            use_optimiser(runner, optimiser)
+            use_optimiser(runner.loop, optimiser)
             runner.save(os.path.join(folder, f"{optimiser}_initial.pth"))
             losses = train_steps(runner, 0, RESUME_AT)
             runner.save(os.path.join(folder, f"{optimiser}_mid.pth"))
             losses += train_steps(runner, RESUME_AT, len(EPOCHS))
-            save_result(runner, losses, os.path.join(folder, f"through_{optimiser}_rank{rank}.pt"))
+            save_result(runner.loop, losses, runner.trainer.batch_size,
+                        os.path.join(folder, f"through_{optimiser}_rank{rank}.pt"))
 
 
 def run_from(rank: int, planned: dict, schemes: list[str], out: str, jobs: list[tuple[str, str]]) -> None:
@@ -199,10 +203,11 @@ def run_from(rank: int, planned: dict, schemes: list[str], out: str, jobs: list[
         folder = os.path.join(out, scheme)
         for optimiser, start in jobs:
             runner = build_runner(planned, scheme, os.path.join(out, "results"))
-            use_optimiser(runner, optimiser)
+            use_optimiser(runner.loop, optimiser)
             runner.load(os.path.join(folder, f"{optimiser}_{start}.pth"))
             losses = train_steps(runner, 0 if start == "initial" else RESUME_AT, len(EPOCHS))
-            save_result(runner, losses, os.path.join(folder, f"from_{start}_{optimiser}_rank{rank}.pt"))
+            save_result(runner.loop, losses, runner.trainer.batch_size,
+                        os.path.join(folder, f"from_{start}_{optimiser}_rank{rank}.pt"))
 
 
 def draw_twice(rank: int, planned: dict, out: str) -> None:
@@ -216,9 +221,9 @@ def draw_twice(rank: int, planned: dict, out: str) -> None:
     for _ in range(2):
         torch.manual_seed(5)
         np.random.seed(5)  # every rank in the same state, as after loading one checkpoint
-        stage1_ddp.reseed_ranks(runner.trainer.device)
+        stage1_ddp.reseed_ranks(runner.device)
         images = next(batches)["data"]
-        mask = runner.scheme.select_mask(torch.zeros(1, 1, *PATCH), 0)
+        mask = runner.scheme.select_mask(torch.zeros(1, 1, *PATCH), 0).cells
         draws.append({"images": images, "mask": mask})
     torch.save({"draws": draws, "batch_size": runner.trainer.batch_size}, os.path.join(out, f"draws_rank{rank}.pt"))
 
@@ -244,25 +249,22 @@ def tiny_run(rank: int, scheme_name: str, optimiser: str, out: str) -> None:
     its own seed (rank 0 from seed 0, as the single process), so DDP's broadcast must make them equal."""
     from nnunet_anatomask.pretraining.schemes import SCHEMES
     from tests.pretraining.schemes.conftest import tiny_model
-    from tests.trainers.test_stage1_step import bare_runner
 
     torch.manual_seed(rank)
     model = tiny_model()
     scheme_class = HeadAndBuffers if scheme_name == "HeadAndBuffers" else SCHEMES[scheme_name]
     scheme = scheme_class(model, model.grid, total_epochs=max(EPOCHS) + 1)
-    runner = bare_runner(model, scheme)
+    loop = Stage1Loop(model, scheme, torch.device("cpu"))  # DDP around model + scheme under a process group
     global_batch = max(GLOBAL_BATCH, scheme.min_batch * stage1_ddp.world_size())  # GL-MAE: 2 views per rank
-    runner.trainer.batch_size = global_batch // stage1_ddp.world_size()
-    use_optimiser(runner, optimiser)
-    runner.ddp = stage1_ddp.wrap(model, scheme, model, torch.device("cpu"))
+    use_optimiser(loop, optimiser)
     deterministic_keys(scheme)
     losses = []
     for step, epoch in enumerate(EPOCHS):
         scheme.key_step, scheme.key_calls = step, 0
-        batch = tiny_batch(step, global_batch, scheme.crop_scale)
-        losses.append(runner.train_step(my_slice(batch), epoch).loss.item())
-    save_result(runner, losses, os.path.join(out, f"tiny_{scheme_name}_{optimiser}_{stage1_ddp.world_size()}"
-                                                  f"_rank{rank}.pt"))
+        batch = tiny_batch(step, global_batch, scheme.config.crop_scale)
+        losses.append(loop.train_step({"data": my_slice(batch)}, epoch).loss.item())
+    save_result(loop, losses, global_batch // stage1_ddp.world_size(),
+                os.path.join(out, f"tiny_{scheme_name}_{optimiser}_{stage1_ddp.world_size()}_rank{rank}.pt"))
 
 
 def buffers_run(rank: int, out: str) -> None:

@@ -9,7 +9,7 @@ from nnunetv2.run.run_training import maybe_load_checkpoint
 from nnunet_anatomask.checkpoint_io import CheckpointError
 from nnunet_anatomask.knobs import KnobError
 from nnunet_anatomask.pretraining.grid import MaskGridError
-from nnunet_anatomask.trainers import nnUNetTrainerFinetune, nnUNetTrainerRandomMask, nnUNetTrainerScratch
+from nnunet_anatomask.trainers.registry import nnUNetTrainerFinetune, nnUNetTrainerRandomMask, nnUNetTrainerScratch
 from nnunet_anatomask.trainers.stage2 import ConfigurationError
 from tests.trainers.helpers import make_trainer
 
@@ -144,7 +144,7 @@ def test_preprocessed_data_missing(demo3d, monkeypatch, tmp_path):
 def test_glmae_refuses_a_batch_of_one_before_any_step(demo3d, monkeypatch, tmp_path):
     """GL-MAE needs a global and a local view per process; plans with batch 1 (or -num_gpus splitting the batch
     down to 1) are named before stage 1 builds anything."""
-    from nnunet_anatomask.trainers import nnUNetTrainerGLMAE
+    from nnunet_anatomask.trainers.registry import nnUNetTrainerGLMAE
     from nnunet_anatomask.trainers.stage1 import BatchTooSmallError
 
     plans = demo3d.plans()

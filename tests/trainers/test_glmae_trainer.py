@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from nnunet_anatomask.trainers import nnUNetTrainerGLMAE
+from nnunet_anatomask.trainers.registry import nnUNetTrainerGLMAE
 from tests.conftest import TINY_RUN
 from tests.trainers.helpers import load_weights_only, make_trainer, stage1_log_text
 from tests.trainers.cli_runs import train_and_predict

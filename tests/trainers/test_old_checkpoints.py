@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nnunet_anatomask import benchmark
-from nnunet_anatomask.trainers import SCHEME_TRAINERS
+from nnunet_anatomask.trainers.registry import SCHEME_TRAINERS
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data")
 

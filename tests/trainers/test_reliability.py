@@ -9,7 +9,7 @@ import torch.distributed as dist
 from nnunet_anatomask.checkpoint_io import CheckpointError
 from nnunet_anatomask.pretraining import schedules
 from nnunet_anatomask.pretraining.schemes.random_mask import RandomMaskScheme
-from nnunet_anatomask.trainers import nnUNetTrainerAnatoMask, nnUNetTrainerRandomMask
+from nnunet_anatomask.trainers.registry import nnUNetTrainerAnatoMask, nnUNetTrainerRandomMask
 from nnunet_anatomask.trainers.stage1 import NonFiniteLossError
 from nnunet_anatomask.trainers.stage2 import ConfigurationError
 from tests.conftest import run_cli

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from nnunet_anatomask.pretraining import schedules
-from nnunet_anatomask.trainers import nnUNetTrainerAnatoMask
+from nnunet_anatomask.trainers.registry import nnUNetTrainerAnatoMask
 from tests.conftest import BIN, run_cli
 from tests.trainers.helpers import assert_same, fold_folder, load_weights_only, make_trainer, stage1_log_text
 from tests.trainers.cli_runs import kill_after_epoch

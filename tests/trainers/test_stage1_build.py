@@ -5,7 +5,7 @@ from torch import nn
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from nnunet_anatomask.pretraining.backbones import BackboneError
-from nnunet_anatomask.trainers import nnUNetTrainerAnatoMask, nnUNetTrainerRandomMask
+from nnunet_anatomask.trainers.registry import nnUNetTrainerAnatoMask, nnUNetTrainerRandomMask
 from tests.trainers.helpers import assert_cnn_handover, load_weights_only, make_trainer
 
 
@@ -40,7 +40,7 @@ def test_stage1_network_is_the_trainers_override(demo3d, monkeypatch, tmp_path):
     which would pretrain another network than the one fine-tuned; and a grid read from the plans' strides."""
     trainer = make_trainer(demo3d, NarrowRandomMask, monkeypatch, tmp_path)
     runner = trainer.stage1
-    assert runner.grid.stage_strides == ((1, 1, 1), (2, 2, 2), (4, 4, 4))  # from the built 3-stage encoder
+    assert runner.grid.cell_size == (4, 4, 4)  # from the built 3-stage encoder (the plans give 16³ cells)
     runner.build()
     assert list(runner.model.network.encoder.output_channels) == [4, 8, 16]
     trainer.initialize()

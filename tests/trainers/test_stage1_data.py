@@ -1,7 +1,7 @@
 """Stage-1 batches from nnU-Net's own loader: the plans' patch by default, larger crops when a scheme asks."""
 import pytest
 
-from nnunet_anatomask.trainers import nnUNetTrainerRandomMask
+from nnunet_anatomask.trainers.registry import nnUNetTrainerRandomMask
 from nnunet_anatomask.trainers.stage1_data import crop_size, initial_crop_size, shutdown, stage1_batches
 from tests.trainers.helpers import make_trainer
 

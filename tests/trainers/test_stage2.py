@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_anatomask.trainers import nnUNetTrainerScratch
+from nnunet_anatomask.trainers.registry import nnUNetTrainerScratch
 from tests.trainers.helpers import make_trainer
 
 

@@ -8,7 +8,7 @@ import torch
 from nnunetv2.run.run_training import maybe_load_checkpoint
 
 from nnunet_anatomask.checkpoint_io import CheckpointError
-from nnunet_anatomask.trainers import nnUNetTrainerFinetune, nnUNetTrainerScratch
+from nnunet_anatomask.trainers.registry import nnUNetTrainerFinetune, nnUNetTrainerScratch
 from nnunet_anatomask.trainers.transfer_checks import check_same_plans, check_transfer
 from tests.trainers.helpers import make_trainer
 

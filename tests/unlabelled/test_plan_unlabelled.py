@@ -11,7 +11,7 @@ import SimpleITK as sitk
 import torch
 
 from nnunet_anatomask.example_data import make_example_dataset
-from nnunet_anatomask.trainers import nnUNetTrainerRandomMask
+from nnunet_anatomask.trainers.registry import nnUNetTrainerRandomMask
 from nnunet_anatomask.unlabelled.cli import PoolError, check_image_only, plan_and_preprocess_unlabelled
 from nnunet_anatomask.unlabelled.fingerprint import INTENSITY_REGION
 from tests.trainers.helpers import load_weights_only

@@ -111,19 +111,22 @@ class TokenDroppingModel(MaskedModel):
         return [self.network.embed_dim]
 
     def encode(self, images: torch.Tensor, cell_mask: Optional[torch.Tensor]) -> Encoding:
-        """The EVA encoder on the visible tokens only (MAE forward_encoder: x = torch.gather(x, 1, ids_keep)); the
-        output on the token grid, zero at dropped tokens."""
-        tokens = self.embed(images)  # [B, N, C], position embedding added
+        """The EVA encoder on the visible tokens only; its output on the token grid, zero at dropped tokens."""
         keep = None if cell_mask is None else visible_indices(cell_mask)
-        x = tokens if keep is None else tokens.gather(1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-        rope = self.rope(keep, x)
-        for block in self.network.eva.blocks:
-            x = block(x, rope=rope)
-        x = self.network.eva.norm(x)
+        x = self.encode_tokens(self.embed(images), keep)
         if keep is not None:
             x = self.restore(x, keep, torch.zeros_like(self.mask_token, dtype=x.dtype))
         grid = self.to_grid(x)
         return Encoding([grid], grid)
+
+    def encode_tokens(self, tokens: torch.Tensor, keep: Optional[torch.Tensor]) -> torch.Tensor:
+        """The EVA encoder on the tokens ``[B, N, C]`` at ``keep`` ``[B, n]`` (all when None), in that order, with
+        their rotary embedding (MAE forward_encoder: x = torch.gather(x, 1, ids_keep)); returns ``[B, n, C]``."""
+        x = tokens if keep is None else tokens.gather(1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+        rope = self.rope(keep, x)
+        for block in self.network.eva.blocks:
+            x = block(x, rope=rope)
+        return self.network.eva.norm(x)
 
     def decode(self, encoding: Encoding, cell_mask: Optional[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Mask tokens at the dropped positions, the light decoder on every position (MAE forward_decoder:

@@ -35,9 +35,9 @@ def test_masked_tokens_never_reach_the_encoder(model):
     lengths = []
     hook = model.network.eva.blocks[0].register_forward_pre_hook(lambda m, args: lengths.append(args[0].shape[1]))
     with torch.no_grad():
-        clean = model(images, mask, features=True).encoder_skips[0]
+        clean = model(images, mask, features=True).encoding.cells
         noisy_images = torch.where(model.grid.to_voxels(mask), 100 * torch.randn_like(images), images)
-        noisy = model(noisy_images, mask, features=True).encoder_skips[0]
+        noisy = model(noisy_images, mask, features=True).encoding.cells
     hook.remove()
     assert lengths == [32, 32]
     torch.testing.assert_close(noisy, clean, rtol=0, atol=0)
@@ -50,8 +50,10 @@ def test_nothing_dropped_equals_primus_own_encoder(model):
     with torch.no_grad():
         tokens = model.network.down_projection(images).flatten(2).transpose(1, 2)
         reference, _ = model.network.eva(tokens)  # Primus adds its position embeddings inside
-        ours = model.encode(model.embed(images), torch.arange(64).repeat(2, 1))
+        ours = model.encode_tokens(model.embed(images), torch.arange(64).repeat(2, 1))
+        dense = model.encode(images, None).cells  # a cell mask of None: nothing dropped
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dense, model.to_grid(reference), rtol=1e-5, atol=1e-5)
 
 
 def test_rotary_embedding_follows_the_kept_tokens(model):
@@ -61,8 +63,8 @@ def test_rotary_embedding_follows_the_kept_tokens(model):
     order = torch.stack([torch.randperm(64), torch.randperm(64)])
     with torch.no_grad():
         tokens = model.embed(images)
-        in_order = model.encode(tokens, torch.arange(64).repeat(2, 1))
-        shuffled = model.encode(tokens, order)
+        in_order = model.encode_tokens(tokens, torch.arange(64).repeat(2, 1))
+        shuffled = model.encode_tokens(tokens, order)
     torch.testing.assert_close(shuffled, in_order.gather(1, order.unsqueeze(-1).expand(-1, -1, 96)),
                                rtol=1e-5, atol=1e-5)
 

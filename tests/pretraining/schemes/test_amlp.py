@@ -1,20 +1,24 @@
 """AMLP (docs/amlp.md): known answers for each of its four parts, on the tiny 16³ model (4x4x4 cells of 4³ voxels).
 
 Each test names the mutation it was seen to catch."""
+import dataclasses
+
 import pytest
 import torch
 
-import nnunet_anatomask.trainers as trainers
 from nnunet_anatomask.pretraining import clustering, losses, masking, schedules
 from nnunet_anatomask.pretraining.schemes import SCHEMES
-from nnunet_anatomask.pretraining.schemes.amlp import AMLPScheme, arl_weights, consistency_loss
-from tests.trainers.test_stage1_step import bare_runner
+from nnunet_anatomask.pretraining.schemes.base import SchemeConfigError
+from nnunet_anatomask.pretraining.schemes.settings import scheme_config
+from nnunet_anatomask.pretraining.schemes.amlp import AMLPConfig, AMLPScheme, arl_weights, consistency_loss
+from tests.trainers.test_stage1_loop import cpu_loop
 
 N_CELLS, N_LESION = 64, 5
 
 
-class NoCCL(AMLPScheme):  # no `name`: an implementation detail of the tests, not a registered scheme
-    use_ccl = False
+def amlp(model, total_epochs: int = 5, **settings) -> AMLPScheme:
+    """AMLP on the tiny model; an ablation is a config (settings), never a subclass."""
+    return AMLPScheme(model, model.grid, total_epochs=total_epochs, config=AMLPConfig(**settings))
 
 
 def planted(grid, batch: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,8 +35,7 @@ def planted(grid, batch: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Te
 
 def cluster_cells(scheme, images, model) -> torch.Tensor:
     """The step's clustering: features -> cluster space -> warm-started k-means -> lesion-like map."""
-    assignment = scheme.cluster(scheme.cluster_space(scheme.raw_cell_features(images, model)))
-    return scheme.lesion_like(assignment, images.shape[0])[1]
+    return scheme.categorise(images, model).lesion_like
 
 
 class OffsetModel(torch.nn.Module):
@@ -76,7 +79,7 @@ def test_kmeans_is_warm_started_from_the_previous_steps_centroids(model, monkeyp
     cluster_cells(scheme, images, model)
     kept = scheme.centroids.clone()
     monkeypatch.setattr(clustering, "spread_centroids", lambda *a, **k: pytest.fail("re-initialised"))
-    monkeypatch.setattr(AMLPScheme, "kmeans_iterations", 1)
+    monkeypatch.setattr(scheme, "config", dataclasses.replace(scheme.config, kmeans_iterations=1))
     calls, real_kmeans = [], clustering.kmeans
 
     def spy(points, centroids, *args, **kwargs):
@@ -113,7 +116,7 @@ def test_step_masks_the_planted_lesion_cells(model):
     """Through the whole step: 5 planted cells < 16 = share x 32, so every planted cell is masked."""
     scheme = AMLPScheme(model, model.grid, total_epochs=5)
     images, lesion = planted(model.grid)
-    out = scheme.step(images, model, epoch=2)
+    out = scheme.step({"data": images}, model, epoch=2)
     assert (out.picture.cell_mask & lesion).sum() == lesion.sum()
     assert torch.equal(out.picture.maps["lesion-like cluster"].bool(), lesion)
     assert out.figures["masked_lesion_like_share"] == pytest.approx(N_LESION / 32)
@@ -124,9 +127,9 @@ def test_step_masks_the_planted_lesion_cells(model):
 def test_arl_equals_mse_when_all_losses_are_equal(model):
     """Every cell off by 0.5 -> every per-cell loss 0.25: ARL = MSE = 0.25, weights 1, entropy 1.
     Catches: a normalisation by N (all cells) instead of the masked count, weights not scaled by M_b."""
-    scheme = NoCCL(model, model.grid, total_epochs=5)
+    scheme = amlp(model, use_ccl=False)
     images, _ = planted(model.grid)
-    out = scheme.step(images, OffsetModel(model.grid, torch.full((3, N_CELLS), 0.5)), epoch=2)
+    out = scheme.step({"data": images}, OffsetModel(model.grid, torch.full((3, N_CELLS), 0.5)), epoch=2)
     assert out.loss.item() == pytest.approx(0.25, rel=1e-5) and out.figures["mse"].item() == pytest.approx(0.25)
     assert out.figures["arl_weight_entropy"].item() == pytest.approx(1.0, abs=1e-6)
     weights = out.picture.maps["ARL weight"]
@@ -156,12 +159,10 @@ def test_amr_follows_its_schedule(model):
     assert scheme.ratio(3) == pytest.approx(schedules.linear_ratio(3, 11, 0.25, 0.75))
     images, _ = planted(model.grid)
     for epoch, n in ((0, 16), (10, 48)):
-        assert (scheme.step(images, model, epoch).picture.cell_mask.sum(1) == n).all()
+        assert (scheme.step({"data": images}, model, epoch).picture.cell_mask.sum(1) == n).all()
     assert scheme.epoch_figures(10)["mask_ratio"] == pytest.approx(0.75)
 
-    class NoAMR(AMLPScheme):
-        use_amr = False
-    assert NoAMR(model, model.grid, total_epochs=11).ratio(0) == 0.5
+    assert amlp(model, 11, use_amr=False).ratio(0) == 0.5
 
 
 # --- CCL -----------------------------------------------------------------------------------------------------
@@ -171,11 +172,11 @@ def test_ccl_is_zero_when_categories_and_difficulty_agree(model):
     2-means cluster, q taken for the background cluster, CCL over visible cells."""
     scheme = AMLPScheme(model, model.grid, total_epochs=5)
     images, lesion = planted(model.grid)
-    agree = scheme.step(images, OffsetModel(model.grid, torch.where(lesion, 2.0, 0.1)), epoch=2)
+    agree = scheme.step({"data": images}, OffsetModel(model.grid, torch.where(lesion, 2.0, 0.1)), epoch=2)
     assert agree.figures["ccl"].item() < 1e-3
     assert torch.equal(agree.picture.maps["hard (CCL)"].bool(), lesion)
     assert agree.figures["hard_lesion_like_share"].item() == 1.0
-    disagree = scheme.step(images, OffsetModel(model.grid, torch.where(lesion, 0.1, 2.0)), epoch=2)
+    disagree = scheme.step({"data": images}, OffsetModel(model.grid, torch.where(lesion, 0.1, 2.0)), epoch=2)
     assert disagree.figures["ccl"].item() == pytest.approx(1.0, abs=1e-3)  # every masked cell disagrees
 
 
@@ -187,10 +188,10 @@ def test_ccl_known_values_and_gradient_reaches_the_metric(model):
     assert consistency_loss(hard.float(), hard, cell_mask).item() == 0.0
     scheme = AMLPScheme(model, model.grid, total_epochs=5)
     images, lesion = planted(model.grid)
-    scheme.step(images, OffsetModel(model.grid, torch.where(lesion, 0.1, 2.0)), epoch=2).loss.backward()
+    scheme.step({"data": images}, OffsetModel(model.grid, torch.where(lesion, 0.1, 2.0)), epoch=2).loss.backward()
     assert scheme.metric_logits.grad.abs().sum() > 0
     assert scheme.trainable_parameters() == [scheme.metric_logits]
-    assert NoCCL(model, model.grid, total_epochs=5).trainable_parameters() == []
+    assert amlp(model, use_ccl=False).trainable_parameters() == []
 
 
 # --- state, options, the runner ------------------------------------------------------------------------------
@@ -200,68 +201,58 @@ def test_centroids_round_trip_through_a_checkpoint(model, tmp_path):
     unable to load them (their shape is only known after a step)."""
     scheme = AMLPScheme(model, model.grid, total_epochs=5)
     images, lesion = planted(model.grid)
-    scheme.step(images, model, epoch=1)
+    scheme.step({"data": images}, model, epoch=1)
     torch.save(scheme.state_dict(), tmp_path / "scheme_state.pth")
     fresh = AMLPScheme(model, model.grid, total_epochs=5)
     fresh.load_state_dict(torch.load(tmp_path / "scheme_state.pth", weights_only=True))
     assert torch.equal(fresh.centroids, scheme.centroids) and fresh.centroids.shape == (1, 2, 3)
     torch.testing.assert_close(fresh.metric_logits, scheme.metric_logits)
-    fresh.step(images, model, epoch=2)
-    scheme.step(images, model, epoch=2)
+    fresh.step({"data": images}, model, epoch=2)
+    scheme.step({"data": images}, model, epoch=2)
     torch.testing.assert_close(fresh.centroids, scheme.centroids)
 
 
 def test_encoder_features_option(model):
-    """One un-masked forward with features=True gives one feature vector per cell (the mask stage's channels)."""
-    class EncoderAMLP(AMLPScheme):
-        cell_features = "encoder"
-    scheme = EncoderAMLP(model, model.grid, total_epochs=5)
+    """One un-masked encoder-only forward gives one feature vector per cell (the channels at the cells' resolution)."""
+    scheme = amlp(model, cell_features="encoder")
     images, _ = planted(model.grid)
     features = scheme.raw_cell_features(images, model)
-    assert features.shape == (3, N_CELLS, 1, model.encoder_channels[model.grid.mask_stage])
+    assert features.shape == (3, N_CELLS, 1, model.cell_channels)
     assert not features.requires_grad
-    out = scheme.step(images, model, epoch=2)
+    out = scheme.step({"data": images}, model, epoch=2)
     assert torch.isfinite(out.loss) and scheme.metric_logits.numel() == features.shape[-1]
 
 
-def test_bad_attributes_name_the_attribute(model):
-    class Bad(AMLPScheme):
-        cell_features = "texture"
-    with pytest.raises(ValueError, match="cell_features"):
-        Bad(model, model.grid, total_epochs=5)
+def test_bad_settings_name_the_setting():
+    with pytest.raises(SchemeConfigError, match="'cell_features' must be one of 'intensity', 'encoder'"):
+        scheme_config(AMLPScheme, {"cell_features": "texture"})
+    with pytest.raises(SchemeConfigError, match="'clusters' = 1 is not allowed: it must be >= 2"):
+        scheme_config(AMLPScheme, {"clusters": 1})
 
 
-def test_runner_step_trains_the_metric_and_an_ablation_registers(model, images):
-    """The real Stage1Runner.train_step: finite figures, the metric trained by the runner's optimiser; an
-    ablation subclass with its own name registers as a scheme and a trainer."""
+def test_runner_step_trains_the_metric_and_an_ablation_is_a_config(model, images):
+    """The real runner step: finite figures, the metric trained by the runner's optimiser; an ablation (MPS off)
+    is a config that registers nothing and masks at random."""
     scheme = AMLPScheme(model, model.grid, total_epochs=3)
-    runner = bare_runner(model, scheme)
+    runner = cpu_loop(model, scheme)
     before = scheme.metric_logits.detach().clone()
-    out = runner.train_step(images, 1)
+    out = runner.train_step({"data": images}, 1)
     assert all(torch.isfinite(v) for v in out.figures.values())
     assert not torch.equal(scheme.metric_logits, before)
     assert set(out.picture.maps) == {"lesion-like cluster", "ARL weight", "hard (CCL)"}
-    saved = dict(SCHEMES)
-    try:
-        class AMLPNoMPS(AMLPScheme):
-            name = "AMLPNoMPS"
-            use_mps = False
-        assert SCHEMES["AMLPNoMPS"] is AMLPNoMPS
-        assert trainers._scheme_trainer(AMLPNoMPS).__name__ == "nnUNetTrainerAMLPNoMPS"
-        torch.manual_seed(3)
-        mask = AMLPNoMPS(model, model.grid, total_epochs=3).step(images, model, 1).picture.cell_mask
-        torch.manual_seed(3)
-        assert torch.equal(mask, masking.random_mask(torch.rand(3, N_CELLS), 32))
-    finally:
-        SCHEMES.clear()
-        SCHEMES.update(saved)
+    registered = dict(SCHEMES)
+    torch.manual_seed(3)
+    mask = amlp(model, 3, use_mps=False).step({"data": images}, model, 1).picture.cell_mask
+    torch.manual_seed(3)
+    assert torch.equal(mask, masking.random_mask(torch.rand(3, N_CELLS), 32))
+    assert SCHEMES == registered
 
 
 # --- a real stage-1 run (in-process on the demo plans) and the real CLI (slow) ----------------------------------
 def test_stage1_run_logs_amlp_figures_and_saves_centroids(demo3d, monkeypatch, tmp_path):
     """Two epochs x 1 iteration through the real runner: the per-epoch log holds AMLP's figures, the checkpoint
     (weights_only) holds the centroids, and a rebuilt runner that loads it has the same centroids."""
-    from nnunet_anatomask.trainers import nnUNetTrainerAMLP
+    from nnunet_anatomask.trainers.registry import nnUNetTrainerAMLP
     from tests.trainers.helpers import load_weights_only, make_trainer
     for knob, value in (("pretrain_epochs", "2"), ("iters_per_epoch", "1"), ("save_every", "1")):
         monkeypatch.setenv(f"nnUNet_anatomask_{knob}", value)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from nnunet_anatomask.pretraining import losses, masking, schedules
-from nnunet_anatomask.pretraining.schemes.anatomask import AnatoMaskScheme
+from nnunet_anatomask.pretraining.schemes.anatomask import AnatoMaskConfig, AnatoMaskScheme
 from nnunet_anatomask.pretraining.schemes.random_mask import RandomMaskScheme
 from tests.pretraining.schemes.conftest import train_step
 
@@ -13,7 +13,7 @@ def test_planted_error_map_top_alpha_plus_random(model, images, monkeypatch):
     planted = torch.stack([torch.randperm(64)[:19] for _ in range(3)])
     scores = torch.zeros(3, 64).scatter_(1, planted, torch.rand(3, 19) + 1.0)
     monkeypatch.setattr(scheme, "teacher_scores", lambda imgs: scores)
-    mask = scheme.select_mask(images, 4)
+    mask = scheme.select_mask(images, 4).cells
     assert (mask.sum(1) == 38).all()
     assert mask.gather(1, planted).all()
     assert scheme.alpha(4) == 0.5
@@ -23,10 +23,11 @@ def test_alpha_zero_start_is_exactly_random_baseline(model, images):
     anato = AnatoMaskScheme(model, model.grid, total_epochs=10)
     rand = RandomMaskScheme(model, model.grid, total_epochs=10)
     torch.manual_seed(7)
-    expected = rand.select_mask(images, 0)
+    expected = rand.select_mask(images, 0).cells
     torch.manual_seed(7)
-    assert torch.equal(anato.select_mask(images, 0), expected)
-    assert anato.picture_maps == {}  # teacher skipped while alpha * n_masked < 1
+    mask = anato.select_mask(images, 0)
+    assert torch.equal(mask.cells, expected)
+    assert mask.maps == {} and mask.hard is None  # teacher skipped while alpha * n_masked < 1
 
 
 def test_teacher_scores_only_cells_it_masked(model, images):
@@ -35,9 +36,8 @@ def test_teacher_scores_only_cells_it_masked(model, images):
     assert ((scores > 0).sum(1) == masking.num_masked(64, 0.6)).all()
 
 
-def test_complementary_error_map_scores_every_cell(model, images, monkeypatch):
-    monkeypatch.setattr(AnatoMaskScheme, "error_map", "complementary")
-    scheme = AnatoMaskScheme(model, model.grid, total_epochs=5)
+def test_complementary_error_map_scores_every_cell(model, images):
+    scheme = AnatoMaskScheme(model, model.grid, total_epochs=5, config=AnatoMaskConfig(error_map="complementary"))
     assert (scheme.teacher_scores(images) > 0).all()
 
 
@@ -45,9 +45,9 @@ def test_schedules_at_given_epochs(model):
     scheme = AnatoMaskScheme(model, model.grid, total_epochs=100)
     assert scheme.alpha(0) == 0.0 and scheme.alpha(99) == 0.5
     assert scheme.alpha(33) == pytest.approx(0.5 * 33 / 99)
-    assert scheme.momentum(0) == pytest.approx(0.999)
-    assert scheme.momentum(12) == pytest.approx(0.999 + 0.0009 * 12 / 25)
-    assert scheme.momentum(60) == pytest.approx(0.9999)
+    assert scheme.ema.momentum(0) == pytest.approx(0.999)
+    assert scheme.ema.momentum(12) == pytest.approx(0.999 + 0.0009 * 12 / 25)
+    assert scheme.ema.momentum(60) == pytest.approx(0.9999)
     assert AnatoMaskScheme(model, model.grid, total_epochs=1).alpha(0) == 0.0
 
 
@@ -80,14 +80,14 @@ def test_teacher_sees_its_own_random_mask_and_is_scored_on_normalised_cells(mode
     grid, seen = model.grid, []
     offset = torch.arange(grid.num_cells, dtype=torch.float32).repeat(images.shape[0], 1) / grid.num_cells
 
-    def spy_teacher(imgs, cell_mask):
+    def spy_teacher(imgs, cell_mask, features=False):
         seen.append(cell_mask.clone())
         target = losses.normalized_target(imgs, grid)  # [B, N, C, voxels]
         return grid.unpatchify(target + offset[..., None, None])
 
-    scheme._teacher_forward = (spy_teacher,)
+    scheme.teacher.forward = spy_teacher  # this instance only
     scores = scheme.teacher_scores(images)
     assert len(seen) == 1 and seen[0].shape == (images.shape[0], *grid.cells_per_axis)
     teacher_mask = seen[0].view(images.shape[0], -1)
-    assert (teacher_mask.sum(1) == masking.num_masked(grid.num_cells, scheme.teacher_ratio)).all()
+    assert (teacher_mask.sum(1) == masking.num_masked(grid.num_cells, scheme.config.teacher_ratio)).all()
     torch.testing.assert_close(scores, torch.where(teacher_mask, offset ** 2, 0.0))

@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from nnunet_anatomask.pretraining import masking, schedules, views
-from nnunet_anatomask.pretraining.grid import MaskGrid
-from nnunet_anatomask.pretraining.masked_forward import MaskedReconstructionModel
-from nnunet_anatomask.pretraining.schemes.glmae import (BOX_MAP, GLMAEScheme, consistency,
+from nnunet_anatomask.pretraining.backbones.cnn.grid import cnn_grid
+from nnunet_anatomask.pretraining.backbones.cnn.model import MaskedReconstructionModel
+from nnunet_anatomask.pretraining.schemes.glmae import (BOX_MAP, GLMAEConfig, GLMAEScheme, consistency,
                                                         global_guided_consistency)
 from nnunet_anatomask.trainers.stage1_data import crop_size
 from tests.pretraining.schemes.conftest import STRIDES, tiny_model, train_step
-from tests.trainers.test_stage1_step import bare_runner
+from tests.trainers.test_stage1_loop import cpu_loop
 
-CROP = crop_size((16, 16, 16), GLMAEScheme.crop_scale)  # 27³ for the 16³ patch of the tiny model
+CROP = crop_size((16, 16, 16), GLMAEConfig().crop_scale)  # 27³ for the 16³ patch of the tiny model
 
 
 def crops(batch: int, size=CROP, seed: int = 2) -> torch.Tensor:
@@ -68,7 +68,7 @@ def test_box_coverage_on_the_resized_grid():
     """Patch 12³ in cells of 4³ (3 per axis), crop 20³ (scale 0.6): a box of 12 crop voxels starting at 0, 8 and 4
     covers [0, 7.2), [4.8, 12) and [2.4, 9.6) of the resized view, i.e. cell fractions (1, .8, 0), (0, .8, 1) and
     (.4, 1, .4) per axis, their product per cell. Catches: no crop -> patch scaling, axes in the wrong order."""
-    grid = MaskGrid.from_plans((12, 12, 12), STRIDES)
+    grid = cnn_grid((12, 12, 12), STRIDES)
     coverage = views.box_coverage(torch.tensor([[0, 8, 4]]), (12, 12, 12), (20, 20, 20), grid)
     per_axis = [torch.tensor([1.0, 0.8, 0.0]), torch.tensor([0.0, 0.8, 1.0]), torch.tensor([0.4, 1.0, 0.4])]
     expected = per_axis[0][:, None, None] * per_axis[1][None, :, None] * per_axis[2][None, None, :]
@@ -124,23 +124,26 @@ def test_views_share_the_plans_batch(model, batch, n_global):
 
 
 def test_student_sees_every_view_masked_once_teacher_the_unmasked_global_views(model):
-    """One student forward over all B views, each masked at the ratio; one teacher forward over the G global views
-    with nothing masked. Catches: a teacher that sees a masked or a local view, a second student forward."""
+    """One student forward over all B views, each masked at the ratio; one teacher encoder-only forward over the G
+    global views with nothing masked (no teacher decoder runs). Catches: a teacher that sees a masked or a local
+    view, a second student forward, a teacher that runs its decoder to throw it away."""
     scheme = GLMAEScheme(model, model.grid, total_epochs=5)
     student_calls, teacher_calls = [], []
 
     def spy(calls, forward):
-        def call(images, grid_mask, features=False):
+        def call(images, grid_mask, **kwargs):
             calls.append((images.clone(), grid_mask.clone()))
-            return forward(images, grid_mask, features=features)
+            return forward(images, grid_mask, **kwargs)
         return call
 
-    scheme._teacher_forward = (spy(teacher_calls, scheme.teacher),)
-    scheme.step(crops(4), spy(student_calls, model), epoch=0)
-    assert len(student_calls) == 1 and len(teacher_calls) == 1
+    decoder_calls = []
+    scheme.teacher.encode = spy(teacher_calls, scheme.teacher.encode)  # this instance only
+    scheme.teacher.network.decoder.register_forward_hook(lambda *_: decoder_calls.append(1))
+    scheme.step({"data": crops(4)}, spy(student_calls, model), epoch=0)
+    assert len(student_calls) == 1 and len(teacher_calls) == 1 and decoder_calls == []
     student_views, student_mask = student_calls[0]
     assert student_views.shape[0] == 4
-    assert (student_mask.view(4, -1).sum(1) == masking.num_masked(64, scheme.mask_ratio)).all()
+    assert (student_mask.view(4, -1).sum(1) == masking.num_masked(64, scheme.config.mask_ratio)).all()
     teacher_views, teacher_mask = teacher_calls[0]
     assert torch.equal(teacher_views, student_views[:2]) and not teacher_mask.any()
 
@@ -169,7 +172,7 @@ def test_gradient_reaches_student_and_heads_never_the_teacher(model):
     """Catches: a teacher projector that is a plain, trainable copy of the projector (it would join the optimiser,
     and take gradient if the teacher ran with it), heads that get no gradient or are left out of the optimiser."""
     scheme = GLMAEScheme(model, model.grid, total_epochs=5)
-    scheme.step(crops(2), model, epoch=0).loss.backward()
+    scheme.step({"data": crops(2)}, model, epoch=0).loss.backward()
     heads = list(scheme.projector.parameters()) + list(scheme.predictor.parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in heads)
     assert all(p.grad is not None for p in model.network.encoder.parameters())
@@ -187,7 +190,7 @@ def test_step_updates_teacher_and_its_projector_by_the_ema_formula(model):
     before = [[p.clone() for p in teacher.parameters()] for teacher, _ in pairs]
     train_step(scheme, model, crops(2), epoch=5)  # on_step_end runs with epoch 5's momentum
     m = 0.996 + 0.004 * 5 / 10
-    assert scheme.momentum(5) == pytest.approx(m) == schedules.ema_momentum(5, 10, 0.996, 1.0, 1.0)
+    assert scheme.ema.momentum(5) == pytest.approx(m) == schedules.ema_momentum(5, 10, 0.996, 1.0, 1.0)
     for (teacher, student), old in zip(pairs, before):
         for t, b, s in zip(teacher.parameters(), old, student.parameters()):
             torch.testing.assert_close(t, m * b + (1 - m) * s.detach())
@@ -197,7 +200,7 @@ def test_runner_step_logs_and_pictures_the_global_view(model):
     """The real Stage1Runner.train_step on crops of 5/3 x the patch: finite loss; the logged figures; a patch-sized
     picture of the global view whose box map covers (0.6 x 16)³ voxels; heads and teacher in scheme_state only."""
     scheme = GLMAEScheme(model, model.grid, total_epochs=5)
-    out = bare_runner(model, scheme).train_step(crops(2), epoch=0)
+    out = cpu_loop(model, scheme).train_step({"data": crops(2)}, epoch=0)
     assert torch.isfinite(out.loss) and {"rec_global", "rec_local", "g2g", "g2l", "g2g_vs_previous"} <= set(out.figures)
     assert all(v.ndim == 0 and not v.requires_grad for v in out.figures.values())
     picture = out.picture
@@ -218,7 +221,7 @@ def test_2d_step_with_an_odd_batch():
     torch.manual_seed(0)
     model = tiny_model_2d()
     scheme = GLMAEScheme(model, model.grid, total_epochs=5)
-    out = bare_runner(model, scheme).train_step(crops(3, crop_size((16, 16), scheme.crop_scale)), epoch=0)
+    out = cpu_loop(model, scheme).train_step({"data": crops(3, crop_size((16, 16), scheme.config.crop_scale))}, epoch=0)
     assert torch.isfinite(out.loss) and out.picture.images.shape == (2, 1, 16, 16)
     boxes = out.picture.maps[BOX_MAP]
     assert boxes.shape == (2, 16) and boxes[0].sum() > 0 and boxes[1].sum() == 0

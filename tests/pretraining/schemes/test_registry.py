@@ -5,10 +5,10 @@ import os
 
 import pytest
 
-import nnunet_anatomask.trainers as trainers
+import nnunet_anatomask.trainers.registry as trainers
 from nnunet_anatomask import benchmark
 from nnunet_anatomask.pretraining.schemes import SCHEMES
-from nnunet_anatomask.pretraining.schemes.base import MaskingScheme
+from nnunet_anatomask.pretraining.schemes import MaskingScheme
 
 EXT_MODULE = os.path.join(os.path.dirname(trainers.__file__), "..", "_ext_trainers", "nnunet_anatomask_trainers.py")
 
@@ -28,8 +28,9 @@ def test_every_scheme_has_its_trainer_in_nnunets_lookup_folder():
     spec.loader.exec_module(ext)  # what nnU-Net's trainer lookup imports
     for name, scheme in SCHEMES.items():
         trainer = getattr(ext, f"nnUNetTrainer{name}")
-        assert trainer.scheme_class is scheme and trainer.__module__ == "nnunet_anatomask.trainers"
-        assert f"nnUNetTrainer{name}" in trainers.__all__
+        assert trainer.scheme_class is scheme and trainer.__module__ == "nnunet_anatomask.trainers.registry"
+        for row in trainers.STAGE2:  # one trainer per stage-2 row (backbone variant)
+            assert f"nnUNetTrainer{name}{row.suffix}" in trainers.__all__
 
 
 def test_benchmark_lists_every_scheme():
@@ -45,7 +46,7 @@ def test_a_named_subclass_registers_itself_once(registry_snapshot):
         pass
 
     assert SCHEMES["ToyForRegistry"] is Toy
-    trainer = trainers._scheme_trainer(Toy)
+    trainer = trainers.scheme_trainer(Toy)
     assert trainer.__name__ == "nnUNetTrainerToyForRegistry" and trainer.scheme_class is Toy
     with pytest.raises(ValueError, match="'RandomMask' .* is taken"):
         class Clash(MaskingScheme):

@@ -10,13 +10,13 @@ from nnunet_anatomask.pretraining import losses, masking, schedules
 from nnunet_anatomask.pretraining.grid import MaskGrid
 from nnunet_anatomask.pretraining.schemes.selfmed_hpm import (CellLossPredictor, SelfMedHPMScheme, ranked_cells,
                                                              ranking_accuracy, relative_ranking_loss, spearman)
-from nnunet_anatomask.trainers import nnUNetTrainerSelfMedHPM
+from nnunet_anatomask.trainers.registry import nnUNetTrainerSelfMedHPM
 from tests.conftest import BIN, run_cli
 from tests.pretraining.schemes.conftest import train_step
 from tests.trainers.helpers import fold_folder, load_weights_only, make_trainer, stage1_log_text
 from tests.trainers.cli_runs import train_and_predict
 from tests.trainers.cli_runs import kill_after_epoch
-from tests.trainers.test_stage1_step import bare_runner
+from tests.trainers.test_stage1_loop import cpu_loop
 
 # Two images, three ranked cells each. Image 0: l = [1, 2, 2], p = [0, 1, 0]; image 1: l = [3, 1, 1], p = [0, 2, 5].
 # Valid pairs (l_i != l_j; the tie of cells 1 and 2 is excluded in both images), with y = 1[l_j > l_i] and
@@ -55,7 +55,7 @@ def test_spearman_known_values():
 def test_predictor_pools_every_decoder_stage_onto_the_cells_2d():
     """2D grid of 2 x 4 cells of 4 x 2 px: a full-resolution stage is averaged per cell, a stage coarser than the
     cells (1 x 2) is repeated over the cells it covers. Catches: a wrong cell order, stages dropped."""
-    grid = MaskGrid.from_plans((8, 8), [[1, 1], [4, 2]])
+    grid = MaskGrid((8, 8), (4, 2))
     assert grid.cells_per_axis == (2, 4)
     fine = torch.arange(64.0).view(1, 1, 8, 8)
     coarse = torch.tensor([[[[10.0, 20.0]]]])
@@ -82,9 +82,9 @@ def test_schedules_at_given_epochs(model):
     scheme = SelfMedHPMScheme(model, model.grid, total_epochs=800)
     assert scheme.alpha(0) == pytest.approx(0.5 / 800) and scheme.alpha(799) == 0.5
     assert scheme.alpha(399) == pytest.approx(0.25)
-    assert scheme.momentum(0) == pytest.approx(0.999)
-    assert scheme.momentum(50) == pytest.approx(0.999 + 50 / 100 * (0.9999 - 0.999))
-    assert scheme.momentum(100) == scheme.momentum(700) == pytest.approx(0.9999)
+    assert scheme.ema.momentum(0) == pytest.approx(0.999)
+    assert scheme.ema.momentum(50) == pytest.approx(0.999 + 50 / 100 * (0.9999 - 0.999))
+    assert scheme.ema.momentum(100) == scheme.ema.momentum(700) == pytest.approx(0.9999)
     assert scheme.n_masked(0) == 48 and scheme.n_hard(799) == 24 and scheme.n_hard(0) == 0  # 64 cells
 
 
@@ -97,7 +97,7 @@ def test_top_alpha_predicted_hardest_plus_random(model, images, monkeypatch):
     predicted = torch.randn(3, 64)
     monkeypatch.setattr(scheme, "teacher_predictions", lambda imgs: predicted)
     torch.manual_seed(4)
-    mask = scheme.select_mask(images, 1)
+    mask = scheme.select_mask(images, 1).cells
     torch.manual_seed(4)
     expected = masking.guided_mask(predicted, scheme.random_key(images), 48, 9)
     assert scheme.n_hard(1) == 9 and torch.equal(mask, expected)
@@ -113,7 +113,7 @@ def test_no_hard_cells_means_random_mask_and_no_teacher(model, images, monkeypat
 
     monkeypatch.setattr(scheme, "teacher_predictions", no_teacher)
     torch.manual_seed(7)
-    mask = scheme.select_mask(images, 0)
+    mask = scheme.select_mask(images, 0).cells
     torch.manual_seed(7)
     assert torch.equal(mask, masking.random_mask(torch.rand(3, 64), 48))
 
@@ -125,14 +125,15 @@ def test_teacher_predictor_runs_on_the_unmasked_patch(model, images):
     with torch.no_grad():  # student predictor != teacher predictor, as after training
         for p in scheme.predictor.parameters():
             p.add_(torch.randn_like(p))
-    calls = []
+    calls, teacher_forward = [], scheme.teacher.forward
 
     def spy_teacher(imgs, cell_mask, features=False):
         calls.append((imgs, cell_mask.clone(), features))
-        return scheme.teacher(imgs, cell_mask, features=True)
+        return teacher_forward(imgs, cell_mask, features=True)
 
-    scheme._teacher_forward = (spy_teacher,)
+    scheme.teacher.forward = spy_teacher  # this instance only
     scores = scheme.teacher_predictions(images)
+    del scheme.teacher.forward
     (seen_images, seen_mask, features), = calls
     assert seen_images is images and features
     assert seen_mask.shape == (3, *model.grid.cells_per_axis) and not seen_mask.any()
@@ -146,7 +147,7 @@ def test_step_total_loss_and_figures_from_masked_cells_only(model, images):
     picture's maps). Catches: ranking over all cells, the predictor left out of the total."""
     scheme = SelfMedHPMScheme(model, model.grid, total_epochs=2)
     torch.manual_seed(5)
-    out = scheme.step(images, model, epoch=1)  # alpha = 0.5: the teacher ranks
+    out = scheme.step({"data": images}, model, epoch=1)  # alpha = 0.5: the teacher ranks
     mask = out.picture.cell_mask
     rec, errors = losses.reconstruction_loss(out.picture.prediction, images, mask, model.grid)
     ranked = mask.nonzero()[:, 1].view(3, 48)
@@ -183,9 +184,9 @@ def test_predictor_and_teacher_in_scheme_state_trained_by_runner(model, images):
     assert prefixes == {"predictor", "teacher", "teacher_predictor"}
     assert not any(k.startswith(("predictor", "teacher")) for k in model.network.state_dict())
     assert [id(p) for p in scheme.trainable_parameters()] == [id(p) for p in scheme.predictor.parameters()]
-    runner = bare_runner(model, scheme)
+    runner = cpu_loop(model, scheme)
     head = [p.detach().clone() for p in scheme.predictor.parameters()]
-    runner.train_step(images, 1)
+    runner.train_step({"data": images}, 1)
     assert all(not torch.equal(a, b) for a, b in zip(head, scheme.predictor.parameters()))
 
 
@@ -205,16 +206,16 @@ def test_checkpoint_round_trip_restores_predictor_and_teacher(demo3d, tmp_path, 
     patch = tuple(first.grid.patch_size)
     torch.manual_seed(0)
     batches = [torch.randn(first.trainer.batch_size, first.input_channels(), *patch) for _ in range(2)]
-    first.train_step(batches[0], 1)
+    first.loop.train_step({"data": batches[0]}, 1)
     path = str(tmp_path / "checkpoint_latest.pth")
     first.save(path)
-    expected = first.train_step(batches[1], 1)
+    expected = first.loop.train_step({"data": batches[1]}, 1)
 
     second = built_runner()
     second.load(path)
     saved, restored = torch.load(path, weights_only=True)["scheme_state"]["scheme"], second.scheme.state_dict()
     assert saved.keys() == restored.keys() and all(torch.equal(saved[k], restored[k]) for k in saved)
-    got = second.train_step(batches[1], 1)
+    got = second.loop.train_step({"data": batches[1]}, 1)
     assert torch.equal(got.picture.cell_mask, expected.picture.cell_mask)
     for name in ("loss", "ranking_loss", "teacher_rank_accuracy"):
         torch.testing.assert_close(got.figures[name], expected.figures[name], rtol=1e-6, atol=1e-7)

@@ -22,7 +22,7 @@ The stage-1 model around the swapped network (mask tokens, the plans' decoder) i
 from __future__ import annotations
 
 import copy
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import torch
 from torch import nn

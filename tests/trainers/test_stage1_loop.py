@@ -1,5 +1,5 @@
-"""Stage1Runner.train_step: the scheme-owned step changed nothing for the existing schemes, and clipping covers
-every parameter the optimiser trains."""
+"""Stage1Loop.train_step (the runner's optimiser step): the scheme-owned step changed nothing for the existing
+schemes, clipping covers every parameter the optimiser trains, and the scheme never sees the labels."""
 from types import SimpleNamespace
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from nnunet_anatomask.pretraining.schemes import SCHEMES
-from nnunet_anatomask.trainers.stage1 import Stage1Runner
+from nnunet_anatomask.trainers.stage1_loop import Stage1Loop
 from tests.pretraining.schemes.conftest import tiny_model
 
 # Losses of 5 steps (epochs 0..4 of 5, so AnatoMask's teacher runs from epoch 1), produced by the same loop on
@@ -18,16 +18,9 @@ REFERENCE = {
 }
 
 
-def bare_runner(model: nn.Module, scheme, optimizer: torch.optim.Optimizer = None) -> Stage1Runner:
-    """A Stage1Runner around a given model and scheme, without a trainer (CPU, no grad scaler, not compiled)."""
-    runner = Stage1Runner.__new__(Stage1Runner)
-    runner.trainer = SimpleNamespace(device=torch.device("cpu"))
-    runner.grid, runner.scheme, runner.model, runner.forward, runner.grad_scaler = \
-        model.grid, scheme, model, model, None
-    params = list(model.parameters()) + scheme.trainable_parameters()
-    runner.optimizer = optimizer or torch.optim.AdamW(params, lr=scheme.base_lr, betas=scheme.betas,
-                                                      weight_decay=scheme.weight_decay)
-    return runner
+def cpu_loop(model: nn.Module, scheme) -> Stage1Loop:
+    """The runner's step around a model and a scheme, on the CPU (no grad scaler, not compiled)."""
+    return Stage1Loop(model, scheme, torch.device("cpu"))
 
 
 @pytest.fixture
@@ -42,9 +35,10 @@ def one_thread():
 def test_losses_equal_the_last_commits(name, one_thread):
     torch.manual_seed(0)
     model = tiny_model()
-    runner = bare_runner(model, SCHEMES[name](model, model.grid, total_epochs=5))
+    loop = cpu_loop(model, SCHEMES[name](model, model.grid, total_epochs=5))
     torch.manual_seed(1)
-    losses = [runner.train_step(torch.randn(2, 1, 16, 16, 16), epoch).figures["loss"].item() for epoch in range(5)]
+    losses = [loop.train_step({"data": torch.randn(2, 1, 16, 16, 16)}, epoch).figures["loss"].item()
+              for epoch in range(5)]
     assert losses == pytest.approx(REFERENCE[name], rel=1e-6, abs=1e-6)
 
 
@@ -55,8 +49,23 @@ def test_clipping_covers_every_param_group():
     scheme = SCHEMES["RandomMask"](model, model.grid, total_epochs=5)
     head = nn.Parameter(torch.zeros(3))
     optimizer = torch.optim.SGD([{"params": list(model.parameters())}, {"params": [head]}], lr=0.0)
-    runner = bare_runner(model, scheme, optimizer)
-    runner.scheme = SimpleNamespace(grad_clip=1e-3)
-    runner.optimise(scheme.step(torch.randn(2, 1, 16, 16, 16), model, 0).loss + 1e3 * head.sum())
+    loop = cpu_loop(model, scheme)
+    loop.optimizer, loop.scheme = optimizer, SimpleNamespace(config=SimpleNamespace(grad_clip=1e-3))
+    loop.optimise(scheme.step({"data": torch.randn(2, 1, 16, 16, 16)}, model, 0).loss + 1e3 * head.sum())
     grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     assert torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])) == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_the_scheme_gets_the_batch_without_its_labels():
+    """The loader's batch reaches the scheme whole (data on the device, keys) but without 'target': stage 1 never
+    sees labels. Catches: the labels handed on, or only the data."""
+    torch.manual_seed(0)
+    model = tiny_model()
+    scheme = SCHEMES["RandomMask"](model, model.grid, total_epochs=2)
+    seen = []
+    step = scheme.step
+    scheme.step = lambda batch, *args: seen.append(batch) or step(batch, *args)  # a spy on this instance only
+    batch = {"data": torch.randn(2, 1, 16, 16, 16), "target": torch.ones(2, 1, 16, 16, 16), "keys": ["a", "b"]}
+    cpu_loop(model, scheme).train_step(batch, 0)
+    assert set(seen[0]) == {"data", "keys"} and seen[0]["keys"] == ["a", "b"]
+    assert torch.equal(seen[0]["data"], batch["data"])

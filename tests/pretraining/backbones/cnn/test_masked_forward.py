@@ -20,10 +20,11 @@ from torch.nn.modules.conv import _ConvNd
 from dynamic_network_architectures.building_blocks.regularization import SqueezeExcite
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-from nnunet_anatomask.pretraining import masked_forward
+from nnunet_anatomask.pretraining.backbones.cnn import masked_forward
+from nnunet_anatomask.pretraining.backbones.cnn.grid import cnn_grid, cumulative_strides
+from nnunet_anatomask.pretraining.backbones.cnn.masked_forward import MaskedForwardError, MaskedInstanceNorm
+from nnunet_anatomask.pretraining.backbones.cnn.model import MaskedReconstructionModel
 from nnunet_anatomask.pretraining.grid import MaskGrid
-from nnunet_anatomask.pretraining.masked_forward import (MaskedForwardError, MaskedInstanceNorm,
-                                                         MaskedReconstructionModel)
 
 PLAIN = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
 RESENC = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
@@ -100,7 +101,7 @@ def make(arch: str, geo_name: str, dtype=torch.float64, **kwargs):
     geo = GEOMETRIES[geo_name]
     network = build_network(arch, geo, **kwargs).to(dtype)
     dense = copy.deepcopy(network)
-    grid = MaskGrid.from_plans(geo.patch, geo.strides)
+    grid = cnn_grid(geo.patch, geo.strides)
     model = MaskedReconstructionModel(network, grid).to(dtype).eval()
     return dense, model, grid, geo
 
@@ -145,14 +146,15 @@ def crop_errors(dense, model, grid, geo, cell_aligned: bool = False) -> list[flo
     stages up to the mask stage, whose strides divide the box)."""
     size, starts = (geo.cell_box_size, geo.cell_box_starts) if cell_aligned else (geo.box_size, geo.box_starts)
     x = images(geo, dtype=model.mask_tokens[0].dtype)
-    skips = model.encode(x, box_cell_mask(grid, geo, cell_aligned))
+    skips = model.encode(x, box_cell_mask(grid, geo, cell_aligned)).stages
     ones = (1,) * grid.ndim
     crops = torch.stack([x[b][(slice(None),) + box_slices(s, size, ones)] for b, s in enumerate(starts)])
-    stages = grid.mask_stage + 1 if cell_aligned else len(grid.stage_strides)
+    stage_strides = cumulative_strides(geo.strides)
+    stages = model.mask_stage + 1 if cell_aligned else len(stage_strides)
     reference = encoder_stages(dense.encoder, crops, stages)  # a cell-aligned crop may be too small for the rest
-    assert len(skips) == len(grid.stage_strides) and len(reference) == stages
+    assert len(skips) == len(stage_strides) and len(reference) == stages
     errors = []
-    for skip, ref, stride in list(zip(skips, reference, grid.stage_strides))[:stages]:
+    for skip, ref, stride in list(zip(skips, reference, stage_strides))[:stages]:
         inside = torch.stack([skip[b][(slice(None),) + box_slices(s, size, stride)] for b, s in enumerate(starts)])
         assert inside.shape == ref.shape
         errors.append((inside - ref).abs().max().item())
@@ -204,7 +206,7 @@ def noise_errors(model, grid, geo) -> list[float]:
     """Max change at visible positions of every stage when every conv output (before the masked norm)
     and the input get large noise at their masked positions."""
     x, cell_mask = images(geo, dtype=model.mask_tokens[0].dtype), random_cell_mask(grid)
-    clean = model.encode(x, cell_mask)
+    clean = model.encode(x, cell_mask).stages
     gen = torch.Generator().manual_seed(3)
     calls = []
 
@@ -217,7 +219,7 @@ def noise_errors(model, grid, geo) -> list[float]:
     handles = [m.register_forward_hook(add_noise) for m in convs]
     try:
         noisy_x = x + 100.0 * torch.randn(x.shape, generator=gen, dtype=x.dtype) * grid.to_voxels(cell_mask)
-        noisy = model.encode(noisy_x, cell_mask)
+        noisy = model.encode(noisy_x, cell_mask).stages
     finally:
         for h in handles:
             h.remove()
@@ -239,7 +241,7 @@ def masked_output_values(model, grid, geo) -> list[float]:
                if m is not encoder and (not isinstance(m, _ConvNd) or isinstance(m, masked_forward._MaskedConvMixin))]
     handles = [m.register_forward_hook(record) for m in watched]
     try:
-        skips = model.encode(x, cell_mask)
+        skips = model.encode(x, cell_mask).stages
     finally:
         for h in handles:
             h.remove()
@@ -269,14 +271,14 @@ def test_cell_aligned_boxes_crop_equivalence_and_sparse_reference(arch, geo):
     every stage, the deeper ones with their partly visible windows included, equals the sparse reference at every
     position. Catches e.g. an all-visible rule (amin) instead of any-visible (amax) for the deeper stages."""
     dense, model, grid, g = make(arch, geo)
-    assert any(max(s) > max(grid.cell_size) for s in grid.stage_strides), "no stage deeper than the mask stage"
+    assert any(max(s) > max(grid.cell_size) for s in cumulative_strides(g.strides)), "no stage deeper than the cells"
     assert max(crop_errors(dense, model, grid, g, cell_aligned=True)) < 1e-5
     x, cell_mask = images(g), box_cell_mask(grid, g, cell_aligned=True)
     with torch.no_grad():
-        skips = model.encode(x, cell_mask)
+        skips = model.encode(x, cell_mask).stages
     reference = sparse_reference(dense, x, (~grid.to_voxels(cell_mask)).to(x.dtype))
     partly_visible = 0
-    for skip, ref, stride in zip(skips, reference, grid.stage_strides):
+    for skip, ref, stride in zip(skips, reference, cumulative_strides(g.strides)):
         torch.testing.assert_close(skip, ref, rtol=0, atol=1e-8)
         if max(stride) > max(grid.cell_size):
             vis = grid.visible_at(cell_mask, skip.shape[2:])
@@ -300,7 +302,7 @@ def test_masked_positions_are_exactly_zero(arch, geo):
 
 
 @pytest.mark.parametrize("arch, geo", CASES, ids=CASE_IDS)
-def test_nothing_masked_equals_dense_and_set_mask_none_restores_it(arch, geo):
+def test_nothing_masked_equals_dense_and_no_mask_restores_it(arch, geo):
     # float64: the deepest instance norms see 2 x 2 voxels, where float32 round-off alone reaches 1e-5
     dense, model, grid, g = make(arch, geo, dtype=torch.float64)
     x = images(g, dtype=torch.float64)
@@ -310,10 +312,9 @@ def test_nothing_masked_equals_dense_and_set_mask_none_restores_it(arch, geo):
         expected = dense.decoder(expected_skips)  # = dense(x)
         torch.testing.assert_close(model(x, nothing), expected, rtol=0, atol=1e-5)
         cell_mask = random_cell_mask(grid)
-        model.set_mask(cell_mask)
-        first_stage = model.network.encoder(x)[0]  # the mask is in effect ...
+        first_stage = model.encode(x, cell_mask).stages[0]  # the mask is in effect ...
         assert (first_stage[hidden_at(grid, cell_mask, first_stage)] == 0).all()
-        model.set_mask(None)
+        torch.testing.assert_close(model(x, None), expected, rtol=0, atol=1e-5)  # a cell mask of None: dense
         assert all(m.visible is None for m in masked_forward.masked_modules(model.network))
         for skip, ref in zip(model.network.encoder(x), expected_skips):  # ... and gone again
             torch.testing.assert_close(skip, ref, rtol=0, atol=1e-5)
@@ -369,7 +370,7 @@ def test_state_dict_keys_and_shapes_unchanged(arch, geo):
 def test_swapped_modules_share_the_original_parameters():
     network = build_network("resenc", GEOMETRIES["3d"])
     params = {id(p) for p in network.parameters()}
-    model = MaskedReconstructionModel(network, MaskGrid.from_plans(GEOMETRIES["3d"].patch, GEOMETRIES["3d"].strides))
+    model = MaskedReconstructionModel(network, cnn_grid(GEOMETRIES["3d"].patch, GEOMETRIES["3d"].strides))
     assert {id(p) for p in model.network.parameters()} == params
 
 
@@ -379,7 +380,7 @@ def test_batch_norm_plans_are_refused(arch):
     network = build_network(arch, geo, norm="BatchNorm")
     with pytest.raises(MaskedForwardError, match="batch-norm plans are not supported by masked pretraining: "
                                                  "re-plan with instance norm"):
-        MaskedReconstructionModel(network, MaskGrid.from_plans(geo.patch, geo.strides))
+        MaskedReconstructionModel(network, cnn_grid(geo.patch, geo.strides))
 
 
 def test_squeeze_excitation_is_refused():
@@ -388,11 +389,11 @@ def test_squeeze_excitation_is_refused():
     block = network.encoder.stages[1].blocks[0]
     block.apply_se, block.squeeze_excitation = True, SqueezeExcite(8, nn.Conv2d, rd_ratio=1 / 2, rd_divisor=2)
     with pytest.raises(MaskedForwardError, match="squeeze-excitation"):
-        MaskedReconstructionModel(network, MaskGrid.from_plans(geo.patch, geo.strides))
+        MaskedReconstructionModel(network, cnn_grid(geo.patch, geo.strides))
 
 
 def test_unknown_architecture_is_refused():
-    grid = MaskGrid.from_plans((64, 64), GEOMETRIES["2d"].strides)
+    grid = cnn_grid((64, 64), GEOMETRIES["2d"].strides)
     with pytest.raises(MaskedForwardError, match="PlainConvUNet / ResidualEncoderUNet-like"):
         MaskedReconstructionModel(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 1, 3)), grid)
 
@@ -401,12 +402,12 @@ def test_nonlinearity_that_moves_zero_is_refused():
     geo = GEOMETRIES["2d"]
     network = build_network("plain", geo, nonlin="torch.nn.Sigmoid")
     with pytest.raises(MaskedForwardError, match="Sigmoid .* maps 0 to a non-zero value"):
-        MaskedReconstructionModel(network, MaskGrid.from_plans(geo.patch, geo.strides))
+        MaskedReconstructionModel(network, cnn_grid(geo.patch, geo.strides))
 
 
 def test_wrong_output_channels_and_deep_supervision_are_refused():
     geo = GEOMETRIES["2d"]
-    grid = MaskGrid.from_plans(geo.patch, geo.strides)
+    grid = cnn_grid(geo.patch, geo.strides)
     network = build_network("plain", geo)
     network.decoder.deep_supervision = True
     with pytest.raises(MaskedForwardError, match="deep_supervision=False"):
@@ -481,7 +482,7 @@ def test_torch_compile_traces_the_masked_forward_without_graph_breaks():
 def test_sparsify_is_idempotent():
     _, model, grid, g = make("resenc", "3d-aniso", dtype=torch.float32)
     swapped = masked_forward.masked_modules(model.network)
-    model.set_mask(random_cell_mask(grid))
+    model.encode(images(g, dtype=torch.float32), random_cell_mask(grid))  # the masked modules hold a mask
     masked_forward.sparsify_(model.network, grid)
     assert masked_forward.masked_modules(model.network) == swapped
     assert all(m.feature_shape is not None for m in swapped)
@@ -496,7 +497,9 @@ def test_features_on_request_come_from_the_same_forward(arch):
     with torch.no_grad():
         out = model(x, cell_mask, features=True)
         torch.testing.assert_close(out.reconstruction, model(x, cell_mask), rtol=0, atol=0)
-        for skip, expected in zip(out.encoder_skips, model.encode(x, cell_mask)):
+        assert torch.equal(out.encoding.cells, out.encoding.stages[model.mask_stage])
+        assert out.encoding.cells.shape[1:] == (model.cell_channels, *grid.cells_per_axis)
+        for skip, expected in zip(out.encoding.stages, model.encode(x, cell_mask).stages):
             torch.testing.assert_close(skip, expected, rtol=0, atol=0)
             assert (skip[hidden_at(grid, cell_mask, skip)] == 0).all()
         decoder = model.network.decoder
