@@ -6,7 +6,6 @@ a backbone (pretraining/backbones/) turns it into a masked model with its mask g
 masks, forwards and losses; the runner owns the loop (one optimiser step: stage1_loop.py), logs, pictures and
 checkpoints, and calls its callbacks (stage1_callbacks.py) on the way (docs/architecture.md).
 """
-import inspect
 import json
 import os
 from time import time
@@ -14,7 +13,6 @@ from time import time
 import torch
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.utilities.helpers import empty_cache
-from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 
 from nnunet_anatomask import checkpoint_io, knobs
 from nnunet_anatomask.errors import PluginError
@@ -24,6 +22,7 @@ from nnunet_anatomask.pretraining.schemes.settings import describe, plain, schem
 import nnunet_anatomask.trainers.stage1_ddp as stage1_ddp
 from nnunet_anatomask.trainers.stage1_callbacks import Stage1Callback
 from nnunet_anatomask.trainers.stage1_data import shutdown, stage1_batches
+from nnunet_anatomask.trainers.networks import input_channels, trainer_network
 from nnunet_anatomask.trainers.stage1_loop import Stage1Loop
 from nnunet_anatomask.trainers.stage1_picture import picture_path, save_picture
 
@@ -115,20 +114,14 @@ class Stage1Runner:
                 "scheme_config": plain(self.config)}
 
     def input_channels(self) -> int:
-        tr = self.trainer
-        return determine_num_input_channels(tr.plans_manager, tr.configuration_manager, tr.dataset_json)
+        return input_channels(self.trainer)
 
     # --- building -------------------------------------------------------------------------------------
     def build_network(self) -> torch.nn.Module:
         """The trainer's own network with num_classes = input channels and no deep supervision: its decoder and
         output layer reconstruct the image, every other weight has the segmentation network's shape."""
-        tr, channels = self.trainer, self.input_channels()
-        if "plans_manager" in inspect.signature(tr.build_network_architecture).parameters:
-            return tr.build_network_architecture(tr.plans_manager, tr.configuration_manager, channels, channels,
-                                                 enable_deep_supervision=False)
-        cm = tr.configuration_manager  # the older signature, which nnU-Net 2.8 still accepts
-        return tr.build_network_architecture(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                             cm.network_arch_init_kwargs_req_import, channels, channels, False)
+        channels = self.input_channels()
+        return trainer_network(self.trainer, channels, channels, deep_supervision=False)
 
     def build(self) -> None:
         """Masked model (backbone), scheme, the loop (AdamW over both); compiled where nnU-Net compiles."""

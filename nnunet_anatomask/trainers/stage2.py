@@ -23,10 +23,10 @@ from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.nnUNetTrainer.variants.lr_schedule.nnUNetTrainer_warmup import nnUNetTrainer_warmup
 from nnunetv2.utilities.file_path_utilities import get_output_folder
-from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 
 from nnunet_anatomask import checkpoint_io, knobs
 from nnunet_anatomask.errors import PluginError
+from nnunet_anatomask.trainers.networks import input_channels, trainer_network
 from nnunet_anatomask.trainers.transfer_checks import check_transfer
 
 
@@ -204,30 +204,31 @@ class nnUNetTrainerFinetune(nnUNetTrainerStage2Recipe):
 
     def network_on_meta(self) -> torch.nn.Module:
         """This trainer's segmentation network, structure only (initialize() builds the real one)."""
-        channels = determine_num_input_channels(self.plans_manager, self.configuration_manager, self.dataset_json)
         with torch.device("meta"):
-            return self.build_network_architecture(
-                self.configuration_manager.network_arch_class_name, self.configuration_manager.network_arch_init_kwargs,
-                self.configuration_manager.network_arch_init_kwargs_req_import, channels,
-                self.label_manager.num_segmentation_heads, self.enable_deep_supervision)
+            return trainer_network(self, input_channels(self), self.label_manager.num_segmentation_heads,
+                                   self.enable_deep_supervision)
 
     def run_training(self):
-        """At epoch 0: load the setting's weights (nnU-Net's load_pretrained_weights: every key but seg_layers), or
-        find that nnU-Net's -pretrained_weights loaded some; without either, refuse before any training."""
         if self.current_epoch == 0:
-            outside = self.weights_loaded_since_initialize()
-            if self.pretrained_weights is not None and outside:
-                raise ConfigurationError(
-                    f"both {knobs.PRETRAINED_WEIGHTS} and nnU-Net's -pretrained_weights were given. Fix: give the "
-                    f"checkpoint once, as {knobs.PRETRAINED_WEIGHTS}=PATH.")
-            if self.pretrained_weights is not None:
-                if not self.was_initialized:
-                    self.initialize()
-                load_pretrained_weights(self.network, self.pretrained_weights, verbose=False)
-                self.print_to_log_file(f"Stage 2 starts from the pretrained weights of {self.pretrained_weights}")
-            elif not outside:
-                raise ConfigurationError(self.missing_weights_message())
+            self.start_from_pretrained_weights()
         super().run_training()
+
+    def start_from_pretrained_weights(self) -> None:
+        """Load the setting's weights (nnU-Net's load_pretrained_weights: every key but seg_layers), or find that
+        nnU-Net's -pretrained_weights loaded some; without either, refuse before any training."""
+        outside = self.weights_loaded_since_initialize()
+        if self.pretrained_weights is not None and outside:
+            raise ConfigurationError(
+                f"both {knobs.PRETRAINED_WEIGHTS} and nnU-Net's -pretrained_weights were given. Fix: give the "
+                f"checkpoint once, as {knobs.PRETRAINED_WEIGHTS}=PATH.")
+        if self.pretrained_weights is None:
+            if not outside:
+                raise ConfigurationError(self.missing_weights_message())
+            return
+        if not self.was_initialized:
+            self.initialize()
+        load_pretrained_weights(self.network, self.pretrained_weights, verbose=False)
+        self.print_to_log_file(f"Stage 2 starts from the pretrained weights of {self.pretrained_weights}")
 
     def missing_weights_message(self) -> str:
         if self.continue_training:

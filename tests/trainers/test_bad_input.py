@@ -1,6 +1,5 @@
 """Bad input fails before any work with one message that names the problem and the fix (in-process, fast)."""
 import copy
-import sys
 
 import pytest
 import torch
@@ -22,14 +21,10 @@ def good_weights(demo3d, monkeypatch, tmp_path) -> dict:
 
 
 def finetune_trainer(demo3d, monkeypatch, tmp_path, path):
-    """nnUNetTrainerFinetune as nnUNetv2_train ... -pretrained_weights PATH builds it."""
-    monkeypatch.setattr(sys, "argv", ["nnUNetv2_train", "990", "3d_fullres", "0", "-pretrained_weights", str(path)])
+    """nnUNetTrainerFinetune as `nnUNet_anatomask_pretrained_weights=PATH nnUNetv2_train ...` builds it: the file
+    is checked in __init__, before any work."""
+    monkeypatch.setenv("nnUNet_anatomask_pretrained_weights", str(path))
     return make_trainer(demo3d, nnUNetTrainerFinetune, monkeypatch, tmp_path)
-
-
-def finetune_with(demo3d, monkeypatch, tmp_path, path):
-    """nnUNetv2_train's loading of -pretrained_weights PATH (nnU-Net's maybe_load_checkpoint)."""
-    maybe_load_checkpoint(finetune_trainer(demo3d, monkeypatch, tmp_path, path), False, False, str(path))
 
 
 def test_shape_mismatch_names_key_and_shapes(demo3d, good_weights, monkeypatch, tmp_path):
@@ -40,7 +35,7 @@ def test_shape_mismatch_names_key_and_shapes(demo3d, good_weights, monkeypatch, 
     torch.save(weights, tmp_path / "two_channels.pth")
     expected = rf"'{key}' has shape \({w.shape[0]}, 2, .*\) in the checkpoint but \({w.shape[0]}, 1, "
     with pytest.raises(CheckpointError, match=expected):
-        finetune_with(demo3d, monkeypatch, tmp_path, tmp_path / "two_channels.pth")
+        finetune_trainer(demo3d, monkeypatch, tmp_path, tmp_path / "two_channels.pth")
 
 
 def test_truncated_and_not_a_checkpoint(demo3d, good_weights, monkeypatch, tmp_path):
@@ -48,48 +43,83 @@ def test_truncated_and_not_a_checkpoint(demo3d, good_weights, monkeypatch, tmp_p
     data = (tmp_path / "good.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated or not a PyTorch checkpoint"):
-        finetune_with(demo3d, monkeypatch, tmp_path, tmp_path / "cut.pth")
+        finetune_trainer(demo3d, monkeypatch, tmp_path, tmp_path / "cut.pth")
     (tmp_path / "text.pth").write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="truncated or not a PyTorch checkpoint"):
-        finetune_with(demo3d, monkeypatch, tmp_path, tmp_path / "text.pth")
+        finetune_trainer(demo3d, monkeypatch, tmp_path, tmp_path / "text.pth")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        finetune_trainer(demo3d, monkeypatch, tmp_path, tmp_path / "missing.pth")
 
 
 def test_other_configuration(demo3d, good_weights, monkeypatch, tmp_path):
     torch.save({**good_weights, "configuration": "2d"}, tmp_path / "from_2d.pth")
     with pytest.raises(CheckpointError, match="configuration = '2d'.*'3d_fullres'"):
-        finetune_with(demo3d, monkeypatch, tmp_path, tmp_path / "from_2d.pth")
+        finetune_trainer(demo3d, monkeypatch, tmp_path, tmp_path / "from_2d.pth")
 
 
-def test_matching_weights_pass_validation(demo3d, good_weights, monkeypatch, tmp_path):
-    """Matching weights pass our validation and end up in the network: after nnU-Net's maybe_load_checkpoint every
-    tensor but the seg_layers equals the file's, while the trainer's own random init differed from them in every
-    conv weight (so equality is no accident). Mutation caught: the weights not reaching the network
-    (nnunetv2.run.run_training.load_pretrained_weights made a no-op)."""
+def transferred_keys(state: dict) -> list[str]:
+    keys = [k for k in state if ".seg_layers." not in k]
+    assert any(k.startswith("encoder.") for k in keys) and any(k.startswith("decoder.") for k in keys)
+    return keys
+
+
+def test_matching_weights_pass_validation_and_reach_the_network(demo3d, good_weights, monkeypatch, tmp_path):
+    """Matching weights named by the setting pass our checks and end up in the network at the start of stage 2:
+    every tensor but the seg_layers equals the file's, while the trainer's own random init differed from them in
+    every conv weight (so equality is no accident). Mutation caught: the weights not loaded (the load in
+    start_from_pretrained_weights removed)."""
     torch.save(good_weights, tmp_path / "good.pth")
     trainer = finetune_trainer(demo3d, monkeypatch, tmp_path, tmp_path / "good.pth")
-    trainer.initialize()  # what maybe_load_checkpoint does first: builds the network, validates the file
+    trainer.initialize()
     own_init = {k: v.clone() for k, v in trainer.network.state_dict().items()}
-    maybe_load_checkpoint(trainer, False, False, str(tmp_path / "good.pth"))
+    trainer.start_from_pretrained_weights()
     loaded, expected = trainer.network.state_dict(), good_weights["network_weights"]
-    transferred = [k for k in loaded if ".seg_layers." not in k]
-    assert any(k.startswith("encoder.") for k in transferred) and any(k.startswith("decoder.") for k in transferred)
-    assert all(not torch.equal(own_init[k], expected[k]) for k in transferred if k.endswith("conv.weight"))
-    for key in transferred:
+    keys = transferred_keys(loaded)
+    assert all(not torch.equal(own_init[k], expected[k]) for k in keys if k.endswith("conv.weight"))
+    for key in keys:
         assert torch.equal(loaded[key], expected[key]), key
 
 
-def test_scheme_trainer_refuses_pretrained_weights(demo3d, monkeypatch, tmp_path):
-    monkeypatch.setattr(sys, "argv", ["nnUNetv2_train", "990", "3d_fullres", "0", "-pretrained_weights", "x.pth"])
+def test_nnunets_own_pretrained_weights_flag_still_works(demo3d, good_weights, monkeypatch, tmp_path):
+    """`nnUNetv2_train ... -tr nnUNetTrainerFinetune -pretrained_weights PATH`: nnU-Net's maybe_load_checkpoint
+    loads the file after initialize(); stage 2 then starts from it instead of refusing. Giving the setting as
+    well is refused (which one would win?)."""
+    torch.save(good_weights, tmp_path / "good.pth")
+    trainer = make_trainer(demo3d, nnUNetTrainerFinetune, monkeypatch, tmp_path)
+    maybe_load_checkpoint(trainer, False, False, str(tmp_path / "good.pth"))  # what nnUNetv2_train does
+    trainer.start_from_pretrained_weights()
+    for key in transferred_keys(trainer.network.state_dict()):
+        assert torch.equal(trainer.network.state_dict()[key], good_weights["network_weights"][key]), key
+    both = finetune_trainer(demo3d, monkeypatch, tmp_path, tmp_path / "good.pth")
+    maybe_load_checkpoint(both, False, False, str(tmp_path / "good.pth"))
+    with pytest.raises(ConfigurationError, match="both nnUNet_anatomask_pretrained_weights and nnU-Net's"):
+        both.start_from_pretrained_weights()
+
+
+def test_scheme_trainer_refuses_pretrained_weights(demo3d, good_weights, monkeypatch, tmp_path):
+    """Stage 1 would silently replace them: refused as a setting (at once) and through nnU-Net's flag (when
+    stage 2 would start, before stage 1 runs)."""
+    monkeypatch.setenv("nnUNet_anatomask_pretrained_weights", "x.pth")
+    with pytest.raises(ConfigurationError, match="pretrains its own weights.*nnUNetTrainerFinetune"):
+        make_trainer(demo3d, nnUNetTrainerRandomMask, monkeypatch, tmp_path)
+    monkeypatch.delenv("nnUNet_anatomask_pretrained_weights")
+    torch.save(good_weights, tmp_path / "good.pth")
     trainer = make_trainer(demo3d, nnUNetTrainerRandomMask, monkeypatch, tmp_path)
+    maybe_load_checkpoint(trainer, False, False, str(tmp_path / "good.pth"))
     with pytest.raises(ConfigurationError, match="nnUNetTrainerFinetune -pretrained_weights"):
-        trainer.initialize()
+        trainer.run_training()
+
+
+def test_scratch_refuses_the_pretrained_weights_setting(demo3d, monkeypatch, tmp_path):
+    monkeypatch.setenv("nnUNet_anatomask_pretrained_weights", "x.pth")
+    with pytest.raises(ConfigurationError, match="nnUNetTrainerScratch starts from random weights.*Fix"):
+        make_trainer(demo3d, nnUNetTrainerScratch, monkeypatch, tmp_path)
 
 
 def test_finetune_requires_pretrained_weights(demo3d, monkeypatch, tmp_path):
-    monkeypatch.setattr(sys, "argv", ["nnUNetv2_train", "990", "3d_fullres", "0"])
     trainer = make_trainer(demo3d, nnUNetTrainerFinetune, monkeypatch, tmp_path)
-    with pytest.raises(ConfigurationError, match="needs -pretrained_weights"):
-        trainer.initialize()
+    with pytest.raises(ConfigurationError, match="needs pretrained weights: set nnUNet_anatomask_pretrained_weights"):
+        trainer.run_training()
 
 
 def test_patch_too_small_for_mask_grid(demo3d, monkeypatch, tmp_path):
