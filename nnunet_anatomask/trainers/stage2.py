@@ -6,9 +6,9 @@ recipe is ``nnUNetTrainerStage2Recipe``: the mixin on nnU-Net's nnUNetTrainer_wa
 the first 5 % of epochs, then poly). nnUNetTrainerScratch is this recipe from random init; nnUNetTrainerFinetune
 starts it from pretrained weights (the setting nnUNet_anatomask_pretrained_weights, or nnU-Net's -pretrained_weights).
 
-Start lr: nnU-Net's 1e-2 for every stage-2 trainer. The evaluation harness compared it with 1e-3 at 5 % of the labels
-(`evaluate --size cpu --lr-study 1e-3`, docs/results.md): 1e-3 gave a 0.09-0.15 lower test Dice for Scratch,
-RandomMask and AnatoMask alike (2 seeds each), so pretrained weights are not washed out by 1e-2 at that budget.
+Start lr: the recipe's own (nnU-Net's 1e-2 with SGD on the CNN; nnU-Net's AbstractPrimus 3e-4 with AdamW on
+Primus), or the knob ``nnUNet_anatomask_finetune_lr`` for every stage-2 trainer (docs/usage.md); why the CNN default
+stays 1e-2: docs/results.md (learning-rate comparison).
 """
 import contextlib
 import os
@@ -70,8 +70,9 @@ def no_empty_folders_left_on_error(folder: Optional[str]) -> Iterator[None]:
 
 class Stage2Mixin:
     """Our additions to an nnU-Net trainer (the base after this mixin): the run-length knobs, checks before any
-    work, atomic checkpoints, a load_checkpoint fixed for torch >= 2.6. The optimiser and its lr stay the base
-    trainer's. The base must be nnUNetTrainer_warmup-like (warm-up stage, ``configure_optimizers(stage)``)."""
+    work, atomic checkpoints, a load_checkpoint fixed for torch >= 2.6. The optimiser stays the base trainer's, its
+    start lr too unless the user sets nnUNet_anatomask_finetune_lr. The base must be nnUNetTrainer_warmup-like
+    (a warm-up stage, ``configure_optimizers(stage)``)."""
 
     warmup_fraction = 0.05  # nnssl / nnUNetTrainer_warmup: 50 of 1000 epochs
 
@@ -87,6 +88,9 @@ class Stage2Mixin:
         self.num_val_iterations_per_epoch = knobs.validation_iterations(self.num_iterations_per_epoch)
         self.save_every = knobs.read_knob(knobs.SAVE_EVERY)
         self.warmup_duration_whole_net = knobs.warmup_epochs(self.warmup_fraction, self.num_epochs)
+        start_lr = knobs.read_lr(knobs.FINETUNE_LR)
+        if start_lr is not None:  # else the lr the base trainer set (nnUNetTrainer 1e-2, AbstractPrimus 3e-4)
+            self.initial_lr = start_lr
         self.initialized_weights: Optional[float] = None  # weights_fingerprint right after initialize()
 
     def check_setup(self) -> None:
@@ -171,14 +175,8 @@ class Stage2Mixin:
             self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
 
 class nnUNetTrainerStage2Recipe(Stage2Mixin, nnUNetTrainer_warmup):
-    """nnssl's fine-tuning recipe (nnUNetTrainer_warmup) with our run-length knobs, checks and atomic checkpoints."""
-
-    initial_lr_default = 1e-2  # stage 2's start lr (nnU-Net's default); see this module's docstring
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.initial_lr = self.initial_lr_default
+    """nnssl's fine-tuning recipe (nnUNetTrainer_warmup: SGD, start lr 1e-2) with our run-length knobs, checks and
+    atomic checkpoints."""
 
 
 class nnUNetTrainerScratch(nnUNetTrainerStage2Recipe):
