@@ -145,6 +145,7 @@ setup(
         "scipy",
         "SimpleITK",
         "matplotlib",
+        "tqdm",  # progress bars of the long runs (progress.py)
     ],
     extras_require={
         "test": ["pytest", "mkdocs"],  # the docs build is checked by the test suite

@@ -1,12 +1,15 @@
 """Progress of long runs (evaluation harness, benchmark): which step of how many, elapsed time, time left.
 
-A bar redrawn in place where the output is a terminal; one plain line per step otherwise (logs, CI, pipes).
+A tqdm bar redrawn in place where the output is a terminal; one plain line per step otherwise (logs, CI, pipes),
+with the time left at the mean pace of the finished steps.
 """
 from __future__ import annotations
 
 import sys
 import time
 from typing import Optional, TextIO
+
+from tqdm import tqdm
 
 
 def format_seconds(seconds: float) -> str:
@@ -26,14 +29,15 @@ class Progress:
         self.total, self.label, self.stream, self.clock = total, label, stream or sys.stdout, clock
         self.finished, self.started_at, self.current = 0, clock(), ""
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.bar = tqdm(total=total, desc=label, file=self.stream, unit="step", dynamic_ncols=True) \
+            if self.tty else None
 
     def __enter__(self) -> "Progress":
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.close()
 
     def estimate_left(self) -> Optional[float]:
         """Seconds left at the mean pace of the finished steps (None before the first one finished)."""
@@ -51,20 +55,20 @@ class Progress:
     def start(self, what: str) -> None:
         """A step begins: say which."""
         self.current = what
-        self._write(self.line())
+        if self.bar is not None:
+            self.bar.set_postfix_str(what)
+        else:
+            self._write(self.line())
 
     def done(self) -> None:
         self.finished += 1
-        if self.finished == self.total:
+        if self.bar is not None:
+            self.bar.update(1)
+        elif self.finished == self.total:
             self.current = "done"
             self._write(f"[{self.label} {self.total}/{self.total}] done in "
                         f"{format_seconds(self.clock() - self.started_at)}")
 
     def _write(self, text: str) -> None:
-        if self.tty:
-            width = 30
-            filled = width * self.finished // max(1, self.total)
-            self.stream.write(f"\r\033[K[{'#' * filled}{'.' * (width - filled)}] {text}")
-        else:
-            self.stream.write(text + "\n")
+        self.stream.write(text + "\n")
         self.stream.flush()

@@ -9,7 +9,8 @@ import pytest
 
 import matplotlib.pyplot as plt
 
-from nnunet_anatomask.plotting import plot_progress, plot_reconstruction, reconstruction_figure
+from nnunet_anatomask.plotting import plot_progress
+from nnunet_anatomask.reconstruction_plot import plot_reconstruction, reconstruction_figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -30,3 +30,22 @@ def test_plain_lines_with_elapsed_and_estimate():
 
 def test_format_seconds():
     assert [format_seconds(s) for s in (4.2, 65, 3725)] == ["4s", "1m05s", "1h02m05s"]
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_terminal_gets_a_tqdm_bar():
+    """On a terminal the steps drive a tqdm bar (count, current step) instead of one line each."""
+    out = Terminal()
+    with Progress(2, "evaluation", stream=out) as p:
+        p.start("plan")
+        p.done()
+        p.start("stage 2")
+        p.done()
+        assert p.bar.n == 2 and p.bar.total == 2
+    text = out.getvalue()
+    assert "evaluation" in text and "2/2" in text and "stage 2" in text and "\r" in text
+    assert "[evaluation 1/2] plan - elapsed" not in text

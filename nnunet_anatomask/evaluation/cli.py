@@ -7,7 +7,7 @@ import time
 from dataclasses import replace
 from typing import Optional, Sequence
 
-from nnunet_anatomask.evaluation.anatomy_dataset import SourceMissing
+from nnunet_anatomask.evaluation.anatomy_sources import SourceMissing
 from nnunet_anatomask.evaluation.errors import EvaluationError
 from nnunet_anatomask.evaluation.estimate import describe, estimate
 from nnunet_anatomask.evaluation.protocol import SIZES, Size

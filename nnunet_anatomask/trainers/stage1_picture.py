@@ -4,7 +4,7 @@ import os
 
 import torch
 
-from nnunet_anatomask.plotting import picture_scales, plot_reconstruction
+from nnunet_anatomask.reconstruction_plot import picture_scales, plot_reconstruction
 from nnunet_anatomask.pretraining.grid import MaskGrid
 from nnunet_anatomask.pretraining.losses import to_image_space
 from nnunet_anatomask.pretraining.schemes.base import Picture

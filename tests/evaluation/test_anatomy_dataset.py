@@ -9,8 +9,11 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_anatomask.evaluation import anatomy_dataset as ad
+from nnunet_anatomask.evaluation import anatomy_labels
+from nnunet_anatomask.evaluation import anatomy_sources as sources
+from nnunet_anatomask.evaluation import anatomy_synthesis as synthesis
 
-SOURCES = ad.available_sources()
+SOURCES = sources.available_sources()
 needs_mricron = pytest.mark.skipif(not SOURCES["mricron"], reason="mricron-data not installed "
                                    "(apt-get install mricron-data): Colin27 + AAL templates absent")
 needs_nilearn = pytest.mark.skipif(not SOURCES["nilearn"], reason="nilearn not installed (pip install nilearn): "
@@ -43,10 +46,10 @@ def check_dataset(folder, num_train, num_test, num_labels):
 def test_lobes(tmp_path):
     folder = ad.build_anatomy_dataset(str(tmp_path), 901, "Lobes", num_train=2, num_test=1, spacing=4.0,
                                       label_set="lobes", log=lambda m: None)
-    prov = check_dataset(folder, 2, 1, len(ad.LOBES))
+    prov = check_dataset(folder, 2, 1, len(anatomy_labels.LOBES))
     assert prov["complete"] and prov["templates"]["train"] == ["colin27"]
     lab, _ = read(os.path.join(folder, "labelsTr", "brain_000.nii.gz"))
-    assert len(np.unique(lab)) == len(ad.LOBES) + 1  # every structure survives at 4 mm
+    assert len(np.unique(lab)) == len(anatomy_labels.LOBES) + 1  # every structure survives at 4 mm
     if SOURCES["nilearn"]:
         assert prov["templates"]["test"] == ["icbm152"] and "held-out" in prov["leak"]
     else:
@@ -78,8 +81,8 @@ def test_aal_groups_cover_aal_names(tmp_path):
     txt = tmp_path / "aal.nii.txt"
     txt.write_text("1 Precentral_L 2001\n2 Temporal_Pole_Sup_R 2002\n3 Cerebelum_Crus1_L 9001\n"
                    "4 Vermis_1_2 9100\n5 Thalamus_R 7102\n6 Unknown_L 1\n")
-    lut = ad._aal_groups(str(txt))
-    names = list(ad.LOBES)
+    lut = anatomy_labels._aal_groups(str(txt))
+    names = list(anatomy_labels.LOBES)
     assert [names[v - 1] if v else None for v in lut[1:7]] == \
         ["frontal", "temporal", "cerebellum", "cerebellum", "central", None]
 
@@ -88,11 +91,11 @@ def test_subject_generator_on_a_toy_template():
     z, y, x = np.mgrid[:40, :48, :44]
     ball = ((z - 20) ** 2 + (y - 24) ** 2 + (x - 22) ** 2) < 15 ** 2
     inner = ((z - 20) ** 2 + (y - 24) ** 2 + (x - 22) ** 2) < 7 ** 2
-    t = ad.Template("toy", np.where(inner, 200.0, np.where(ball, 100.0, 0.0)).astype(np.float32),
+    t = anatomy_labels.Template("toy", np.where(inner, 200.0, np.where(ball, 100.0, 0.0)).astype(np.float32),
                     (ball.astype(np.uint8) + inner), (1.0, 1.0, 1.0), "toy", "toy")
-    a = ad.make_subject(t, 2.0, np.random.default_rng(0))
-    b = ad.make_subject(t, 2.0, np.random.default_rng(0))
-    c = ad.make_subject(t, 2.0, np.random.default_rng(1))
+    a = synthesis.make_subject(t, 2.0, np.random.default_rng(0))
+    b = synthesis.make_subject(t, 2.0, np.random.default_rng(0))
+    c = synthesis.make_subject(t, 2.0, np.random.default_rng(1))
     img, lab, sp = a
     assert np.array_equal(img, b[0]) and np.array_equal(lab, b[1])  # deterministic from the seed
     assert not np.array_equal(lab, c[1]) or not np.array_equal(img, c[0])
@@ -103,17 +106,17 @@ def test_subject_generator_on_a_toy_template():
 
 
 def test_nothing_installed_names_both_packages(tmp_path, monkeypatch):
-    monkeypatch.setattr(ad, "MRICRON_DIRS", ())
-    monkeypatch.delenv(ad.MRICRON_ENV, raising=False)
-    monkeypatch.setattr(ad, "find_nilearn_dir", lambda explicit=None: None)
+    monkeypatch.setattr(sources, "MRICRON_DIRS", ())
+    monkeypatch.delenv(sources.MRICRON_ENV, raising=False)
+    monkeypatch.setattr(sources, "find_nilearn_dir", lambda explicit=None: None)
     with pytest.raises(SystemExit) as e:
         ad.main(["--raw", str(tmp_path)])
     assert "apt-get install mricron-data" in str(e.value) and "pip install nilearn" in str(e.value)
     assert not os.listdir(tmp_path)  # nothing written
-    with pytest.raises(ad.SourceMissing, match="apt-get install mricron-data"):
-        ad.load_templates("lobes", {"mricron": None, "nilearn": "x"})
-    with pytest.raises(ad.SourceMissing, match="pip install nilearn"):
-        ad.load_templates("tissue", {"mricron": "x", "nilearn": None})
+    with pytest.raises(sources.SourceMissing, match="apt-get install mricron-data"):
+        anatomy_labels.load_templates("lobes", {"mricron": None, "nilearn": "x"})
+    with pytest.raises(sources.SourceMissing, match="pip install nilearn"):
+        anatomy_labels.load_templates("tissue", {"mricron": "x", "nilearn": None})
 
 
 def test_lobar_volumes_fill_the_brain_by_the_nearest_aal_group(tmp_path):
@@ -129,8 +132,8 @@ def test_lobar_volumes_fill_the_brain_by_the_nearest_aal_group(tmp_path):
     template = sitk.GetImageFromArray(np.zeros((4, 4, 12), np.float32))
     brain = np.zeros((4, 4, 12), bool)
     brain[:, :, 1:10] = True                    # template x = 1..9 is brain
-    labels = ad._lobar_volumes(template, brain, str(tmp_path))
-    frontal, occipital = list(ad.LOBES).index("frontal") + 1, list(ad.LOBES).index("occipital") + 1
+    labels = anatomy_labels._lobar_volumes(template, brain, str(tmp_path))
+    frontal, occipital = list(anatomy_labels.LOBES).index("frontal") + 1, list(anatomy_labels.LOBES).index("occipital") + 1
     # nearest of world x 1 (frontal) and 10 (occipital); on AAL's voxel grid occipital would fall outside
     assert list(labels[0, 0]) == [0] + [frontal] * 5 + [occipital] * 4 + [0, 0]
     assert (labels[~brain] == 0).all()

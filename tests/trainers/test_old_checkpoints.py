@@ -35,7 +35,7 @@ def test_old_checkpoint_resumes_and_hands_over(name, old_plans):
     saved = torch.load(path, map_location="cpu", weights_only=True)
     assert runner.current_epoch == saved["current_epoch"] == 2
     assert runner.scheme.state_dict().keys() == saved["scheme_state"]["scheme"].keys()
-    out = runner.train_step(torch.randn(2, 1, 16, 16, 16), 1)
+    out = runner.loop.train_step({"data": torch.randn(2, 1, 16, 16, 16)}, 1)
     assert torch.isfinite(out.figures["loss"])
     trainer.initialize()
     trainer.load_stage1_weights(path)

@@ -1,11 +1,9 @@
 """A stage-1 checkpoint from another dataset (a pool): other channels, other plans and other CT statistics each
 stop nnUNetTrainerFinetune before any training, with both values and the fix (docs/pools_and_ddp.md)."""
 import copy
-import sys
 
 import pytest
 import torch
-from nnunetv2.run.run_training import maybe_load_checkpoint
 
 from nnunet_anatomask.checkpoint_io import CheckpointError
 from nnunet_anatomask.trainers.registry import nnUNetTrainerFinetune, nnUNetTrainerScratch
@@ -85,19 +83,16 @@ def test_other_checkpoints_are_left_to_the_shape_check(demo3d, pool):
 
 
 def test_finetune_refuses_before_training(demo3d, monkeypatch, tmp_path):
-    """Wired into nnUNetTrainerFinetune's -pretrained_weights validation (nnU-Net's maybe_load_checkpoint)."""
+    """Wired into nnUNetTrainerFinetune's check of the pretrained-weights setting, at construction."""
     trainer = make_trainer(demo3d, nnUNetTrainerScratch, monkeypatch, tmp_path)
     trainer.initialize()
     pool_json = dict(demo3d.dataset_json(), channel_names={"0": "CT"})
     ckpt = {"network_weights": trainer.network.state_dict(), "scheme": "AnatoMask", "configuration": CONFIG,
             "init_args": {"plans": demo3d.plans(), "dataset_json": pool_json}}
     torch.save(ckpt, tmp_path / "pool.pth")
-    monkeypatch.setattr(sys, "argv", ["nnUNetv2_train", "990", CONFIG, "0", "-pretrained_weights",
-                                      str(tmp_path / "pool.pth")])
-    fresh = make_trainer(demo3d, nnUNetTrainerFinetune, monkeypatch, tmp_path)
+    monkeypatch.setenv("nnUNet_anatomask_pretrained_weights", str(tmp_path / "pool.pth"))
     with pytest.raises(CheckpointError, match=r"channels \['CT'\]"):
-        maybe_load_checkpoint(fresh, False, False, str(tmp_path / "pool.pth"))
-    assert fresh.current_epoch == 0
+        make_trainer(demo3d, nnUNetTrainerFinetune, monkeypatch, tmp_path)
 
 
 def test_stage1_lookup_names_what_differs_in_the_plans(demo3d, pool):
