@@ -154,7 +154,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "nnUNetv2_pretrain = nnunet_anatomask.cli:pretrain_entry",
+            "nnUNetv2_pretrain = nnunet_anatomask.cli:main",
             "nnUNetv2_export_pretrained = nnunet_anatomask.export:main",
             "nnUNetv2_plan_and_preprocess_unlabelled = nnunet_anatomask.unlabelled.cli:main",
         ],

@@ -122,8 +122,8 @@ def run_stage1(args: argparse.Namespace, callbacks: Sequence = ()) -> str:
     return trainer.run_pretraining()
 
 
-def pretrain_rank(rank: int, args: argparse.Namespace) -> None:
-    """One DDP rank (nnU-Net's run_ddp without validation): process group, device, stage 1."""
+def rank_main(rank: int, args: argparse.Namespace) -> None:
+    """The main function of one DDP rank's process (nnU-Net's run_ddp without validation): process group, device, stage 1."""
     cuda = args.device == "cuda"
     dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=args.num_gpus)
     try:
@@ -143,11 +143,11 @@ def launch_ranks(args: argparse.Namespace) -> None:
 
     os.environ["MASTER_ADDR"] = "localhost"
     os.environ.setdefault("MASTER_PORT", str(find_free_network_port()))
-    mp.spawn(pretrain_rank, args=(args,), nprocs=args.num_gpus, join=True)
+    mp.spawn(rank_main, args=(args,), nprocs=args.num_gpus, join=True)
 
 
-def pretrain_entry(argv=None) -> None:
-    """The console script: our errors end the program with their message alone (it names the fix)."""
+def main(argv=None) -> None:
+    """The console script nnUNetv2_pretrain: our errors end the program with their message alone (it names the fix)."""
     args = parse_args(argv)
     problem = gpu_count_problem(args.num_gpus, args.device)
     if problem is not None:
@@ -166,4 +166,4 @@ def pretrain_entry(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    pretrain_entry()
+    main()

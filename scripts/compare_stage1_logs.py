@@ -18,7 +18,7 @@ def load_log(folder: str) -> tuple[str, dict]:
         if os.path.isfile(path):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
             return ckpt["scheme"], ckpt["logging"]
-    raise SystemExit(f"no stage-1 checkpoint in {folder}")
+    raise FileNotFoundError(f"no stage-1 checkpoint in {folder}")
 
 
 def cell(values: list, epoch: int) -> str:
@@ -34,7 +34,10 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1, help="print every K-th epoch (and the last)")
     parser.add_argument("--extra", nargs="*", default=["alpha"], help="figures of the first run to add as columns")
     args = parser.parse_args()
-    runs = [load_log(f) for f in args.folders]
+    try:
+        runs = [load_log(f) for f in args.folders]
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
     first_scheme, first_log = runs[0]
     columns = [f"{scheme} {args.figure}" for scheme, _ in runs] + [f"{first_scheme} {x}" for x in args.extra]
     print("| epoch | " + " | ".join(columns) + " |")

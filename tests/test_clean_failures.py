@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from nnunet_anatomask.cli import pretrain_entry
+from nnunet_anatomask.cli import main as pretrain_entry
 from nnunet_anatomask.knobs import KnobError
 from nnunet_anatomask.pretraining.grid import MaskGridError
 from nnunet_anatomask.trainers.registry import nnUNetTrainerRandomMask

@@ -3,7 +3,7 @@ script in tests/trainers/test_pretrain_handover.py)."""
 import pytest
 import torch
 
-from nnunet_anatomask.cli import pretrain_entry
+from nnunet_anatomask.cli import main as pretrain_entry
 from tests.conftest import clean_env, run_cli
 
 
@@ -44,3 +44,32 @@ def test_nnunetv2_train_with_more_gpus_than_visible_stops_at_start_up(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"nnUNetv2_train: -num_gpus {too_many} asks for {too_many} GPUs" in proc.stderr
     assert "Fix: use" in proc.stderr
+
+
+def test_list_prints_every_trainer_with_scheme_backbone_and_recipe(capsys):
+    """nnUNetv2_pretrain --list (no other argument needed): one line per trainer nnU-Net can find, with the
+    registry's scheme, backbone and stage-2 recipe. Catches: a trainer missing from the list, a wrong row."""
+    import nnunet_anatomask.trainers.registry as registry
+    from nnunet_anatomask.pretraining.schemes import SCHEMES
+
+    with pytest.raises(SystemExit) as stop:
+        pretrain_entry(["--list"])
+    assert stop.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["trainer", "scheme", "backbone", "stage", "2"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(rows) == set(registry.__all__)
+    assert len(rows) == len(SCHEMES) * len(registry.STAGE2) + 2
+    for trainer, scheme, backbone, recipe in registry.listing():
+        assert rows[trainer].split()[1] == scheme.split()[0] and backbone in rows[trainer], trainer
+        assert rows[trainer].endswith(recipe), trainer
+
+
+def test_docs_list_the_generated_trainer_names():
+    """docs/usage.md shows `nnUNetv2_pretrain --list` as it prints today: every generated name as text."""
+    import os
+    from nnunet_anatomask.cli import trainer_table
+
+    usage = open(os.path.join(os.path.dirname(__file__), "..", "docs", "usage.md")).read()
+    block = usage.split("$ nnUNetv2_pretrain --list\n", 1)[1].split("```", 1)[0]
+    assert block.strip() == trainer_table().strip(), "regenerate the block with `nnUNetv2_pretrain --list`"

@@ -36,3 +36,25 @@ def test_learning_rate_unset_or_set(monkeypatch):
     assert knobs.read_lr(knobs.FINETUNE_LR) is None
     monkeypatch.setenv(knobs.FINETUNE_LR, " 3e-4 ")
     assert knobs.read_lr(knobs.FINETUNE_LR) == 3e-4
+
+
+def test_scheme_config_inline_file_and_refusals(monkeypatch, tmp_path):
+    """nnUNet_anatomask_scheme_config: a JSON object inline or in a file; bad JSON, a non-object, a missing file
+    are refused with the variable's name."""
+    monkeypatch.setenv(knobs.SCHEME_CONFIG, '{"mask_ratio": 0.75}')
+    assert knobs.scheme_config() == {"mask_ratio": 0.75}
+    (tmp_path / "ablation.json").write_text('{"use_mps": false}')
+    monkeypatch.setenv(knobs.SCHEME_CONFIG, str(tmp_path / "ablation.json"))
+    assert knobs.scheme_config() == {"use_mps": False}
+    for value, message in (("{mask_ratio: 0.75}", "its value is not valid JSON"),
+                           (str(tmp_path / "missing.json"), "neither a JSON object nor an existing file"),
+                           ('{"a": 1', "not valid JSON")):
+        monkeypatch.setenv(knobs.SCHEME_CONFIG, value)
+        with pytest.raises(knobs.KnobError, match=f"nnUNet_anatomask_scheme_config.*{message}"):
+            knobs.check_all()
+    (tmp_path / "list.json").write_text("[0.75]")
+    monkeypatch.setenv(knobs.SCHEME_CONFIG, str(tmp_path / "list.json"))
+    with pytest.raises(knobs.KnobError, match="holds a list, not a JSON object"):
+        knobs.scheme_config()
+    monkeypatch.delenv(knobs.SCHEME_CONFIG)
+    assert knobs.scheme_config() == {}

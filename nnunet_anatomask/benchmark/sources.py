@@ -23,7 +23,7 @@ class Size:
 
 
 SIZES = {  # 3D PlainConvUNet, strides 1, 2, 2, ..., two convs per stage, instance norm (nnU-Net's default)
-    "tiny": Size((32, 32, 32), (8, 16, 32, 64)),  # CI: ~0.1 s a step on 2 CPU cores
+    "tiny": Size((32, 32, 32), (8, 16, 32, 64)),  # CI: a fraction of a second a step on a CPU
     "small": Size((64, 64, 64), (16, 32, 64, 128, 256)),  # seconds a step on a CPU
     "h100": Size((128, 128, 128), (32, 64, 128, 256, 320, 320)),  # the H100 reference
 }

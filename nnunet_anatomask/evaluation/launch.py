@@ -10,7 +10,8 @@ nnUNet_n_proc_DA=0 all in this process), so two runs with one seed see the same 
 for Scratch and a scheme) and different seeds give the variation between training runs.
 
 ``--threads``: torch CPU threads. nnU-Net's console script takes every core on a CPU; on a 2-core machine shared
-with other work one thread per run measured 2-8x faster per iteration (docs/results.md), so the harness passes 1.
+with other work one thread per run is much faster per iteration (measured in docs/results.md), so the harness
+passes 1.
 ``--initial-lr`` sets stage 2's start learning rate through the user knob ``nnUNet_anatomask_finetune_lr`` in this
 process's environment, for the harness's learning-rate comparison; without it the trainer's own recipe holds.
 """

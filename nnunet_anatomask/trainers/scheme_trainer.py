@@ -59,6 +59,7 @@ class Stage1Mixin:
                 check_same_plans(ckpt, self.plans_manager.plans, self.configuration_name, expected["plans_hash"],
                                  source)
                 checkpoint_io.check_same(ckpt, expected, source)
+                self.stage1.check_settings(ckpt, source)
                 self.print_to_log_file(f"Using the stage-1 checkpoint {path} ({ckpt['scheme']}, "
                                        f"{ckpt['current_epoch']} epochs)")
                 return path

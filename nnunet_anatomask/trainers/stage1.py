@@ -110,8 +110,19 @@ class Stage1Runner:
         return {"scheme": self.scheme_class.name, "plans_name": tr.plans_manager.plans_name,
                 "plans_hash": checkpoint_io.plans_hash(tr.configuration_manager.configuration),
                 "configuration": tr.configuration_name, "patch_size": list(tr.configuration_manager.patch_size),
-                "input_channels": self.input_channels(), "architecture": self.architecture,
-                "scheme_config": plain(self.config)}
+                "input_channels": self.input_channels(), "architecture": self.architecture}
+
+    def check_settings(self, ckpt: dict, source: str) -> None:
+        """The checkpoint's scheme settings equal this run's, setting by setting (a setting the checkpoint does not
+        know, e.g. one added later, is not compared; checkpoints from before settings existed have none)."""
+        saved, own = ckpt.get("scheme_config") or {}, plain(self.config)
+        differ = [f"{k} {saved[k]!r} (checkpoint) vs {own[k]!r} (this run)" for k in own
+                  if k in saved and checkpoint_io.plain(saved[k]) != checkpoint_io.plain(own[k])]
+        if differ:
+            raise checkpoint_io.CheckpointError(
+                f"{source} was made with other {self.scheme_class.name} settings than this run's: "
+                f"{'; '.join(differ)}. Fix: use the same {knobs.SCHEME_CONFIG}, or delete/move the checkpoint so "
+                f"that stage 1 runs again.")
 
     def input_channels(self) -> int:
         return input_channels(self.trainer)
@@ -271,6 +282,7 @@ class Stage1Runner:
             "logging": self.log.state(),
             "init_args": init_args,
             "trainer_name": tr.__class__.__name__,
+            "scheme_config": plain(self.config),
             **self.compatibility(),
         }
 
@@ -284,6 +296,7 @@ class Stage1Runner:
         """Restore network, mask tokens, scheme state (teacher...), optimiser, scaler, epoch, log and RNGs."""
         ckpt = checkpoint_io.load_checkpoint_file(path, "stage-1 checkpoint")
         checkpoint_io.check_same(ckpt, self.compatibility(), f"The stage-1 checkpoint {path}")
+        self.check_settings(ckpt, f"The stage-1 checkpoint {path}")
         self.model.network.load_state_dict(ckpt["network_weights"])
         state = ckpt["scheme_state"]
         self.model.load_extra_state_dict(state["model_extra"])

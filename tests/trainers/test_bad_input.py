@@ -1,5 +1,6 @@
 """Bad input fails before any work with one message that names the problem and the fix (in-process, fast)."""
 import copy
+import os
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from nnunetv2.run.run_training import maybe_load_checkpoint
 from nnunet_anatomask.checkpoint_io import CheckpointError
 from nnunet_anatomask.knobs import KnobError
 from nnunet_anatomask.pretraining.grid import MaskGridError
+from nnunet_anatomask.pretraining.schemes.base import SchemeConfigError
 from nnunet_anatomask.trainers.registry import nnUNetTrainerFinetune, nnUNetTrainerRandomMask, nnUNetTrainerScratch
 from nnunet_anatomask.trainers.stage2 import ConfigurationError
 from tests.trainers.helpers import make_trainer
@@ -120,6 +122,15 @@ def test_finetune_requires_pretrained_weights(demo3d, monkeypatch, tmp_path):
     trainer = make_trainer(demo3d, nnUNetTrainerFinetune, monkeypatch, tmp_path)
     with pytest.raises(ConfigurationError, match="needs pretrained weights: set nnUNet_anatomask_pretrained_weights"):
         trainer.run_training()
+
+
+def test_bad_scheme_setting_is_refused_before_any_folder(demo3d, monkeypatch, tmp_path):
+    """nnUNet_anatomask_scheme_config is checked against the trainer's scheme when the trainer is built: the
+    unknown name is refused with the closest one, and nnU-Net's fold folder is not left behind."""
+    monkeypatch.setenv("nnUNet_anatomask_scheme_config", '{"mask_ration": 0.75}')
+    with pytest.raises(SchemeConfigError, match="RandomMask has no setting 'mask_ration'. Did you mean 'mask_ratio'"):
+        make_trainer(demo3d, nnUNetTrainerRandomMask, monkeypatch, tmp_path / "results")
+    assert not os.path.exists(tmp_path / "results" / demo3d.dataset_name)
 
 
 def test_patch_too_small_for_mask_grid(demo3d, monkeypatch, tmp_path):

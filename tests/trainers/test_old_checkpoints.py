@@ -43,3 +43,29 @@ def test_old_checkpoint_resumes_and_hands_over(name, old_plans):
     for key, tensor in saved["network_weights"].items():
         if ".seg_layers." not in key:
             assert torch.equal(state[key], tensor), key
+
+
+def test_a_checkpoint_with_other_scheme_settings_is_not_reused(old_plans, monkeypatch, tmp_path):
+    """The settings saved in a stage-1 checkpoint must equal this run's (setting by setting; the old checkpoints
+    above have none and load). Catches: a checkpoint made with another mask ratio resumed or handed over."""
+    from nnunet_anatomask.checkpoint_io import CheckpointError
+
+    plans, dataset_json = old_plans
+    saved = torch.load(os.path.join(DATA, "old_stage1_RandomMask.pth"), map_location="cpu", weights_only=True)
+    torch.save({**saved, "scheme_config": {"mask_ratio": 0.75, "a_setting_added_later": 1}}, tmp_path / "c.pth")
+    trainer = SCHEME_TRAINERS["nnUNetTrainerRandomMask"](
+        plans={**plans, "continue_training": True}, configuration="3d_fullres", fold=0, dataset_json=dataset_json,
+        device=torch.device("cpu"))
+    runner = trainer.stage1
+    runner.build()
+    with pytest.raises(CheckpointError, match=r"other RandomMask settings than this run's: mask_ratio 0.75 "
+                                              r"\(checkpoint\) vs 0.6 \(this run\). Fix: use the same "
+                                              r"nnUNet_anatomask_scheme_config"):
+        runner.load(str(tmp_path / "c.pth"))
+    monkeypatch.setenv("nnUNet_anatomask_scheme_config", '{"mask_ratio": 0.75}')
+    same = SCHEME_TRAINERS["nnUNetTrainerRandomMask"](
+        plans={**plans, "continue_training": True}, configuration="3d_fullres", fold=0, dataset_json=dataset_json,
+        device=torch.device("cpu")).stage1
+    same.build()
+    same.load(str(tmp_path / "c.pth"))  # the same settings: resumes
+    assert same.current_epoch == 2

@@ -155,13 +155,15 @@ def test_cascade_is_refused(demo3d, monkeypatch, tmp_path):
                      plans=plans)
 
 
-def test_ddp_trainer_keeps_the_cpu_device(demo3d, monkeypatch, tmp_path):
-    """Under a process group nnU-Net puts a trainer on cuda:<rank>; ours stays on a requested CPU (gloo: our DDP
-    tests, nnUNetv2_pretrain -device cpu -num_gpus N), and multi-GPU is no longer refused."""
+def test_stage1_under_ddp_runs_on_the_requested_cpu(demo3d, monkeypatch, tmp_path):
+    """Under a process group nnU-Net puts a trainer on cuda:<rank> (its own DDP, stage 2, is CUDA-only); stage 1
+    runs on the device it was asked for (gloo: nnUNetv2_pretrain -device cpu -num_gpus N), without any change to
+    nnU-Net's trainer, and multi-GPU is not refused."""
     dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
     try:
         trainer = make_trainer(demo3d, nnUNetTrainerRandomMask, monkeypatch, tmp_path)
-        assert trainer.is_ddp and trainer.device == torch.device("cpu") and trainer.grad_scaler is None
+        assert trainer.is_ddp and trainer.device.type == "cuda"  # nnU-Net's choice, untouched
+        assert trainer.stage1.device == torch.device("cpu")
     finally:
         dist.destroy_process_group()
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from nnunet_anatomask.pretraining import clustering, losses, masking, schedules
-from nnunet_anatomask.pretraining.schemes.amlp import categories as mps
+import nnunet_anatomask.pretraining.schemes.amlp.categories as mps
 from nnunet_anatomask.pretraining.schemes.amlp.terms import arl_weights, consistency_loss, hard_cells, weight_entropy
 from nnunet_anatomask.pretraining.schemes.base import NonNegative, Picture, Positive, Ratio, Share, StepOutput, at_least
 from nnunet_anatomask.pretraining.schemes.masked_modelling import MaskingConfig, MaskingScheme
