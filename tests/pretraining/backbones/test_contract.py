@@ -21,10 +21,11 @@ def half_mask(model: MaskedModel, batch: int = 2) -> torch.Tensor:
 
 
 def decoder_modules(model: MaskedModel) -> list[torch.nn.Module]:
-    """Every module that belongs to the decoder side (nothing the encoder needs)."""
+    """Every module of the decoder side (nothing the encoder needs), leaves included: the CNN model runs the
+    decoder's parts itself, never the decoder module's own forward."""
     if hasattr(model, "decoder_blocks"):
-        return [model.decoder_blocks, model.network.up_projection]
-    return [model.network.decoder]
+        return [*model.decoder_blocks.modules(), *model.network.up_projection.modules()]
+    return list(model.network.decoder.modules())
 
 
 @pytest.fixture(params=["cnn", "primus"])

@@ -138,7 +138,8 @@ def test_student_sees_every_view_masked_once_teacher_the_unmasked_global_views(m
 
     decoder_calls = []
     scheme.teacher.encode = spy(teacher_calls, scheme.teacher.encode)  # this instance only
-    scheme.teacher.network.decoder.register_forward_hook(lambda *_: decoder_calls.append(1))
+    for module in scheme.teacher.network.decoder.modules():  # its parts: the model runs them, not its forward
+        module.register_forward_hook(lambda *_: decoder_calls.append(1))
     scheme.step({"data": crops(4)}, spy(student_calls, model), epoch=0)
     assert len(student_calls) == 1 and len(teacher_calls) == 1 and decoder_calls == []
     student_views, student_mask = student_calls[0]
