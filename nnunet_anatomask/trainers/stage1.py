@@ -21,7 +21,6 @@ from nnunet_anatomask.errors import PluginError
 from nnunet_anatomask.plotting import picture_scales, plot_reconstruction
 from nnunet_anatomask.pretraining.backbones import backbone_for
 from nnunet_anatomask.pretraining.losses import to_image_space
-from nnunet_anatomask.pretraining.schedules import warmup_cosine_lr
 from nnunet_anatomask.pretraining.schemes.base import MaskingScheme, Picture, StepOutput
 from nnunet_anatomask.trainers import stage1_ddp
 from nnunet_anatomask.trainers.stage1_data import shutdown, stage1_batches
@@ -73,6 +72,16 @@ def foreground_threshold(trainer) -> float:
     return (props["percentile_00_5"] - props["mean"]) / max(props["std"], 1e-8)
 
 
+def describe_recipe(recipe, first_ratio: float, last_ratio: float) -> str:
+    """The log line of the optimiser recipe and the scheme's mask ratio (first and last epoch's, if scheduled)."""
+    decay = "" if recipe.decay_norms_and_biases else " (none on biases and norms)"
+    depth = f", stochastic depth {recipe.drop_path_rate:g}" if recipe.drop_path_rate else ""
+    return (f"Optimiser ({recipe.source}): AdamW lr {recipe.lr:g}, betas {tuple(recipe.betas)}, weight decay "
+            f"{recipe.weight_decay:g}{decay}, warm-up {recipe.warmup_fraction:.0%} of the epochs then "
+            f"{recipe.schedule}, gradient clip {recipe.grad_clip:g}{depth}; mask ratio {first_ratio:g}"
+            + ("" if last_ratio == first_ratio else f" -> {last_ratio:g}"))
+
+
 class Stage1Runner:
     ddp = None  # model + scheme under DistributedDataParallel when a process group runs (stage1_ddp.py)
 
@@ -88,6 +97,7 @@ class Stage1Runner:
         self.grid = self.backbone.grid
         self.folder = os.path.join(trainer.output_folder, "pretraining")
         self.current_epoch = 0
+        self.recipe = self.backbone.recipe(scheme_class)  # the optimiser settings: nowhere else (recipes.py)
         self.model = self.scheme = self.optimizer = self.grad_scaler = self.log = None
         self.picture_scales: dict = {}  # colour scales fixed at each quantity's first picture (compare by eye)
 
@@ -124,14 +134,14 @@ class Stage1Runner:
                                              cm.network_arch_init_kwargs_req_import, channels, channels, False)
 
     def build(self) -> None:
-        """Masked model (backbone), scheme, AdamW over both; compiled where nnU-Net compiles."""
+        """Masked model (backbone), scheme, AdamW over both by the backbone's recipe; compiled where nnU-Net
+        compiles."""
         tr = self.trainer
         self.model = self.backbone.masked_model(self.build_network()).to(tr.device)
-        self.scheme = self.scheme_class(self.model, self.grid, self.num_epochs,
-                                        foreground_threshold(tr)).to(tr.device)
+        self.scheme = self.scheme_class(self.model, self.grid, self.num_epochs, foreground_threshold(tr),
+                                        recipe_ratio=self.recipe.mask_ratio).to(tr.device)
         s = self.scheme
-        params = list(self.model.parameters()) + s.trainable_parameters()
-        self.optimizer = torch.optim.AdamW(params, lr=s.base_lr, betas=s.betas, weight_decay=s.weight_decay)
+        self.optimizer = self.recipe.optimizer(list(self.model.parameters()) + s.trainable_parameters())
         self.grad_scaler = torch.amp.GradScaler("cuda") if tr.device.type == "cuda" else None
         self.forward = self.model
         if tr._do_i_compile():  # where nnU-Net compiles (CUDA, nnUNet_compile not off)
@@ -159,6 +169,7 @@ class Stage1Runner:
         self.log.print(f"Stage 1: {self.scheme.name} pretraining for {self.num_epochs} epochs x "
                        f"{self.iterations} iterations, mask grid {self.grid.cells_per_axis} cells of "
                        f"{self.grid.cell_size} voxels, batch size {tr.batch_size}{crop}")
+        self.log.print(describe_recipe(self.recipe, self.scheme.ratio(0), self.scheme.ratio(self.num_epochs - 1)))
         if stage1_ddp.is_distributed():
             self.log.print(stage1_ddp.describe(tr))
         batches = stage1_batches(tr, self.scheme.crop_scale)
@@ -172,8 +183,7 @@ class Stage1Runner:
         return self.final_checkpoint
 
     def train_epoch(self, epoch: int, batches) -> None:
-        lr = warmup_cosine_lr(epoch, self.num_epochs, self.scheme.base_lr, self.scheme.min_lr,
-                              self.scheme.warmup_fraction)
+        lr = self.recipe.lr_at(epoch, self.num_epochs)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         stage1_ddp.reseed_ranks(self.trainer.device)  # different masks and crops on every rank
@@ -212,7 +222,7 @@ class Stage1Runner:
         if scaler is not None:
             scaler.unscale_(self.optimizer)
         trained = [p for group in self.optimizer.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(trained, self.scheme.grad_clip)
+        torch.nn.utils.clip_grad_norm_(trained, self.recipe.grad_clip)
         if scaler is not None:
             scaler.step(self.optimizer)
             scaler.update()

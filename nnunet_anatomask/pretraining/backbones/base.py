@@ -17,6 +17,7 @@ from torch import nn
 
 from nnunet_anatomask.errors import PluginError
 from nnunet_anatomask.pretraining.grid import MaskGrid
+from nnunet_anatomask.pretraining.recipes import Stage1Recipe
 
 
 class MaskedOutput(NamedTuple):
@@ -37,7 +38,8 @@ class BackboneError(PluginError, ValueError):
 
 
 class Backbone(ABC):
-    """One network family. Subclasses set ``name`` and implement the four methods below."""
+    """One network family. Subclasses set ``name`` and implement the four methods below; ``recipe`` is the
+    scheme's own unless the family has its own (Primus: nnssl's)."""
 
     name: ClassVar[str]
 
@@ -61,6 +63,10 @@ class Backbone(ABC):
         dict is the checkpoint's ``network_weights``); ``model.extra_state_dict()`` / ``load_extra_state_dict``
         hold the rest (mask tokens, decoder parts that do not go to stage 2); ``model.encoder_channels`` and
         ``model.decoder_channels`` give the channels of the features, so schemes can size their heads."""
+
+    def recipe(self, scheme_class) -> Stage1Recipe:
+        """Stage 1's optimiser recipe for ``scheme_class`` on this network family (recipes.py)."""
+        return scheme_class.recipe()
 
     @abstractmethod
     def handover(self, checkpoint_path: str, network: nn.Module) -> list[str]:

@@ -6,7 +6,7 @@ growing over training (masking dynamics). Defaults: docs/anatomask.md, read from
 """
 import torch
 
-from nnunet_anatomask.pretraining import losses, masking, schedules
+from nnunet_anatomask.pretraining import masking, schedules
 from nnunet_anatomask.pretraining.schemes.base import MaskingScheme
 from nnunet_anatomask.pretraining.teacher import ema_update_, make_teacher
 
@@ -14,8 +14,12 @@ from nnunet_anatomask.pretraining.teacher import ema_update_, make_teacher
 class AnatoMaskScheme(MaskingScheme):
     name = "AnatoMask"
     mask_ratio = 0.6
+    ratio_from_paper = True
     teacher_ratio = 0.6
     alpha_max = 0.5
+    # The teacher's error map is scored on intensities, as the official code scores it against raw patches
+    # (docs/anatomask.md); the student's loss stays per-cell normalised, as the official forward_loss.
+    difficulty_space = "raw"
     momentum_start, momentum_end, momentum_ramp_fraction = 0.999, 0.9999, 0.25
     # Ours, off by default: "complementary" scores every cell with k complementary teacher masks.
     error_map = "random"
@@ -39,11 +43,8 @@ class AnatoMaskScheme(MaskingScheme):
 
     @torch.no_grad()
     def teacher_scores(self, images: torch.Tensor) -> torch.Tensor:
-        """Per-cell teacher error [B, N] on the normalised target; 0 on cells the teacher saw.
-
-        The official code scores the teacher against raw patches but trains the student on normalised
-        ones; we score against the normalised target, as the student's loss (ours).
-        """
+        """Per-cell teacher error [B, N] in ``difficulty_space`` (raw: the intensity missed); 0 on cells the
+        teacher saw."""
         if self.error_map == "complementary":
             teacher_masks = masking.complementary_masks(self.random_key(images), self.complementary_k)
         else:
@@ -52,7 +53,7 @@ class AnatoMaskScheme(MaskingScheme):
         scores = torch.zeros(images.shape[0], self.grid.num_cells, device=images.device)
         for teacher_mask in teacher_masks:
             prediction = self._teacher_forward[0](images, teacher_mask.view(-1, *self.grid.cells_per_axis))
-            scores += losses.per_cell_error(prediction, images, self.grid) * teacher_mask
+            scores += self.cell_difficulty(prediction, images) * teacher_mask
         return scores
 
     def select_mask(self, images: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -65,7 +66,7 @@ class AnatoMaskScheme(MaskingScheme):
         scores = self.teacher_scores(images)
         hard_cells = masking.hardest_cells(scores, key, n_hard)
         hard = torch.zeros_like(key, dtype=torch.bool).scatter_(1, hard_cells, True)
-        self.picture_maps, self._hard, self._scores = {"teacher error (per-cell MSE)": scores}, hard, scores
+        self.picture_maps, self._hard, self._scores = {f"teacher error ({self.difficulty_space})": scores}, hard, scores
         return masking.mask_with_cells_first(hard_cells, key, n_masked)
 
     def loss(self, images, prediction, cell_mask, epoch):

@@ -6,13 +6,14 @@ runner (trainers/stage1.py) owns the rest: mixed precision, the grad scaler, cli
 pictures and checkpoints. A scheme file registers itself by subclassing with a ``name``: its trainer, benchmark
 row and evaluation row follow from ``SCHEMES``.
 """
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple, Optional
 
 import torch
 from torch import nn
 
 from nnunet_anatomask.pretraining import distributed, losses, masking
 from nnunet_anatomask.pretraining.grid import MaskGrid
+from nnunet_anatomask.pretraining.recipes import Stage1Recipe
 
 SCHEMES: dict[str, type["MaskingScheme"]] = {}  # name -> scheme class, in registration order
 
@@ -44,19 +45,28 @@ class MaskingScheme(nn.Module):
 
     name: ClassVar[str] = "base"
     mask_ratio: ClassVar[float] = 0.6
+    # True where the paper fixes the ratio; otherwise a backbone recipe's ratio replaces mask_ratio (Primus: 0.75).
+    ratio_from_paper: ClassVar[bool] = False
     min_batch: ClassVar[int] = 1  # crops a step needs per process (GL-MAE: a global and a local view)
     crop_scale: ClassVar[float] = 1.0  # the loader's crops are the plans' patch x crop_scale (GL-MAE: 5/3)
-    # Optimiser (AdamW) and schedule defaults, every length a fraction of the run.
+    # Where the scheme scores how hard a cell is (losses.cell_difficulty): "normalized" (the loss's own space) or
+    # "raw" (intensity missed). Used only by schemes that rank or weight cells by difficulty; each sets its own.
+    difficulty_space: ClassVar[str] = "normalized"
+    # Optimiser (AdamW) and schedule defaults on nnU-Net's CNNs, every length a fraction of the run (``recipe``).
     base_lr: ClassVar[float] = 1e-4
     min_lr: ClassVar[float] = 1e-6
     betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
     weight_decay: ClassVar[float] = 1e-5
     warmup_fraction: ClassVar[float] = 0.02
     grad_clip: ClassVar[float] = 12.0
+    decay_norms_and_biases: ClassVar[bool] = True  # False: no weight decay on parameters of <= 1 dimension
 
     def __init_subclass__(cls, **kwargs) -> None:
         """Register every subclass that names itself (a new scheme is one file, registered once)."""
         super().__init_subclass__(**kwargs)
+        if cls.difficulty_space not in losses.DIFFICULTY_SPACES:
+            raise ValueError(f"{cls.__module__}.{cls.__qualname__}.difficulty_space must be one of "
+                             f"{losses.DIFFICULTY_SPACES}, got {cls.difficulty_space!r}")
         if "name" in cls.__dict__:
             registered = SCHEMES.get(cls.name)
             if registered is not None and (registered.__module__, registered.__qualname__) != \
@@ -65,8 +75,19 @@ class MaskingScheme(nn.Module):
                                  f"{registered.__module__}.{registered.__qualname__}: give the scheme another name")
             SCHEMES[cls.name] = cls
 
-    def __init__(self, model: nn.Module, grid: MaskGrid, total_epochs: int, foreground_threshold: float = 1.0):
+    @classmethod
+    def recipe(cls) -> Stage1Recipe:
+        """The scheme's own optimiser recipe (the CNN backbone's; Primus uses nnssl's, recipes.NNSSL_EVA_MAE)."""
+        return Stage1Recipe(source=f"{cls.name}'s defaults", lr=cls.base_lr, min_lr=cls.min_lr, betas=cls.betas,
+                            weight_decay=cls.weight_decay, warmup_fraction=cls.warmup_fraction,
+                            grad_clip=cls.grad_clip, decay_norms_and_biases=cls.decay_norms_and_biases)
+
+    def __init__(self, model: nn.Module, grid: MaskGrid, total_epochs: int, foreground_threshold: float = 1.0,
+                 recipe_ratio: Optional[float] = None):
+        """``recipe_ratio``: the backbone recipe's mask ratio, used unless the paper fixes the ratio."""
         super().__init__()
+        if recipe_ratio is not None and not self.ratio_from_paper:
+            self.mask_ratio = recipe_ratio
         self._student = (model,)  # a tuple keeps it out of this module's parameters and state_dict
         self.grid = grid
         self.total_epochs = total_epochs
@@ -129,6 +150,10 @@ class MaskingScheme(nn.Module):
     def grid_mask(self, cell_mask: torch.Tensor) -> torch.Tensor:
         """[B, N] -> [B, *cells_per_axis], the shape the masked model takes."""
         return cell_mask.view(cell_mask.shape[0], *self.grid.cells_per_axis)
+
+    def cell_difficulty(self, prediction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """How hard each cell was to reconstruct, [B, N], in this scheme's ``difficulty_space``."""
+        return losses.cell_difficulty(prediction, images, self.grid, self.difficulty_space)
 
     def random_key(self, images: torch.Tensor) -> torch.Tensor:
         """Uniform noise [B, N] on the batch's device; its ranks are the random part of every mask."""

@@ -95,10 +95,14 @@ def ranked_cells(cell_mask: torch.Tensor, n_masked: int, limit: int) -> torch.Te
 class SelfMedHPMScheme(MaskingScheme):
     name = "SelfMedHPM"
     mask_ratio = 0.75  # HPM mask_ratio
+    ratio_from_paper = True
     alpha_max = 0.5  # HPM generate_mask: keep_ratio = (epoch + 1) / total_epoch * 0.5
     momentum_start, momentum_end, momentum_ramp_fraction = 0.999, 0.9999, 1 / 8  # HPM: over 100 of 800 epochs
     predictor_hidden = 128  # ours
     max_ranked_cells = 2048  # ours: at most this many masked cells per image enter the pairwise loss
+    # HPM ranks the cells by their raw reconstruction loss (norm_pix_loss=False in main_pretrain.py); our
+    # reconstruction loss stays per-cell normalised, the ranking target is its error on intensities.
+    difficulty_space = "raw"
     # HPM's optimiser (main_pretrain.py): AdamW (0.9, 0.95), wd 0.05, warm-up 40 of 800 epochs, cosine to 0;
     # an absolute lr of 1e-4 instead of 1.5e-4 * batch / 256 (~1e-6 at nnU-Net's batch 2; ours).
     base_lr = 1e-4
@@ -106,6 +110,7 @@ class SelfMedHPMScheme(MaskingScheme):
     betas = (0.9, 0.95)
     weight_decay = 0.05
     warmup_fraction = 0.05
+    decay_norms_and_biases = False  # HPM main_pretrain.py: timm's add_weight_decay exempts biases and norms
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -151,7 +156,8 @@ class SelfMedHPMScheme(MaskingScheme):
         """Teacher ranks -> student mask -> masked forward with features -> L_rec + L_pred (HPM engine_pretrain)."""
         cell_mask = self.select_mask(images, epoch)
         out = model(images, self.grid_mask(cell_mask), features=True)
-        reconstruction_loss, errors = losses.reconstruction_loss(out.reconstruction, images, cell_mask, self.grid)
+        reconstruction_loss, _ = losses.reconstruction_loss(out.reconstruction, images, cell_mask, self.grid)
+        errors = self.cell_difficulty(out.reconstruction.detach(), images)  # the ranking target (raw, as HPM)
         predicted = self.predictor(out.decoder_features)
         ranked = ranked_cells(cell_mask, self.n_masked(epoch), self.max_ranked_cells)
         ranked_predicted, ranked_errors = predicted.gather(1, ranked), errors.gather(1, ranked)
@@ -161,7 +167,7 @@ class SelfMedHPMScheme(MaskingScheme):
                    "rank_accuracy": ranking_accuracy(ranked_predicted, ranked_errors),
                    "spearman": spearman(ranked_predicted, ranked_errors)}
         maps = {"predicted loss (student)": predicted.detach().float(),
-                "actual loss (masked cells)": torch.where(cell_mask, errors, 0.0)}
+                f"actual loss ({self.difficulty_space}, masked cells)": torch.where(cell_mask, errors, 0.0)}
         if self._teacher_scores is not None:
             figures.update(self.teacher_figures(ranked, ranked_errors))
             maps["predicted loss (teacher, un-masked)"] = self._teacher_scores
