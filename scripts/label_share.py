@@ -10,6 +10,10 @@ per epoch:
     label<L>_in_mask         masked cells holding label L / masked cells
     label<L>_in_cluster      (a scheme with a "lesion-like cluster" map) its cells holding L / its cells
     label<L>_cluster_recall  cells holding L that are in that cluster / cells holding L
+    label<L>_in_hard_<space>     (AMLP) CCL's hard cells (2-means on the masked cells' difficulty in <space>,
+                                 normalized and raw, from the step's own prediction) holding L / hard cells
+    label<L>_arl_share_<space>   (AMLP) the share of ARL's weight (from difficulty in <space>) on cells holding L
+    arl_entropy_<space>          (AMLP) ARL's weight entropy / log M in <space> (1 = uniform = plain MSE)
 
 A cell "holds" label L if any of its voxels has it. Usage (the demo data with lesions, label 2, docs/amlp.md):
 
@@ -21,9 +25,12 @@ import sys
 import torch
 
 from nnunet_anatomask import cli
+from nnunet_anatomask.pretraining import losses
+from nnunet_anatomask.pretraining.schemes import amlp
 from nnunet_anatomask.trainers import stage1
 
 CLUSTER_MAP = "lesion-like cluster"
+HARD_MAP = "hard (CCL)"
 
 
 def cells_holding(target: torch.Tensor, label: int, grid) -> torch.Tensor:
@@ -40,6 +47,21 @@ def label_figures(holding: torch.Tensor, cell_mask: torch.Tensor, maps: dict, pr
         cluster = maps[CLUSTER_MAP].bool()
         figures.update({f"{prefix}_in_cluster": share(holding, cluster),
                         f"{prefix}_cluster_recall": share(cluster, holding)})
+    return figures
+
+
+def difficulty_figures(scheme, picture, holding: dict[int, torch.Tensor]) -> dict:
+    """For AMLP (a step with CCL's hard cells): which cells ARL and CCL would call hard in each difficulty space,
+    from the same prediction, and how much of each lands on cells holding each label."""
+    figures = {}
+    for space in losses.DIFFICULTY_SPACES:
+        difficulty = losses.cell_difficulty(picture.prediction, picture.images, scheme.grid, space)
+        hard = amlp.hard_cells(difficulty, picture.cell_mask, scheme.kmeans_iterations)
+        weights, p = amlp.arl_weights(difficulty, picture.cell_mask, scheme.arl_temperature)
+        figures[f"arl_entropy_{space}"] = amlp.weight_entropy(p, picture.cell_mask)
+        for label, cells in holding.items():
+            figures[f"label{label}_in_hard_{space}"] = (hard & cells).sum() / hard.sum().clamp_min(1)
+            figures[f"label{label}_arl_share_{space}"] = (weights * cells).sum() / weights.sum().clamp_min(1e-12)
     return figures
 
 
@@ -70,9 +92,11 @@ def tap_step(scheme_class, kept: dict, labels: list[int]) -> None:
         out = step(self, images, model, epoch)
         target = kept["target"].to(images.device)
         figures = dict(out.figures)
-        for label in labels:
-            holding = cells_holding(target, label, self.grid)
-            figures.update(label_figures(holding, out.picture.cell_mask, out.picture.maps, f"label{label}"))
+        holding = {label: cells_holding(target, label, self.grid) for label in labels}
+        for label, cells in holding.items():
+            figures.update(label_figures(cells, out.picture.cell_mask, out.picture.maps, f"label{label}"))
+        if HARD_MAP in out.picture.maps:
+            figures.update(difficulty_figures(self, out.picture, holding))
         return out._replace(figures=figures)
 
     scheme_class.step = measured_step
@@ -81,11 +105,16 @@ def tap_step(scheme_class, kept: dict, labels: list[int]) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels", type=int, nargs="+", default=[1], help="labels to measure (default 1)")
+    parser.add_argument("--amlp-cell-features", choices=("blob", "intensity", "encoder"),
+                        help="run AMLP with these cell features instead of its default (a comparison run)")
     args, pretrain_args = parser.parse_known_args(argv)
     trainer_name = pretrain_args[pretrain_args.index("-tr") + 1]
+    scheme_class = cli.scheme_trainer_class(trainer_name).scheme_class
+    if args.amlp_cell_features:
+        scheme_class.cell_features = args.amlp_cell_features  # this tool's comparison run only
     kept = {}
     tap_batches(kept)
-    tap_step(cli.scheme_trainer_class(trainer_name).scheme_class, kept, args.labels)
+    tap_step(scheme_class, kept, args.labels)
     cli.pretrain_entry(pretrain_args)
 
 

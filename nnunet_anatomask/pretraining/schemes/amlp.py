@@ -14,10 +14,12 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import nn
 
-from nnunet_anatomask.pretraining import clustering, losses, masking, schedules
+from nnunet_anatomask.pretraining import blobs, clustering, distributed, losses, masking, schedules
 from nnunet_anatomask.pretraining.schemes.base import MaskingScheme, Picture, StepOutput
 
 INTENSITY_STATISTICS = ("mean", "std", "max")  # per cell and channel (ours, docs/amlp.md)
+BLOB_SCALES = (1.0, 1.5, 2.0)  # Gaussian scales of the blob strength, in voxels (ours, docs/amlp.md)
+BLOB_REACH = 1  # a cell counts a blob centred up to this many voxels outside it (ours)
 
 
 class Categories(NamedTuple):
@@ -44,13 +46,19 @@ class AMLPScheme(MaskingScheme):
     ratio_start: ClassVar[float] = 0.25
     ratio_end: ClassVar[float] = 0.75
     mask_ratio = 0.5
+    ratio_from_paper = True
     # MPS (ours): cell features, k-means, share of the masked cells drawn from the lesion-like cluster.
-    cell_features: ClassVar[str] = "intensity"  # or "encoder": the student's un-masked encoder at the mask stage
+    # "blob": each cell's strongest compact bright or dark spot at BLOB_SCALES; lesion-like = the most focal
+    # cluster. "intensity" (mean, std, max) or "encoder" (the student's un-masked encoder at the mask stage):
+    # lesion-like = the smallest cluster (docs/amlp.md, "Which cells are lesion-like").
+    cell_features: ClassVar[str] = "blob"
     clusters: ClassVar[int] = 2
     kmeans_iterations: ClassVar[int] = 3
     lesion_share: ClassVar[float] = 0.5
     # ARL (ours): temperature relative to the sample's mean masked loss.
     arl_temperature: ClassVar[float] = 1.0
+    # ARL's weights and CCL's hard cells score difficulty in this space (chosen by measurement, docs/amlp.md).
+    difficulty_space = "normalized"
     # CCL (ours): weight in the total loss, temperature of the soft cluster assignment.
     ccl_weight: ClassVar[float] = 0.1
     ccl_temperature: ClassVar[float] = 1.0
@@ -58,15 +66,15 @@ class AMLPScheme(MaskingScheme):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._check_attributes()
-        stats = len(INTENSITY_STATISTICS) if self.cell_features == "intensity" else \
-            self.student.encoder_channels[self.grid.mask_stage]
+        stats = {"intensity": len(INTENSITY_STATISTICS), "blob": len(BLOB_SCALES)}.get(
+            self.cell_features) or self.student.encoder_channels[self.grid.mask_stage]
         # CCL's learnable part (ours): one weight per feature statistic in the clustering distance.
         self.metric_logits = nn.Parameter(torch.zeros(stats), requires_grad=self.use_ccl)
         self.register_buffer("centroids", torch.zeros(0))  # [1, K, D], made at the first step (D from data)
 
     def _check_attributes(self) -> None:
-        if self.cell_features not in ("intensity", "encoder"):
-            raise ValueError(f"{type(self).__name__}.cell_features must be 'intensity' or 'encoder', got "
+        if self.cell_features not in ("blob", "intensity", "encoder"):
+            raise ValueError(f"{type(self).__name__}.cell_features must be 'blob', 'intensity' or 'encoder', got "
                              f"{self.cell_features!r}")
         if self.clusters < 2 or self.kmeans_iterations < 1:
             raise ValueError(f"{type(self).__name__} needs clusters >= 2 and kmeans_iterations >= 1, got "
@@ -90,8 +98,11 @@ class AMLPScheme(MaskingScheme):
         return self.metric_logits.numel() * self.metric_logits.softmax(0)
 
     def raw_cell_features(self, images: torch.Tensor, model: nn.Module) -> torch.Tensor:
-        """Per-cell features ``[B, N, G, S]``: intensity statistics (G channels x S = mean, std, max) or the
-        un-masked student's encoder features at the mask stage (G = 1 x S channels, no gradient)."""
+        """Per-cell features ``[B, N, G, S]``: blob strengths (G channels x S scales), intensity statistics
+        (G channels x S = mean, std, max) or the un-masked student's encoder features at the mask stage (G = 1 x S
+        channels, no gradient)."""
+        if self.cell_features == "blob":
+            return self.blob_features(images)
         if self.cell_features == "intensity":
             mean, std = losses.cell_statistics(images, self.grid)             # [B, N, C, 1] each
             peak = self.grid.patchify(images.float()).amax(-1, keepdim=True)
@@ -101,6 +112,15 @@ class AMLPScheme(MaskingScheme):
                                          device=images.device)
             skip = model(images, self.grid_mask(nothing_masked), features=True).encoder_skips[self.grid.mask_stage]
         return skip.float().flatten(2).transpose(1, 2).unsqueeze(2)           # [B, N, 1, C_k]
+
+    @torch.no_grad()
+    def blob_features(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, N, C, S]``: per cell, channel and scale, the largest blob strength (blobs.blob_strength) within
+        BLOB_REACH voxels of the cell (a lesion cut by a cell border still marks both cells; ours)."""
+        pool = torch.nn.functional.max_pool3d if self.grid.ndim == 3 else torch.nn.functional.max_pool2d
+        per_scale = [pool(blobs.blob_strength(images, sigma), 2 * BLOB_REACH + 1, 1, BLOB_REACH)
+                     for sigma in BLOB_SCALES]
+        return torch.stack([self.grid.patchify(b).amax(-1) for b in per_scale], dim=-1)
 
     def cluster_space(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, N, G, S]`` -> points ``[1, B N, G S]``: every feature standardised over the batch's cells, then
@@ -120,11 +140,20 @@ class AMLPScheme(MaskingScheme):
         self.centroids, assignment = clustering.kmeans(points.detach(), self.centroids, self.kmeans_iterations)
         return assignment
 
-    def lesion_like(self, assignment: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The lesion-like cluster is the smallest one (ours: lesions are the minority); returns its index
-        ``[1]`` and the bool map ``[B, N]`` of its cells."""
-        sizes = torch.nn.functional.one_hot(assignment, self.clusters).sum(1)  # [1, K]
-        index = sizes.argmin(1)
+    @torch.no_grad()
+    def lesion_like(self, points: torch.Tensor, assignment: torch.Tensor,
+                    batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The lesion-like cluster (ours): with blob features the most focal one (highest mean cluster-space
+        coordinate of its cells), otherwise the smallest (lesions are the minority). Sizes and sums are taken over
+        every DDP rank's cells, so all ranks choose the same cluster. Returns its index ``[1]`` and the bool map
+        ``[B, N]`` of this rank's cells in it."""
+        members = torch.nn.functional.one_hot(assignment, self.clusters).to(points.dtype)  # [1, M, K]
+        sizes = distributed.all_reduce_sum(members.sum(1))                                   # [1, K]
+        if self.cell_features == "blob":
+            sums = distributed.all_reduce_sum((members * points.detach().mean(-1, keepdim=True)).sum(1))
+            index = torch.where(sizes > 0, sums / sizes.clamp_min(1.0), float("-inf")).argmax(1)
+        else:
+            index = sizes.argmin(1)
         return index, (assignment == index[:, None]).view(batch, -1)
 
     def select_cells(self, lesion_like: torch.Tensor, key: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -154,7 +183,8 @@ class AMLPScheme(MaskingScheme):
         cell_mask = self.select_cells(lesion_like, key, epoch)
         prediction = model(images, self.grid_mask(cell_mask))
         errors = losses.per_cell_error(prediction, images, self.grid)
-        loss, figures, maps = self.reconstruction_term(errors, cell_mask)
+        difficulty = self.cell_difficulty(prediction.detach(), images)  # ARL's weights and CCL's hard cells
+        loss, figures, maps = self.reconstruction_term(errors, difficulty, cell_mask)
         figures.update(self.mask_figures(images, cell_mask))
         if categories is not None:
             lesion_f, mask_f = lesion_like.float(), cell_mask.float()
@@ -162,7 +192,7 @@ class AMLPScheme(MaskingScheme):
             figures["masked_lesion_like_share"] = (lesion_f * mask_f).sum() / mask_f.sum().clamp_min(1.0)
             maps = {"lesion-like cluster": lesion_f, **maps}
         if self.use_ccl:
-            ccl, hard = self.consistency_term(categories, errors, cell_mask)
+            ccl, hard = self.consistency_term(categories, difficulty, cell_mask)
             loss = loss + self.ccl_weight * ccl
             figures["ccl"] = ccl.detach()
             figures["hard_lesion_like_share"] = (hard & lesion_like).sum() / hard.sum().clamp_min(1)
@@ -173,32 +203,35 @@ class AMLPScheme(MaskingScheme):
         """MPS's clustering of this batch's cells (features -> cluster space -> warm-started k-means)."""
         points = self.cluster_space(self.raw_cell_features(images, model))
         assignment = self.cluster(points)
-        index, lesion_like = self.lesion_like(assignment, images.shape[0])
+        index, lesion_like = self.lesion_like(points, assignment, images.shape[0])
         return Categories(points, assignment, index, lesion_like)
 
-    def reconstruction_term(self, errors: torch.Tensor, cell_mask: torch.Tensor) -> tuple[torch.Tensor, dict, dict]:
-        """ARL (or plain masked MSE without it), its figures and the ARL weight map."""
+    def reconstruction_term(self, errors: torch.Tensor, difficulty: torch.Tensor,
+                            cell_mask: torch.Tensor) -> tuple[torch.Tensor, dict, dict]:
+        """ARL (or plain masked MSE without it): the loss's per-cell errors weighted by their difficulty (in
+        ``difficulty_space``), its figures and the ARL weight map."""
         mse = losses.masked_mean(errors, cell_mask)
         if not self.use_arl:
             return mse, {"mse": mse.detach()}, {}
-        weights, p = arl_weights(errors, cell_mask, self.arl_temperature)
+        weights, p = arl_weights(difficulty, cell_mask, self.arl_temperature)
         figures = {"mse": mse.detach(), "arl_weight_entropy": weight_entropy(p, cell_mask)}
         return losses.masked_mean(weights * errors, cell_mask), figures, {"ARL weight": weights}
 
-    def consistency_term(self, categories: Categories, errors: torch.Tensor,
+    def consistency_term(self, categories: Categories, difficulty: torch.Tensor,
                          cell_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """CCL between the soft category q and the hard cells of this step, and the hard cells."""
-        hard = hard_cells(errors, cell_mask, self.kmeans_iterations)
-        q = self.soft_category(categories.points, categories.assignment, categories.index, errors.shape[0])
+        """CCL between the soft category q and the hard cells of this step (by difficulty), and the hard cells."""
+        hard = hard_cells(difficulty, cell_mask, self.kmeans_iterations)
+        q = self.soft_category(categories.points, categories.assignment, categories.index, difficulty.shape[0])
         return consistency_loss(q, hard, cell_mask), hard
 
     # --- logs and checkpoints ----------------------------------------------------------------------------
     def epoch_figures(self, epoch: int) -> dict[str, float]:
-        """Masking ratio (AMR) and, for intensity features with CCL, the learned weight of each statistic."""
+        """Masking ratio (AMR) and, for blob or intensity features with CCL, the learned weight of each statistic."""
         figures = super().epoch_figures(epoch)
-        if self.use_ccl and self.cell_features == "intensity":
+        names = {"intensity": INTENSITY_STATISTICS, "blob": [f"blob_sigma{s:g}" for s in BLOB_SCALES]}
+        if self.use_ccl and self.cell_features in names:
             weights = self.metric_weights().detach().cpu().tolist()
-            figures.update({f"metric_weight_{s}": w for s, w in zip(INTENSITY_STATISTICS, weights)})
+            figures.update({f"metric_weight_{s}": w for s, w in zip(names[self.cell_features], weights)})
         return figures
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
