@@ -466,7 +466,7 @@ def test_primus():
 def test_primus_parts_for_token_dropping():
     with relied_on("primus-parts", "dna Primus / EVA parts and timm's keep-indices helper"):
         from dynamic_network_architectures.architectures.primus import Primus
-        from timm.layers import apply_keep_indices_nlc, trunc_normal_  # noqa: F401
+        from timm.layers import DropPath, apply_keep_indices_nlc, trunc_normal_  # noqa: F401
         torch.manual_seed(0)
         network = Primus(1, 96, (8, 8, 8), 1, eva_depth=1, eva_numheads=2, input_shape=(16, 16, 16)).eval()
         eva = network.eva

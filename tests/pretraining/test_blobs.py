@@ -68,3 +68,16 @@ def test_blob_strength_in_2d_and_per_channel():
     assert strength.shape == (1, 2, 15, 15)
     assert strength[0, 0].argmax().item() == 7 * 15 + 7 and strength[0, 0].max() > 0.05
     assert strength[0, 1].abs().max() == 0
+
+
+def test_blob_strength_known_answers_on_quadratics():
+    """f = x0² + x1² + x2²: H = 2 I everywhere (Gaussian smoothing adds a constant), a dark blob: strength
+    sigma² * 2 inside the grid. f = x0² - x1² + x2²: a saddle (eigenvalues -2, 2, 2): strength 0. Catches: no
+    definiteness test (saddles would score sigma² * 2), a missing sigma² normalisation."""
+    x0, x1, x2 = torch.meshgrid(*[torch.arange(21.0) - 10] * 3, indexing="ij")
+    inside = (slice(None), slice(None)) + (slice(8, 13),) * 3
+    for sigma in (1.0, 2.0):
+        bowl = blobs.blob_strength((x0 ** 2 + x1 ** 2 + x2 ** 2)[None, None], sigma)[inside]
+        torch.testing.assert_close(bowl, torch.full_like(bowl, 2 * sigma ** 2), rtol=1e-3, atol=1e-3)
+        saddle = blobs.blob_strength((x0 ** 2 - x1 ** 2 + x2 ** 2)[None, None], sigma)[inside]
+        assert saddle.abs().max() == 0

@@ -323,8 +323,9 @@ def ct_like(batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, 
 def test_blob_features_find_a_faint_lesion_not_the_bone_rod_or_the_air_border(model):
     """The issue's CT-like toy: with the default blob features the lesion-like cluster holds every lesion cell and
     no rod cell; the mean / std / max features with the smallest-cluster rule pick the rod and the air border and
-    miss the lesion (why the rule changed, docs/amlp.md). Catches: the smallest cluster taken with blob features,
-    blob features without their reach (cells cut by the lesion missed), a blob measure that fires on tubes."""
+    miss the lesion (why the rule changed, docs/amlp.md). Catches: blob features without their reach (cells cut
+    by the lesion missed), a blob measure that fires on tubes (the rod). (Here the most focal cluster is also the
+    smallest; tests/trainers/test_ddp_tiny.py has clusters where the two rules differ.)"""
     images, lesion, rod = ct_like()
     blob_cluster = cluster_cells(AMLPScheme(model, model.grid, total_epochs=5), images, model)
     assert (blob_cluster & lesion).sum() == lesion.sum()

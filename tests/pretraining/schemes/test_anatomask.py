@@ -96,10 +96,11 @@ def test_teacher_sees_its_own_random_mask_and_is_scored_on_intensities(model, im
 
 
 def test_hard_cells_are_the_bright_ones_among_cells_of_equal_normalised_error(model):
-    """The pin (docs/anatomask.md): 48 of the 64 cells are noise x 10 (+3), 16 plain noise, so a flat teacher
-    reconstruction has the same normalised error on every cell (63/64) and 100x the raw error on the bright ones.
-    With alpha = 0.5 (the last epoch) the 19 hard cells must all be bright (the teacher masks 38 cells, about 28
-    of them bright). Catches: the teacher map scored in the normalised space (hard cells then by chance)."""
+    """The pin (docs/anatomask.md): 48 of the 64 cells are noise x 10 (+3), 16 plain noise; the teacher predicts
+    every cell's normalised target + 0.5, so every cell's normalised error is exactly 0.25 and the raw error is
+    0.25 x the cell's variance, 100x larger on the bright ones. With alpha = 0.5 (the last epoch) the 19 hard cells
+    must all be bright (the teacher masks 38 cells, about 28 of them bright). Catches: the teacher map scored in
+    the normalised space (the hard cells are then drawn by the random tie-break)."""
     scheme = AnatoMaskScheme(model, model.grid, total_epochs=2)
     grid = model.grid
     torch.manual_seed(0)
@@ -107,9 +108,10 @@ def test_hard_cells_are_the_bright_ones_among_cells_of_equal_normalised_error(mo
     bright = torch.zeros(2, grid.num_cells, dtype=torch.bool)
     bright[:, 16:] = True
     images = grid.unpatchify(torch.where(bright[..., None, None], 10 * cells + 3, cells))
-    scheme._teacher_forward = (lambda imgs, mask: torch.zeros_like(imgs),)  # flat: each cell's mean
-    normalised = losses.per_cell_error(torch.zeros_like(images), images, grid)
-    torch.testing.assert_close(normalised, torch.full_like(normalised, 63 / 64), rtol=1e-4, atol=0)
+    off_by_half = grid.unpatchify(losses.normalized_target(images, grid) + 0.5)
+    scheme._teacher_forward = (lambda imgs, mask: off_by_half,)
+    normalised = losses.per_cell_error(off_by_half, images, grid)
+    torch.testing.assert_close(normalised, torch.full_like(normalised, 0.25))
     scheme.select_mask(images, epoch=1)
     hard = scheme._hard
     assert hard.sum() == 2 * int(0.5 * masking.num_masked(grid.num_cells, scheme.mask_ratio))
