@@ -21,11 +21,32 @@ def source_ids(run) -> list[int]:
 
 
 def build_pool_data(run) -> None:
-    """Every pool source found offline (``pool_dataset.py``), as image-only raw datasets."""
-    from nnunet_anatomask.evaluation.pool_dataset import build_pool_sources
+    """Every pool source found offline (``pool_dataset.py``), as image-only raw datasets; a synthetic size: two
+    generated sources (``example_data``)."""
     s = run.size
+    if s.data == "synthetic":
+        write_synthetic_sources(run)
+        return
+    from nnunet_anatomask.evaluation.pool_dataset import build_pool_sources
     build_pool_sources(run.layout.raw, s.pool_id, s.pool_cases, s.spacing, s.channel_name,
                        log=lambda m: run.log("  " + m))
+
+
+def write_synthetic_sources(run) -> None:
+    """Two image-only sources of generated ellipsoids (other seeds than the labelled set), in the provenance
+    format of ``pool_dataset.build_pool_sources``."""
+    from nnunet_anatomask.evaluation.pool_dataset import cases_per_source
+    from nnunet_anatomask.example_data import make_example_dataset
+    s, sources = run.size, {}
+    for index, n in enumerate(cases_per_source(s.pool_cases, 2)):
+        dataset_id = s.pool_id + 1 + index
+        folder = make_example_dataset(run.layout.raw, dataset_id, f"PoolSynthetic{index}", num_train=n, num_test=0,
+                                      shape=(12, 32, 32), images_only=True, seed=100 + index)
+        sources[f"synthetic_{index}"] = {"dataset_id": dataset_id, "dataset": os.path.basename(folder), "cases": n,
+                                         "note": "generated ellipsoids (example_data)"}
+    with open(provenance_file(run), "w") as f:
+        json.dump({"settings": {"total_cases": s.pool_cases}, "complete": True, "sources": sources, "missing": {}},
+                  f, indent=2)
 
 
 def pool_data_done(run) -> bool:

@@ -78,6 +78,13 @@ SIZES = {
                  cost=Cost(40, 0.05, 12, 3, CPU_STAGE1_RATIO, source="measured, 2-core CPU"),
                  note="smoke run: generated ellipsoids, 1 epoch x 2 iterations per stage, one label fraction x 2 "
                       "seeds; its numbers mean nothing"),
+    "tiny-pool": Size("tiny-pool", "synthetic", 978, "EvalTinyPool", num_train=8, num_test=4, num_val=2,
+                      configuration="2d", max_features=16, max_batch_size=4, pretrain_epochs=1, finetune_epochs=1,
+                      iters_per_epoch=2, save_every=1, fractions=(0.5,), seeds=(0, 1), threads=1, jobs=2,
+                      channel_name="MRI", pool_id=975, pool_cases=6,
+                      cost=Cost(80, 0.05, 12, 3, CPU_STAGE1_RATIO, source="guessed from --size tiny"),
+                      note="smoke run of the pool path: two generated image-only pool sources planned as one pool "
+                           "(--as), stage 1 on it, plans moved, nnUNetTrainerFinetune; its numbers mean nothing"),
     "cpu": Size("cpu", "anatomy", 981, "BrainAnatomy", num_train=40, num_test=20, num_val=4, configuration="2d",
                 spacing=4.0, max_features=32, max_batch_size=16, pretrain_epochs=40, finetune_epochs=30,
                 iters_per_epoch=50, save_every=5, fractions=(0.05, 1.0), seeds=(0, 1, 2), threads=1, jobs=2,
