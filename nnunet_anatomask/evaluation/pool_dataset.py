@@ -92,10 +92,11 @@ SOURCES = (
 )
 
 
-def available(sources: Sequence[PoolSource] = SOURCES) -> tuple[list[tuple[PoolSource, str]], list[PoolSource]]:
-    """([(source, its file)] found, [source] missing)."""
+def available(sources: Optional[Sequence[PoolSource]] = None) -> tuple[list[tuple[PoolSource, str]],
+                                                                       list[PoolSource]]:
+    """([(source, its file)] found, [source] missing), of ``sources`` (default: every known source)."""
     found, missing = [], []
-    for s in sources:
+    for s in SOURCES if sources is None else sources:
         path = s.locate()
         (found.append((s, path)) if path else missing.append(s))
     return found, missing
