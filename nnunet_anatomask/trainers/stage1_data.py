@@ -70,8 +70,9 @@ def stage1_batches(trainer, crop_scale: float = 1.0):
     if crop_scale != 1:
         initial_patch_size = initial_crop_size(crop, rotation, do_dummy_2d)
     cases, probabilities, _ = stage1_cases(trainer)
+    previous_stage = trainer.folder_with_segs_from_previous_stage  # nnU-Net's cascade, as get_tr_and_val_datasets
     dataset_tr = trainer.dataset_class(trainer.preprocessed_dataset_folder, cases,
-                                       folder_with_segs_from_previous_stage=trainer.folder_with_segs_from_previous_stage)
+                                       folder_with_segs_from_previous_stage=previous_stage)
     loader = nnUNetDataLoader(dataset_tr, trainer.batch_size, initial_patch_size, crop,
                               trainer.label_manager, oversample_foreground_percent=0.0,
                               sampling_probabilities=probabilities, pad_sides=None,
