@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -168,11 +169,15 @@ class Check:
             f"- command: `bash scripts/gpu_check.sh {shlex.join(self.args.argv)}`",
             f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; machine {platform.node()}, "
             f"{os.cpu_count()} CPUs; GPU: {gpu}; torch {torch.__version__}",
-            f"- limit {self.args.limit_s:.0f} s; work folder {self.work}", "", "## Sections", "", *statuses,
+            f"- limit {self.args.limit_s:.0f} s; work folder {self.work}"
+            + ("" if self.args.keep_work else " (removed at the end; --keep-work keeps it)"),
+            "", "## Sections", "", *statuses,
             *self.lines, ""])
         os.makedirs(os.path.dirname(os.path.abspath(self.args.output)), exist_ok=True)
         with open(self.args.output, "w") as f:
             f.write(text)
+        if not self.args.keep_work:
+            shutil.rmtree(self.work, ignore_errors=True)
         return self.args.output
 
 
@@ -258,6 +263,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES))
     p.add_argument("--limit-s", type=float, default=450.0, help="deadline of the whole check (default 450 s)")
     p.add_argument("--output", default=None, help="results file (default gpu_check_<size>_<date>.md)")
+    p.add_argument("--keep-work", action="store_true", help="keep the work folder (data, plans, tiny runs' logs)")
     p.add_argument("--prepare", metavar="SIZE", help=argparse.SUPPRESS)    # section 1, run by the check itself
     p.add_argument("--tiny-runs", metavar="SIZE", help=argparse.SUPPRESS)  # section 4
     a = p.parse_args(argv)
