@@ -53,7 +53,8 @@ class CheckSize:
 
 
 SIZES = {
-    # 128^3 volumes: nnU-Net plans a 128^3 patch for them on a GPU-sized memory target (3d_fullres, batch 2)
+    # 128^3 volumes at 1 mm: nnU-Net 2.8.1 plans them as 3d_fullres PlainConvUNet 128^3, batch 2, and ResEnc-L
+    # 128^3, batch 3 (planned on this project's CPU machine, docs/performance.md)
     "gpu": CheckSize((128, 128, 128), 6, 10, 3, 200, "M", 5, 8),
     "tiny": CheckSize((16, 16, 16), 5, 1, 0, 2, "S", 2, 1, 10.0),  # the CPU path; 5 cases: nnU-Net's 5-fold split
 }
