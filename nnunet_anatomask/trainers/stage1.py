@@ -73,6 +73,23 @@ def foreground_threshold(trainer) -> float:
     return (props["percentile_00_5"] - props["mean"]) / max(props["std"], 1e-8)
 
 
+class OptimizerStateMismatchError(PluginError, ValueError):
+    """A stage-1 checkpoint's optimiser state does not fit this run's parameter groups."""
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, path: str) -> None:
+    """The checkpoint's optimiser state, or an error that names the fix when its parameter groups differ (a
+    checkpoint written before the recipe split biases and norms into their own group, e.g. SelfMedHPM's)."""
+    saved = [len(group["params"]) for group in state["param_groups"]]
+    ours = [len(group["params"]) for group in optimizer.param_groups]
+    if saved != ours:
+        raise OptimizerStateMismatchError(
+            f"The stage-1 checkpoint {path} holds optimiser state for parameter groups of sizes {saved}, this run's "
+            f"optimiser has {ours}: it was written by an earlier version with another optimiser recipe. Fix: finish "
+            f"that stage 1 with the version that wrote it, or start stage 1 anew (remove {path}).")
+    optimizer.load_state_dict(state)
+
+
 def describe_recipe(recipe, first_ratio: float, last_ratio: float) -> str:
     """The log line of the optimiser recipe and the scheme's mask ratio (first and last epoch's, if scheduled)."""
     decay = "" if recipe.decay_norms_and_biases else " (none on biases and norms)"
@@ -335,7 +352,7 @@ class Stage1Runner:
         state = ckpt["scheme_state"]
         self.model.load_extra_state_dict(state["model_extra"])
         self.scheme.load_state_dict(state["scheme"])
-        self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        load_optimizer_state(self.optimizer, ckpt["optimizer_state"], path)
         if self.grad_scaler is not None and ckpt["grad_scaler_state"] is not None:
             self.grad_scaler.load_state_dict(ckpt["grad_scaler_state"])
         self.current_epoch = ckpt["current_epoch"]

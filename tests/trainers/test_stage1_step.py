@@ -71,3 +71,17 @@ def test_clipping_covers_every_param_group():
     runner.optimise(scheme.step(torch.randn(2, 1, 16, 16, 16), model, 0).loss + 1e3 * head.sum())
     grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     assert torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])) == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_a_checkpoint_with_other_parameter_groups_is_refused_with_the_fix():
+    """SelfMedHPM's optimiser now has two groups (no weight decay on biases and norms); a checkpoint written with
+    one group cannot resume it, and says so before any step. Catches: torch's bare ValueError, or a silent load."""
+    from nnunet_anatomask.trainers.stage1 import OptimizerStateMismatchError, load_optimizer_state
+    torch.manual_seed(0)
+    model = tiny_model()
+    params = list(model.parameters())
+    old = torch.optim.AdamW(params).state_dict()
+    new = SCHEMES["SelfMedHPM"].recipe().optimizer(params)
+    with pytest.raises(OptimizerStateMismatchError, match="start stage 1 anew"):
+        load_optimizer_state(new, old, "fold_0/pretraining/checkpoint_latest.pth")
+    load_optimizer_state(new, new.state_dict(), "same groups")  # the same groups load
