@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from nnunet_anatomask import __version__
+from nnunet_anatomask import __version__, environment, run_lock
 from nnunet_anatomask.errors import PluginError
 from nnunet_anatomask.gpu_check import gpu_count_problem
 
@@ -71,6 +71,17 @@ def scheme_trainer_class(name: str) -> type:
     return cls
 
 
+def check_fold_folder_free(args: argparse.Namespace) -> None:
+    """A fold folder that another live run holds is refused before nnU-Net's slow trainer lookup (run_lock.py)."""
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    try:
+        folder = get_output_folder(args.dataset_name_or_id, args.tr, args.p, args.configuration, args.fold)
+    except (RuntimeError, ValueError):
+        return  # an unknown dataset: get_trainer_from_args names it
+    run_lock.check_free(folder)
+
+
 def pretrain(args: argparse.Namespace) -> str:
     """Stage 1 only, in this process, for the parsed arguments; returns the final checkpoint's path."""
     scheme_trainer_class(args.tr)
@@ -122,6 +133,8 @@ def pretrain_entry(argv=None) -> None:
     if problem is not None:
         raise SystemExit(f"nnUNetv2_pretrain: {problem}")
     try:
+        environment.check_training_environment(torch.device(args.device))  # in seconds, before nnU-Net's lookup
+        check_fold_folder_free(args)
         if args.num_gpus > 1:
             scheme_trainer_class(args.tr)
             launch_ranks(args)
