@@ -7,14 +7,11 @@ import os
 
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
+from nnunet_anatomask.unlabelled.checks import PoolError
 from nnunet_anatomask.unlabelled.fingerprint import extract_fingerprint
 from nnunet_anatomask.unlabelled.preprocessing import UnlabelledPreprocessor
 
 DEFAULT_NP = {"2d": 8, "3d_fullres": 4, "3d_lowres": 8}  # nnUNetv2_plan_and_preprocess's defaults
-
-
-class PoolError(RuntimeError):
-    """A raw dataset this command cannot plan; the message names the problem and the fix."""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
