@@ -37,24 +37,30 @@ def megabytes(n_bytes: int) -> str:
     return f"{n_bytes / 2 ** 20:.1f} MB"
 
 
-def write_failure(path: str, written: int, error: Exception) -> str:
+def free_space(folder: str) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def write_failure(path: str, written: int, free_at_start: int, error: Exception) -> str:
     """The message of a failed checkpoint write: the path, the size, the free space and the fix."""
-    folder = os.path.dirname(os.path.abspath(path))
-    free = megabytes(shutil.disk_usage(folder).free) if os.path.isdir(folder) else "unknown"
+    folder = os.path.dirname(path)
     size = f"; the previous checkpoint at this path is {megabytes(os.path.getsize(path))}, left as it was" \
         if os.path.isfile(path) else ""
     cause = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
     return (f"Writing the checkpoint {path} failed after {megabytes(written)} ({type(error).__name__}: {cause}); "
-            f"{free} free on its file system{size}. The partial file was removed. Fix: free disk space in {folder} "
-            f"(or point nnUNet_results at a larger disk), then continue with --c.")
+            f"its file system had {megabytes(free_at_start)} free when the write started{size}. The partial file "
+            f"was removed. Fix: free disk space in {folder} (or point nnUNet_results at a larger disk), then "
+            f"continue with --c.")
 
 
 @contextlib.contextmanager
 def written_atomically(path: str) -> Iterator[str]:
     """Yields a temporary path beside ``path`` for the block to write; once written, it replaces ``path``
     (os.replace), so a checkpoint is never half-written. On any error the temporary file is removed (a partial
-    file would keep a full disk full) and the error is raised again, naming path, size and free space."""
+    file would keep a full disk full) and the error is raised again, naming path, size and free space (at the
+    start: while the failed writer still holds the removed file open, the space is not yet given back)."""
     tmp = temporary_path(path)
+    free_at_start = free_space(os.path.dirname(os.path.abspath(path)))
     try:
         yield tmp
         if os.path.isfile(tmp):  # nnU-Net writes nothing on ranks > 0 or with checkpointing disabled
@@ -64,7 +70,7 @@ def written_atomically(path: str) -> Iterator[str]:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         if isinstance(error, Exception):
-            raise CheckpointWriteError(write_failure(path, written, error)) from error
+            raise CheckpointWriteError(write_failure(path, written, free_at_start, error)) from error
         raise  # KeyboardInterrupt, SystemExit: the partial file is gone, the interruption goes on
 
 

@@ -63,8 +63,8 @@ def test_a_failed_write_removes_its_partial_file_and_names_path_size_and_space(t
     checkpoint_io.atomic_save({"network_weights": {"w": torch.zeros(10)}}, str(path))
     before = path.read_bytes()
     with pytest.raises(checkpoint_io.CheckpointWriteError,
-                       match=rf"Writing the checkpoint {path} failed after \d+\.\d MB \(\w+Error: .*\); \d+\.\d MB free "
-                             rf"on its file system; the previous checkpoint at this path is 0\.0 MB, left as it was\. "
-                             rf"The partial file was removed\. Fix: free disk space"):
+                       match=rf"Writing the checkpoint {path} failed after \d+\.\d MB \(\w+Error: .*\); its file "
+                             rf"system had \d+\.\d MB free when the write started; the previous checkpoint at this "
+                             rf"path is 0\.0 MB, left as it was\. The partial file was removed\. Fix: free disk space"):
         checkpoint_io.atomic_save({"network_weights": {"w": torch.zeros(1000)}, "hook": lambda: None}, str(path))
     assert os.listdir(tmp_path) == ["checkpoint_latest.pth"] and path.read_bytes() == before

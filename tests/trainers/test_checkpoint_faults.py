@@ -31,7 +31,7 @@ def test_a_full_disk_in_a_stage1_write_leaves_no_partial_file(demo3d, tmp_path):
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert message.startswith(f"nnUNetv2_pretrain: Writing the checkpoint {pre}/checkpoint_final.pth failed after "
                               f"2.0 MB (RuntimeError: ")
-    assert "MB free on its file system. The partial file was removed. Fix: free disk space in" in message
+    assert "MB free when the write started. The partial file was removed. Fix: free disk space in" in message
     assert [f for f in os.listdir(pre) if ".pth" in f] == []  # no 2 MB leftover keeping the disk full
 
 
