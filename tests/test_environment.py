@@ -8,7 +8,7 @@ import pytest
 from nnunet_anatomask.cli import pretrain_entry
 from nnunet_anatomask.environment import EnvironmentProblem, check_paths_set
 from nnunet_anatomask.trainers import nnUNetTrainerRandomMask
-from tests.conftest import run_cli
+from tests.conftest import clean_env, run_cli
 from tests.trainers.helpers import make_trainer
 
 NNUNET_BANNER = "Please cite the following paper when using nnU-Net"
@@ -25,10 +25,10 @@ def pretrain_message(monkeypatch, results) -> str:
     return str(exit_info.value.code)
 
 
-def test_nnunetv2_pretrain_names_each_path_problem(demo3d, monkeypatch, tmp_path):
+def test_nnunetv2_pretrain_names_each_path_problem(monkeypatch, tmp_path):
     """Unset nnUNet_results, a results path that is a file, one where no folder can be made (/sys, on Linux):
-    each one line with the fix, before nnU-Net's trainer lookup."""
-    monkeypatch.setenv("nnUNet_preprocessed", demo3d.preprocessed)
+    each one line with the fix, before nnU-Net's trainer lookup (so no dataset is needed)."""
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path))
     message = pretrain_message(monkeypatch, None)
     assert message.startswith("nnUNetv2_pretrain: nnUNet_results is not set") and "export nnUNet_results=" in message
     (tmp_path / "a_file").write_text("not a folder")
@@ -40,11 +40,13 @@ def test_nnunetv2_pretrain_names_each_path_problem(demo3d, monkeypatch, tmp_path
         "failed (")
 
 
-def test_nnunetv2_pretrain_without_a_gpu_names_device_cpu(demo3d, tmp_path):
+def test_nnunetv2_pretrain_without_a_gpu_names_device_cpu(tmp_path):
     """The real console script with no -device (nnU-Net's default, cuda) and no visible GPU: one line, no trainer
     built, no folder made."""
     proc = run_cli(["nnUNetv2_pretrain", "990", "3d_fullres", "all", "-tr", "nnUNetTrainerRandomMask"],
-                   demo3d.env(str(tmp_path / "results"), CUDA_VISIBLE_DEVICES=""), timeout=300, check=False)
+                   clean_env(nnUNet_raw=str(tmp_path), nnUNet_preprocessed=str(tmp_path),
+                             nnUNet_results=str(tmp_path / "results"), CUDA_VISIBLE_DEVICES=""), timeout=300,
+                   check=False)
     message = proc.stderr.strip().splitlines()[-1]
     assert message.startswith("nnUNetv2_pretrain: This run would train on CUDA (nnU-Net's default -device cuda), but "
                               "torch sees no CUDA GPU here") and "Fix: add -device cpu" in message

@@ -99,6 +99,15 @@ def test_release_keeps_a_lock_another_run_has_taken_since(tmp_path):
     assert run_lock.read_holder(lock.path)["host"] == "node-17"
 
 
+def test_a_take_over_removes_only_the_stale_lock_it_judged(tmp_path, sleeper):
+    """Between judging a lock stale and removing it, another run may have taken it over: then it stays."""
+    lock = RunLock(str(tmp_path), "run G")
+    stale = run_lock.read_holder(lock.path)
+    write_lock(tmp_path, holder_of(sleeper))  # the lock changed hands meanwhile
+    lock.take_over(stale)
+    assert run_lock.read_holder(lock.path)["pid"] == sleeper.pid and lock.notes == []
+
+
 def _try_lock(folder: str, results, go, done) -> None:
     go.wait()
     try:

@@ -65,17 +65,25 @@ def test_a_second_run_on_a_fold_folder_is_refused_and_the_first_keeps_its_result
 
 def test_leaving_removes_only_what_an_idle_run_created(tmp_path):
     """A run whose fold folder holds only its own log at exit removes the folders it created, bottom-up and only
-    empty ones: a trainer folder another run created meanwhile beside it stays. A folder with any other file
-    stays whole."""
-    fold = tmp_path / "Dataset1_X" / "T__P__3d_fullres" / "fold_0"
-    run = RunFolder(str(fold), "an idle run", holds_lock=True)
-    assert run.created == str(tmp_path / "Dataset1_X") and (fold / LOCK_NAME).is_file()
-    (fold / "training_log_1.txt").write_text("banner")
-    run.add_own_file(str(fold / "training_log_1.txt"))
-    (tmp_path / "Dataset1_X" / "Other__P__3d_fullres").mkdir()
+    empty ones: the results folder that existed before stays, and so does a trainer folder another run created
+    meanwhile beside it. A folder with any other file stays whole."""
+    results = tmp_path / "results"
+    results.mkdir()
+    fold = results / "Dataset1_X" / "T__P__3d_fullres" / "fold_0"
+
+    def idle_run() -> RunFolder:
+        run = RunFolder(str(fold), "an idle run", holds_lock=True)
+        assert run.created == str(results / "Dataset1_X") and (fold / LOCK_NAME).is_file()
+        (fold / "training_log_1.txt").write_text("banner")
+        run.add_own_file(str(fold / "training_log_1.txt"))
+        return run
+
+    idle_run().leave()
+    assert os.listdir(results) == []
+    run = idle_run()
+    (results / "Dataset1_X" / "Other__P__3d_fullres").mkdir()
     run.leave()
-    assert sorted(os.listdir(tmp_path)) == ["Dataset1_X"]
-    assert os.listdir(tmp_path / "Dataset1_X") == ["Other__P__3d_fullres"]
+    assert os.listdir(results / "Dataset1_X") == ["Other__P__3d_fullres"]
 
     worked = RunFolder(str(fold), "a run that wrote a checkpoint", holds_lock=True)
     (fold / "checkpoint_latest.pth").write_bytes(b"weights")
