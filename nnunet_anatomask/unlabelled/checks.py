@@ -10,11 +10,7 @@ import os
 
 import numpy as np
 
-from nnunet_anatomask.errors import PluginError
-
-
-class PoolError(PluginError, RuntimeError):
-    """A raw dataset this command cannot plan; the message names the problem and the fix."""
+from nnunet_anatomask.unlabelled.pool import PoolError
 
 
 def check_channel_files(cases: dict, channel_names: dict, file_ending: str) -> None:
