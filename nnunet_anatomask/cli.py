@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from nnunet_anatomask import __version__
+from nnunet_anatomask import __version__, environment, run_lock
 from nnunet_anatomask.errors import PluginError
 from nnunet_anatomask.gpu_check import gpu_count_problem
 
@@ -76,6 +76,17 @@ def scheme_trainer_class(name: str) -> type:
         raise SystemExit(f"nnUNetv2_pretrain: '{name}' is not a pretraining (scheme) trainer.{hint} "
                          f"Fix: use one of {', '.join(known)}.")
     return cls
+
+
+def check_fold_folder_free(args: argparse.Namespace) -> None:
+    """A fold folder that another live run holds is refused before nnU-Net's slow trainer lookup (run_lock.py)."""
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    try:
+        folder = get_output_folder(args.dataset_name_or_id, args.tr, args.p, args.configuration, args.fold)
+    except (RuntimeError, ValueError):
+        return  # an unknown dataset: get_trainer_from_args names it
+    run_lock.check_free(folder)
 
 
 def pretrain(args: argparse.Namespace) -> str:
@@ -160,6 +171,9 @@ def pretrain_entry(argv=None) -> None:
     if problem is not None:
         raise SystemExit(f"nnUNetv2_pretrain: {problem}")
     try:
+        environment.check_training_environment(torch.device(args.device))  # in seconds, before nnU-Net's lookup
+        if launched is None or launched[0] == 0:  # rank 0 holds the lock: other torchrun ranks would find it
+            check_fold_folder_free(args)
         if launched is not None and launched[1] > 1:
             scheme_trainer_class(args.tr)
             pretrain_env_rank(args, launched[0], launched[2])

@@ -21,16 +21,25 @@ from nnunet_anatomask.errors import PluginError
 
 
 def target_network(dataset: str, configuration: str, trainer_name: str, plans: str) -> torch.nn.Module:
-    """The network the target trainer builds for the target dataset (CPU, fresh initialisation)."""
-    from nnunetv2.run.run_training import get_trainer_from_args
+    """The network the target trainer builds for the target dataset (CPU, fresh initialisation), built from the
+    trainer class as nnU-Net's predictor builds it: no trainer object, so no results folder is made for a trainer
+    that was never trained."""
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    trainer = get_trainer_from_args(dataset, configuration, 0, trainer_name, plans, device=torch.device("cpu"))
-    channels = determine_num_input_channels(trainer.plans_manager, trainer.configuration_manager,
-                                            trainer.dataset_json)
-    classes = trainer.label_manager.num_segmentation_heads
-    return trainer.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, channels,
-                                              classes, enable_deep_supervision=trainer.enable_deep_supervision)
+    folder = os.path.join(nnUNet_preprocessed, maybe_convert_to_dataset_name(dataset))
+    plans_manager = PlansManager(os.path.join(folder, plans + ".json"))
+    configuration_manager = plans_manager.get_configuration(configuration)
+    dataset_json = load_json(os.path.join(folder, "dataset.json"))
+    channels = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
+    classes = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+    trainer_class = recursive_find_trainer_class_by_name(trainer_name)
+    return trainer_class.build_network_architecture(plans_manager, configuration_manager, channels, classes,
+                                                    enable_deep_supervision=False)
 
 
 def merged_weights(stage1: dict, fresh: dict) -> tuple[dict, list[str]]:

@@ -7,12 +7,16 @@ from nnunet_anatomask.cli import pretrain_entry
 from tests.conftest import clean_env, run_cli
 
 
-def test_unknown_trainer_suggests_ours():
+def test_unknown_trainer_suggests_ours(monkeypatch, tmp_path):
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))
     with pytest.raises(SystemExit, match="Did you mean nnUNetTrainerAnatoMask.*Fix: use one of"):
         pretrain_entry(["990", "3d_fullres", "all", "-tr", "nnUNetTrainerAnatomask", "-device", "cpu"])
 
 
-def test_trainer_without_stage1_is_refused():
+def test_trainer_without_stage1_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))
     with pytest.raises(SystemExit, match="'nnUNetTrainerScratch' is not a pretraining"):
         pretrain_entry(["990", "3d_fullres", "all", "-tr", "nnUNetTrainerScratch", "-device", "cpu"])
 

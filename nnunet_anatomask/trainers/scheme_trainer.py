@@ -13,7 +13,9 @@ import torch
 from nnunet_anatomask import checkpoint_io
 from nnunet_anatomask.pretraining.schemes.base import MaskingScheme
 from nnunet_anatomask.trainers import stage1_ddp
+from nnunet_anatomask.trainers.data_checks import check_cases_can_teach
 from nnunet_anatomask.trainers.stage1 import Stage1Runner
+from nnunet_anatomask.trainers.stage1_budget import reuse_line
 from nnunet_anatomask.trainers.stage2 import ConfigurationError, nnUNetTrainerStage2Recipe, \
     pretrained_weights_argument
 from nnunet_anatomask.trainers.transfer_checks import check_same_plans
@@ -46,6 +48,8 @@ class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
         if os.path.isfile(self.stage1.final_checkpoint):
             self.print_to_log_file(f"Stage 1 already finished: {self.stage1.final_checkpoint}")
             return self.stage1.final_checkpoint
+        check_cases_can_teach(self.preprocessed_dataset_folder, self.plans_manager.dataset_name,
+                              self.print_to_log_file)  # constant or NaN/Inf cases, before any work
         if self.continue_training and not os.path.isfile(self.stage1.latest_checkpoint):
             self.print_to_log_file("No stage-1 checkpoint_latest.pth to continue from: starting stage 1 anew")
         return self.stage1.run(resume=self.continue_training)
@@ -60,8 +64,7 @@ class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
                 check_same_plans(ckpt, self.plans_manager.plans, self.configuration_name, expected["plans_hash"],
                                  source)
                 checkpoint_io.check_same(ckpt, expected, source)
-                self.print_to_log_file(f"Using the stage-1 checkpoint {path} ({ckpt['scheme']}, "
-                                       f"{ckpt['current_epoch']} epochs)")
+                self.print_to_log_file(reuse_line(path, ckpt, (self.stage1.num_epochs, self.stage1.iterations)))
                 return path
         self.print_to_log_file("No stage-1 checkpoint found: running stage 1 now")
         return self.run_pretraining()

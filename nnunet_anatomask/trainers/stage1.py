@@ -334,6 +334,7 @@ class Stage1Runner:
             "optimizer_state": checkpoint_io.to_cpu(self.optimizer.state_dict()),
             "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "current_epoch": self.current_epoch,
+            "budget": {"epochs": self.num_epochs, "iterations_per_epoch": self.iterations},
             "logging": self.log.state(),
             "init_args": init_args,
             "trainer_name": tr.__class__.__name__,

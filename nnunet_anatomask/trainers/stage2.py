@@ -21,9 +21,16 @@ from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.nnUNetTrainer.variants.lr_schedule.nnUNetTrainer_warmup import nnUNetTrainer_warmup
 from nnunetv2.utilities.file_path_utilities import get_output_folder
 
-from nnunet_anatomask import checkpoint_io, knobs
+from nnunet_anatomask import checkpoint_io, environment, knobs
 from nnunet_anatomask.errors import PluginError
+from nnunet_anatomask.trainers import stage1_ddp
+from nnunet_anatomask.trainers.run_folder import RunFolder, describe_run, outermost_missing
 from nnunet_anatomask.trainers.transfer_checks import check_transfer
+
+
+STAGE2_READ_FIX = ("Fix: move this file away, then run the same command with --c again: nnU-Net continues from the "
+                   "next checkpoint it finds (checkpoint_final.pth, checkpoint_latest.pth, checkpoint_best.pth, in "
+                   "this order), or starts stage 2 anew if there is none.")
 
 
 class ConfigurationError(PluginError, RuntimeError):
@@ -47,9 +54,7 @@ def planned_output_folder(plans: dict, configuration: str, fold, trainer_name: s
 def no_empty_folders_left_on_error(folder: Optional[str]) -> Iterator[None]:
     """If the block (a trainer's __init__) raises, remove the folders on the way to ``folder`` that did not exist
     before it, with what the block wrote into them (nnU-Net's __init__ starts a log file there)."""
-    created, path = None, folder
-    while path and not os.path.isdir(path):
-        created, path = path, os.path.dirname(path)  # ends at the outermost folder that is missing now
+    created = outermost_missing(folder)
     try:
         yield
     except BaseException:
@@ -67,9 +72,16 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
                  device: torch.device = torch.device("cuda")):
         self.continue_training = bool(plans.get("continue_training", False))  # popped by super().__init__
         knobs.check_all()  # a bad knob is named before nnU-Net's __init__ makes the fold's folder
-        with no_empty_folders_left_on_error(planned_output_folder(plans, configuration, fold, type(self).__name__)):
+        folder = planned_output_folder(plans, configuration, fold, type(self).__name__)
+        environment.check_training_environment(device, folder)  # nnUNet_results, writable, the device
+        with no_empty_folders_left_on_error(folder):
+            run = describe_run(type(self).__name__, plans, configuration, fold, self.continue_training)
+            self.run_folder = RunFolder(folder, run, holds_lock=stage1_ddp.rank() == 0)  # one run per fold folder
             super().__init__(plans, configuration, fold, dataset_json, device)
+            self.run_folder.add_own_file(self.log_file)
             self.check_setup()
+        for note in self.run_folder.notes():
+            self.print_to_log_file(note)
         self.num_epochs = knobs.read_knob(knobs.FINETUNE_EPOCHS)
         self.num_iterations_per_epoch = knobs.read_knob(knobs.ITERS_PER_EPOCH)
         self.num_val_iterations_per_epoch = knobs.validation_iterations(self.num_iterations_per_epoch)
@@ -111,18 +123,17 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
 
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint, written to a temporary file and renamed: never half-written."""
-        tmp = checkpoint_io.temporary_path(filename)
-        super().save_checkpoint(tmp)
-        if os.path.isfile(tmp):  # not written when checkpointing is disabled or on ranks > 0
-            checkpoint_io.commit(tmp, filename)
+        with checkpoint_io.written_atomically(filename) as tmp:
+            super().save_checkpoint(tmp)
 
     def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
-        """nnUNetTrainer_warmup.load_checkpoint, fixed: weights_only=False (torch >= 2.6) and dict input."""
+        """nnUNetTrainer_warmup.load_checkpoint, fixed: dict input, and a file read by our checkpoint reader (an
+        unreadable file is named, with the fix)."""
         if not self.was_initialized:
             self.initialize()
         checkpoint = filename_or_checkpoint
         if isinstance(checkpoint, str):
-            checkpoint = torch.load(checkpoint, map_location=self.device, weights_only=False)
+            checkpoint = checkpoint_io.load_checkpoint_file(checkpoint, "stage-2 checkpoint", STAGE2_READ_FIX)
         network = self.network.module if self.is_ddp else self.network
         if isinstance(network, OptimizedModule):
             network = network._orig_mod

@@ -23,10 +23,12 @@ from typing import Callable, Optional, Sequence
 
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
+from nnunet_anatomask.errors import PluginError
+
 POOL_SOURCES = "pool_sources"  # the key in the pool's dataset.json
 
 
-class PoolError(RuntimeError):
+class PoolError(PluginError, RuntimeError):
     """A raw dataset this command cannot plan; the message names the problem and the fix."""
 
 

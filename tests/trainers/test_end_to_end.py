@@ -61,10 +61,13 @@ def test_stage1_outputs_and_anatomask_teacher(pretrained_all):
 def test_fold_reuses_fold_all_and_starts_stage2_from_it(demo3d, pretrained_all, fold0, monkeypatch, tmp_path):
     """Stage 2 of fold 0 starts from fold_all's stage-1 weights (relative distance of every conv weight, as in
     test_finetune_cli_from_stage1_checkpoint), found without running stage 1 again; the log reads stage 1's
-    lookup before stage 2's optimiser. Catches: a hand-over that loads nothing or only part of the network."""
+    lookup, with both budgets (fold_all's 2 epochs, this run's 1), before stage 2's optimiser. Catches: a hand-over
+    that loads nothing or only part of the network."""
     _, ckpt = pretrained_all
     fold_dir, stdout, _ = fold0
-    assert f"Using the stage-1 checkpoint {ckpt}" in stage2_log_text(fold_dir)
+    assert (f"Using the stage-1 checkpoint {ckpt} (AnatoMask, 2 epochs x 2 iterations; this run's stage-1 budget: "
+            f"1 epochs x 2 iterations). The budgets differ; the checkpoint is used as it is. To pretrain with this "
+            f"run's budget instead, move {os.path.dirname(ckpt)} away") in stage2_log_text(fold_dir)
     assert not os.path.isdir(os.path.join(fold_dir, "pretraining"))  # stage 1 did not run again
     assert stdout.index("Using the stage-1 checkpoint") < stdout.index("Initialized warmup_all optimizer")
     final = torch.load(os.path.join(fold_dir, "checkpoint_final.pth"), weights_only=False)["network_weights"]
