@@ -46,7 +46,8 @@ def _finetune_lines(ckpt: dict, repo: Optional[str]) -> list[str]:
     arch = plan["architecture_plans"]["arch_class_name"]
     primus = arch.startswith("Primus")
     source = f"https://huggingface.co/{repo}" if repo else "path/to/checkpoint_final.pth"
-    ours = ("nnUNetv2_plan_like_pretrained -d DATASET -pc checkpoint_final.pth   # plans with this network\n"
+    ours = ("nnUNetv2_plan_and_preprocess -d DATASET -c 3d_fullres --no_pp   # once, if DATASET was never planned\n"
+            "nnUNetv2_plan_like_pretrained -d DATASET -pc checkpoint_final.pth   # plans with this network\n"
             "nnUNetv2_preprocess -d DATASET -c 3d_fullres -plans_name nnUNetPlans_pretrained\n")
     ours += (f"nnUNetv2_export_pretrained checkpoint_final.pth -d DATASET -c 3d_fullres -p nnUNetPlans_pretrained "
              f"-tr nnUNet_Primus_{arch[-1]}_Trainer -o primus.pth\n"

@@ -2,6 +2,7 @@
 copy of the planned demo dataset (nnUNetv2_plan_like_pretrained and nnUNetv2_preprocess are the real CLIs; the
 trainers are nnU-Net trainer objects built as nnUNetv2_train builds them). The whole chain through the real
 nnUNetv2_pretrain / nnUNetv2_train, and the Primus fixture, are in test_nnssl_in_slow.py."""
+import os
 import shutil
 import sys
 
@@ -157,3 +158,32 @@ def test_export_gives_nnunets_loader_a_full_network(resenc_target, monkeypatch, 
     weights = load_weights_only(str(tmp_path / "out.pth"))["network_weights"]
     assert_encoder_from({k: v for k, v in weights.items() if k.startswith("encoder.")}, fx.resenc_checkpoint())
     assert kept and all(k.startswith("decoder.") for k in kept)
+
+
+def test_continue_resumes_from_latest_not_from_the_initial_checkpoint(resenc_target, monkeypatch, tmp_path):
+    """--c after an interruption: the run resumes from checkpoint_latest.pth (its epoch, its weights), the initial
+    checkpoint is not loaded again, and the final checkpoint still names where stage 1 started. The interruption
+    is a latest checkpoint written by the runner's own save() after building from the fixture, with weights set
+    to a value no initialisation gives. Mutation caught: the initial weights loaded over a resumed run."""
+    planned, path = resenc_target
+    for knob, value in {"pretrain_epochs": "2", "iters_per_epoch": "1", "save_every": "1"}.items():
+        monkeypatch.setenv(f"nnUNet_anatomask_{knob}", value)
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    first = make_trainer(planned, nnUNetTrainerRandomMask, monkeypatch, tmp_path, plans=planned.plans(PLANS),
+                         fold="all")
+    runner = first.stage1
+    runner.build(path)
+    with torch.no_grad():
+        runner.model.network.encoder.stem.convs[0].conv.weight.fill_(0.123)
+    runner.current_epoch = 1
+    os.makedirs(runner.folder, exist_ok=True)
+    runner.save(runner.latest_checkpoint)
+    resumed = make_trainer(planned, nnUNetTrainerRandomMask, monkeypatch, tmp_path, plans=planned.plans(PLANS),
+                           fold="all", continue_training=True)
+    final = load_weights_only(resumed.run_pretraining())
+    log = stage1_log_text(resumed.output_folder)
+    assert "Resuming stage 1 (RandomMask)" in log and "at epoch 1" in log
+    assert log.count(f"The initial checkpoint {path}") == 0
+    assert final["current_epoch"] == 2 and final["initial_weights"]["path"] == path
+    stem = final["network_weights"]["encoder.stem.convs.0.conv.weight"]
+    assert (stem - 0.123).abs().max() < 0.01  # one AdamW step (lr <= 1e-4) from the resumed value
