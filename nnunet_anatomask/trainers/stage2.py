@@ -181,14 +181,19 @@ class nnUNetTrainerFinetune(nnUNetTrainerStage2Recipe):
         if path is not None:
             ckpt = self.validate_pretrained_weights(path)
             self.print_to_log_file(interop.nnunet_loader_report(ckpt, self.network, path).line())
-        elif planned is not None:
-            for line in interop.load_from_plans(planned, self):
-                self.print_to_log_file(line)
 
     def run_training(self):
+        """A new run (epoch 0) from the plans' checkpoint loads it here, after initialize() and before the first
+        step, as scheme trainers load their stage-1 weights; resumed runs and --val never read it."""
+        planned = checkpoint_from_plans(self.plans_manager.plans)
         if self.continue_training and self.current_epoch == 0 and pretrained_weights_argument() is None and \
-                checkpoint_from_plans(self.plans_manager.plans) is None:
+                planned is None:
             raise ConfigurationError(
                 f"--c found no stage-2 checkpoint in {self.output_folder}, and continuing cannot take "
                 f"-pretrained_weights. Fix: start again without --c and with -pretrained_weights PATH.")
+        if planned is not None and self.current_epoch == 0:
+            if not self.was_initialized:
+                self.initialize()
+            for line in interop.load_from_plans(planned, self):
+                self.print_to_log_file(line)
         super().run_training()

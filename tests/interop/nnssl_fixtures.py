@@ -39,14 +39,20 @@ def pretrain_plan(patch: list) -> dict:
                 "spacing": [1.0, 1.0, 1.0], "patch_size": patch}}}
 
 
+def _random(shape, generator) -> torch.Tensor:
+    """He-scaled normal values for weights (std sqrt(2 / fan_in), the scale of trained conv weights), 0.05 for
+    vectors (biases, norms)."""
+    fan_in = int(torch.tensor(shape[1:]).prod()) if len(shape) > 1 else 0
+    return torch.randn(shape, generator=generator) * ((2 / fan_in) ** 0.5 if fan_in else 0.05)
+
+
 def _random_like(state: dict, seed: int) -> dict:
     """Random values of the same shapes; names of one tensor (a conv listed as '.conv' and '.all_modules.0') keep
     one value, as in a real checkpoint."""
     generator, drawn = torch.Generator().manual_seed(seed), {}
     for v in state.values():
         if v.data_ptr() not in drawn:
-            drawn[v.data_ptr()] = (torch.randn(v.shape, generator=generator) * 0.05).to(v.dtype) \
-                if v.is_floating_point() else v.clone()
+            drawn[v.data_ptr()] = _random(v.shape, generator).to(v.dtype) if v.is_floating_point() else v.clone()
     return {k: drawn[v.data_ptr()] for k, v in state.items()}
 
 

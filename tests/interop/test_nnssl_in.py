@@ -98,12 +98,17 @@ def test_stage1_continues_from_the_checkpoint_the_plans_name(resenc_target, monk
 
 
 def test_finetune_loads_the_checkpoint_the_plans_name(resenc_target, monkeypatch, tmp_path):
-    """nnUNetTrainerFinetune with these plans and no -pretrained_weights: stem and encoder are the fixture's, the log
-    has the tensor counts and the checkpoint's citation."""
+    """nnUNetTrainerFinetune with these plans and no -pretrained_weights: when its training starts, stem and encoder
+    are the fixture's, and the log has the tensor counts and the checkpoint's citation (the first step is stopped
+    by a 0-epoch budget: nnU-Net's loop then ends at once)."""
     planned, path = resenc_target
     monkeypatch.setattr(sys, "argv", ["nnUNetv2_train", "990", "3d_fullres", "0", "-p", PLANS])
     trainer = make_trainer(planned, nnUNetTrainerFinetune, monkeypatch, tmp_path, plans=planned.plans(PLANS))
     trainer.initialize()
+    assert "transferred" not in stage2_log_text(trainer.output_folder)  # not at initialize(): --val never loads it
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    trainer.num_epochs = 0
+    trainer.run_training()
     assert_encoder_from(trainer.network.state_dict(), fx.resenc_checkpoint())
     log = stage2_log_text(trainer.output_folder)
     assert expected_line(f"The plans' pretrained checkpoint {path}") in log
