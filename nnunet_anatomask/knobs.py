@@ -2,7 +2,9 @@
 
 Every knob is validated when a trainer is built, before any work starts, so a typo costs seconds.
 """
+import math
 import os
+from typing import Optional
 
 from nnunet_anatomask.errors import PluginError
 
@@ -10,6 +12,7 @@ PRETRAIN_EPOCHS = "nnUNet_anatomask_pretrain_epochs"
 FINETUNE_EPOCHS = "nnUNet_anatomask_finetune_epochs"
 ITERS_PER_EPOCH = "nnUNet_anatomask_iters_per_epoch"
 SAVE_EVERY = "nnUNet_anatomask_save_every"
+FINETUNE_LR = "nnUNet_anatomask_finetune_lr"  # stage 2's start lr; unset: the trainer's recipe (1e-2 CNN, 3e-4 Primus)
 
 DEFAULTS = {PRETRAIN_EPOCHS: 1000, FINETUNE_EPOCHS: 1000, ITERS_PER_EPOCH: 250, SAVE_EVERY: 50}
 
@@ -34,9 +37,24 @@ def read_knob(name: str) -> int:
     return value
 
 
-def check_all() -> dict[str, int]:
+def read_lr(name: str) -> Optional[float]:
+    """The positive float value of learning-rate knob `name`, or None when unset (the recipe's own lr holds)."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise KnobError(f"{name}={raw!r} is not a positive learning rate. Set it to a number > 0 (e.g. "
+                        f"`export {name}=1e-3`) or unset it for the trainer's own start lr.")
+    return value
+
+
+def check_all() -> dict[str, Optional[float]]:
     """Read every knob now, so that a bad one is named before any work starts or any folder is made."""
-    return {name: read_knob(name) for name in DEFAULTS}
+    return {**{name: read_knob(name) for name in DEFAULTS}, FINETUNE_LR: read_lr(FINETUNE_LR)}
 
 
 def validation_iterations(iters_per_epoch: int) -> int:

@@ -22,3 +22,17 @@ def test_fractions():
     assert knobs.validation_iterations(2) == 1
     assert knobs.warmup_epochs(0.05, 1000) == 50
     assert knobs.warmup_epochs(0.05, 3) == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-1e-3", "nan", "inf", "fast"])
+def test_bad_learning_rates_name_the_variable(monkeypatch, value):
+    monkeypatch.setenv(knobs.FINETUNE_LR, value)
+    with pytest.raises(knobs.KnobError, match=knobs.FINETUNE_LR):
+        knobs.check_all()
+
+
+def test_learning_rate_unset_or_set(monkeypatch):
+    monkeypatch.delenv(knobs.FINETUNE_LR, raising=False)
+    assert knobs.read_lr(knobs.FINETUNE_LR) is None
+    monkeypatch.setenv(knobs.FINETUNE_LR, " 3e-4 ")
+    assert knobs.read_lr(knobs.FINETUNE_LR) == 3e-4

@@ -25,12 +25,16 @@ class Stage2Run:
         return self.fraction, self.seed, self.initial_lr
 
 
-def wanted_runs(fractions: Sequence[float], seeds: Sequence[int], lr_study: Optional[float]) -> list[tuple]:
+def wanted_runs(fractions: Sequence[float], seeds: Sequence[int], lr_study: Optional[float],
+                fraction_seeds: Optional[dict] = None) -> list[tuple]:
     """(fraction, seed, lr) of every run, seed-major (a stopped run has every fraction of its first seeds);
-    the lr comparison adds every seed at the smallest fraction with start lr ``lr_study``."""
-    runs = [(f, s, None) for s in seeds for f in fractions]
+    ``fraction_seeds`` {fraction: seeds} replaces ``seeds`` at those fractions (e.g. more seeds at the smallest);
+    the lr comparison adds the smallest fraction's seeds with start lr ``lr_study``."""
+    per_fraction = {f: list((fraction_seeds or {}).get(f, seeds)) for f in fractions}
+    order = list(dict.fromkeys([*seeds, *(s for f in fractions for s in per_fraction[f])]))
+    runs = [(f, s, None) for s in order for f in fractions if s in per_fraction[f]]
     if lr_study is not None:
-        runs += [(min(fractions), s, lr_study) for s in seeds]
+        runs += [(min(fractions), s, lr_study) for s in per_fraction[min(fractions)]]
     return runs
 
 

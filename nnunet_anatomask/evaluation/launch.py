@@ -1,7 +1,7 @@
 """One seeded stage-1 or stage-2 run, as the harness starts it (a process of its own):
 
     python -m nnunet_anatomask.evaluation.launch train|pretrain DATASET CONFIG FOLD -tr TRAINER -p PLANS
-        -device DEVICE [--c] --seed S [--threads N] [--initial-lr LR]
+        -device DEVICE [--c] --seed S [--threads N] [--initial-lr LR] [--pretrained-weights PATH]
 
 ``train`` calls nnU-Net's ``run_training`` (the function behind ``nnUNetv2_train``), ``pretrain`` what
 ``nnUNetv2_pretrain`` calls (``trainer.run_pretraining``), after seeding Python's, NumPy's and torch's global
@@ -11,12 +11,15 @@ for Scratch and a scheme) and different seeds give the variation between trainin
 
 ``--threads``: torch CPU threads. nnU-Net's console script takes every core on a CPU; on a 2-core machine shared
 with other work one thread per run measured 2-8x faster per iteration (docs/results.md), so the harness passes 1.
-``--initial-lr`` sets stage 2's start learning rate (the trainer class's ``initial_lr_default``) in this process
-only, for the harness's learning-rate comparison; without it the trainer's own default holds.
+``--initial-lr`` sets stage 2's start learning rate through the user knob ``nnUNet_anatomask_finetune_lr`` in this
+process's environment, for the harness's learning-rate comparison; without it the trainer's own recipe holds.
+``--pretrained-weights`` is nnUNetv2_train's ``-pretrained_weights`` (a pool's stage-1 checkpoint for
+nnUNetTrainerFinetune).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 from typing import Optional, Sequence
@@ -44,12 +47,14 @@ def trainer_class(name: str) -> type:
     return cls
 
 
-def set_initial_lr(cls: type, lr: float) -> None:
-    """Stage 2's start lr for trainers of ``cls`` built in this process."""
-    if not hasattr(cls, "initial_lr_default"):
-        raise EvaluationError(f"--initial-lr needs one of this plugin's stage-2 trainers (they have "
-                              f"initial_lr_default), not {cls.__name__}. Fix: name such a trainer with -tr.")
-    cls.initial_lr_default = lr
+def set_start_lr(cls: type, lr: float) -> None:
+    """Stage 2's start lr for the trainers built in this process, by the knob every stage-2 trainer of ours reads."""
+    from nnunet_anatomask import knobs
+    from nnunet_anatomask.trainers.stage2 import nnUNetTrainerStage2Recipe
+    if not issubclass(cls, nnUNetTrainerStage2Recipe):
+        raise EvaluationError(f"--initial-lr needs one of this plugin's stage-2 trainers (they read "
+                              f"{knobs.FINETUNE_LR}), not {cls.__name__}. Fix: name such a trainer with -tr.")
+    os.environ[knobs.FINETUNE_LR] = repr(lr)
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -66,6 +71,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--initial-lr", type=float, default=None)
+    p.add_argument("--pretrained-weights", default=None, help="nnUNetv2_train's -pretrained_weights")
     return p.parse_args(argv)
 
 
@@ -76,13 +82,15 @@ def run(a: argparse.Namespace) -> None:
     seed_everything(a.seed)
     cls = trainer_class(a.tr)
     if a.initial_lr is not None:
-        set_initial_lr(cls, a.initial_lr)
+        set_start_lr(cls, a.initial_lr)
     fold = a.fold if a.fold == "all" else int(a.fold)
     device = torch.device(a.device)
     if a.stage == "train":
         from nnunetv2.run.run_training import run_training
-        sys.argv = ["nnUNetv2_train", a.dataset_name_or_id, a.configuration, a.fold]  # our trainers read it
-        run_training(a.dataset_name_or_id, a.configuration, fold, a.tr, a.p, continue_training=a.c, device=device)
+        weights = ["-pretrained_weights", a.pretrained_weights] if a.pretrained_weights else []
+        sys.argv = ["nnUNetv2_train", a.dataset_name_or_id, a.configuration, a.fold, *weights]  # our trainers read it
+        run_training(a.dataset_name_or_id, a.configuration, fold, a.tr, a.p, a.pretrained_weights,
+                     continue_training=a.c, device=device)
     else:
         from nnunetv2.run.run_training import get_trainer_from_args
         from nnunet_anatomask.cli import scheme_trainer_class

@@ -11,6 +11,7 @@ from nnunet_anatomask.evaluation.errors import EvaluationError
 
 PREFIX = "nnUNetTrainer"
 SCRATCH = PREFIX + "Scratch"
+FINETUNE = PREFIX + "Finetune"  # stage 2 from -pretrained_weights (a pool's stage-1 checkpoint)
 
 
 def registered_schemes() -> list[str]:

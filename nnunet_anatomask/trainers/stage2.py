@@ -3,9 +3,9 @@
 Built on nnU-Net's nnUNetTrainer_warmup (SGD, linear lr warm-up over the first 5 % of epochs, then poly).
 nnUNetTrainerScratch is this recipe from random init; nnUNetTrainerFinetune starts it from -pretrained_weights.
 
-Start lr: nnU-Net's 1e-2 for every stage-2 trainer. The evaluation harness compared it with 1e-3 at 5 % of the labels
-(`evaluate --size cpu --lr-study 1e-3`, docs/results.md): 1e-3 gave a 0.09-0.15 lower test Dice for Scratch,
-RandomMask and AnatoMask alike (2 seeds each), so pretrained weights are not washed out by 1e-2 at that budget.
+Start lr: the recipe's own (nnU-Net's 1e-2 with SGD on the CNN; nnU-Net's AbstractPrimus 3e-4 with AdamW on
+Primus), or the knob ``nnUNet_anatomask_finetune_lr`` for every stage-2 trainer (docs/usage.md); why the CNN default
+stays 1e-2: docs/results.md (learning-rate comparison).
 """
 import contextlib
 import os
@@ -64,7 +64,6 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
     """nnssl's fine-tuning recipe with our run-length knobs, atomic checkpoints and a fixed load_checkpoint."""
 
     warmup_fraction = 0.05  # nnssl / nnUNetTrainer_warmup: 50 of 1000 epochs
-    initial_lr_default = 1e-2  # stage 2's start lr (nnU-Net's default); see this module's docstring
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -78,7 +77,9 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
         self.num_val_iterations_per_epoch = knobs.validation_iterations(self.num_iterations_per_epoch)
         self.save_every = knobs.read_knob(knobs.SAVE_EVERY)
         self.warmup_duration_whole_net = knobs.warmup_epochs(self.warmup_fraction, self.num_epochs)
-        self.initial_lr = self.initial_lr_default
+        start_lr = knobs.read_lr(knobs.FINETUNE_LR)
+        if start_lr is not None:  # else the lr the base trainers set (nnUNetTrainer 1e-2, AbstractPrimus 3e-4)
+            self.initial_lr = start_lr
 
     def check_setup(self) -> None:
         """Refuse, before any work, what this trainer cannot serve; a failure leaves no empty folder behind."""

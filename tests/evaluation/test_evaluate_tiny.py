@@ -134,8 +134,7 @@ def test_start_lr_of_the_lr_comparison_reaches_the_optimiser(tiny):
     logged = lambda folder: torch.load(folder / "fold_0" / "checkpoint_final.pth",  # noqa: E731
                                        weights_only=False)["logging"]["lrs"]
     assert logged(again / "Dataset980_EvalTiny" / name) == [pytest.approx(0.00123)]
-    default = __import__("nnunet_anatomask.trainers.stage2", fromlist=["x"]).nnUNetTrainerScratch.initial_lr_default
-    assert logged(out / "nnUNet_results" / "Dataset980_EvalTiny" / name) == [pytest.approx(default)]
+    assert logged(out / "nnUNet_results" / "Dataset980_EvalTiny" / name) == [pytest.approx(1e-2)]  # nnU-Net's
 
 
 def test_each_scheme_pretrained_once_and_kept_apart(tiny):
