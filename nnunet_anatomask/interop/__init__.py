@@ -1,5 +1,5 @@
-"""The field's checkpoint standard: nnssl's adaptation plan (MIC-DKFZ/nnssl, ``adaptation_planning/adaptation_plan.py``),
-which nnU-Net's main branch reads to fine-tune self-supervised checkpoints (docs/interop.md).
+"""The field's checkpoint standard: nnssl's adaptation plan (MIC-DKFZ/nnssl, ``adaptation_planning/
+adaptation_plan.py``), which nnU-Net's main branch reads to fine-tune self-supervised checkpoints (docs/interop.md).
 
 - ``architectures``: our networks in the plan's vocabulary (dynamic PlainConvUNet / ResidualEncoderUNet, Primus
   presets), and a network built from a plan alone.

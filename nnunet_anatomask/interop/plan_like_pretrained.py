@@ -74,7 +74,8 @@ def adapted_configuration(config: dict, plan: dict, ckpt: dict, spacing_choice: 
             raise PluginError(f"the checkpoint's network is {len(kwargs['kernel_sizes'][0])}D and configuration "
                               f"'{configuration}' is {len(config['patch_size'])}D. Fix: choose a configuration of "
                               f"the checkpoint's dimension with -c")
-        new["architecture"] = {"network_class_name": cls, "arch_kwargs": kwargs, "_kw_requires_import": requiring_import}
+        new["architecture"] = {"network_class_name": cls, "arch_kwargs": kwargs,
+                               "_kw_requires_import": requiring_import}
         lines.append(f"network: {summary(plan['architecture_plans'])}")
     else:
         lines.append(f"network: {plan['architecture_plans']['arch_class_name']} (train with a _Primus"
