@@ -147,15 +147,18 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "mkdocs"],  # the docs build is checked by the test suite
+        "test": ["pytest", "mkdocs", "huggingface_hub"],  # the docs build is checked; --push's offline error
         "docs": ["mkdocs"],
         "evaluation": ["nilearn"],  # the held-out ICBM152 template of `evaluate --size cpu|gpu` (docs/results.md)
+        "hub": ["huggingface_hub"],  # nnUNetv2_share_pretrained --push (docs/interop.md)
     },
     entry_points={
         "console_scripts": [
             "nnUNetv2_pretrain = nnunet_anatomask.cli:pretrain_entry",
             "nnUNetv2_export_pretrained = nnunet_anatomask.export:main",
             "nnUNetv2_plan_and_preprocess_unlabelled = nnunet_anatomask.unlabelled.cli:main",
+            "nnUNetv2_plan_like_pretrained = nnunet_anatomask.interop.plan_like_pretrained:main",
+            "nnUNetv2_share_pretrained = nnunet_anatomask.interop.share:main",
         ],
     },
     cmdclass=cmdclass,

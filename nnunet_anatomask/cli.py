@@ -1,6 +1,9 @@
-"""nnUNetv2_pretrain DATASET CONFIG FOLD -tr TRAINER [-p PLANS] [-device D] [-num_gpus N] [--c]: stage 1 only.
+"""nnUNetv2_pretrain DATASET CONFIG FOLD -tr TRAINER [-p PLANS] [-pretrained_weights CKPT] [-device D] [-num_gpus N]
+[--c]: stage 1 only.
 
 FOLD may be `all`: every fold's nnUNetv2_train with the same trainer then reuses that stage-1 checkpoint.
+-pretrained_weights starts stage 1 from a checkpoint (ours, or nnssl's: stem and encoder) instead of random weights;
+--c resumes from checkpoint_latest.pth as before (docs/interop.md).
 -num_gpus N runs N processes under DDP, launched as nnU-Net's run_training launches -num_gpus (NCCL on CUDA;
 with -device cpu, N gloo processes: docs/pools_and_ddp.md). Across nodes, start it with torchrun (or any
 launcher that sets RANK, WORLD_SIZE and LOCAL_RANK): each process joins the env:// rendezvous and takes the GPU
@@ -39,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="Device to train on. Default: cuda")
     parser.add_argument("-num_gpus", type=int, default=1,
                         help="Processes (one per GPU) for distributed stage 1. Default: 1")
+    parser.add_argument("-pretrained_weights", type=str, default=None,
+                        help="Start stage 1 from this checkpoint (ours or nnssl's) instead of random weights")
     parser.add_argument("--c", action="store_true", help="Continue stage 1 from its checkpoint_latest.pth")
     parser.add_argument("--version", action="version", version=version_line())
     return parser.parse_args(argv)
@@ -106,7 +111,7 @@ def run_stage1(args: argparse.Namespace) -> str:
     except FileNotFoundError as e:
         raise SystemExit(f"nnUNetv2_pretrain: {e.filename} not found. Fix: run nnUNetv2_plan_and_preprocess -d "
                          f"{args.dataset_name_or_id} first, and check -p {args.p} and nnUNet_preprocessed.") from None
-    return trainer.run_pretraining()
+    return trainer.run_pretraining(args.pretrained_weights)
 
 
 def run_rank(args: argparse.Namespace, rank: int, local_rank: int, **group) -> None:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -461,6 +462,32 @@ def test_primus():
                 "plans_manager", "configuration_manager", "num_input_channels", "num_output_channels"]
         assert parameters(Primus.__init__)[:7] == ["input_channels", "embed_dim", "patch_embed_size", "num_classes",
                                                    "eva_depth", "eva_numheads", "input_shape"]
+
+
+def test_dna_network_keys_and_primus_presets():
+    with relied_on("dna-network-keys", "dna key_to_encoder / key_to_stem / keys_to_in_proj / key_to_lpe, PrimusS-L"):
+        from dynamic_network_architectures.architectures import primus
+        from nnunetv2.training.nnUNetTrainer.primus import primus_trainers
+        from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+        assert parameters(get_network_from_plans) == ["arch_class_name", "arch_kwargs", "arch_kwargs_req_import",
+                                                      "input_channels", "output_channels", "allow_init",
+                                                      "deep_supervision"]
+        expected = {"PlainConvUNet": ("encoder.stages", "encoder.stages.0"),
+                    "ResidualEncoderUNet": ("encoder.stages", "encoder.stem")}
+        for name, network in small_unets().items():
+            assert (network.key_to_encoder, network.key_to_stem) == expected[name]
+            for key in (network.key_to_encoder, network.key_to_stem, *network.keys_to_in_proj):
+                network.get_submodule(key)
+        with torch.device("meta"):
+            for size in "SBML":
+                preset = getattr(primus, f"Primus{size}")(1, 2, (8, 8, 8), (16, 16, 16))
+                ours = getattr(primus_trainers, f"nnUNet_Primus_{size}_Trainer").build_network_architecture(
+                    None, SimpleNamespace(patch_size=(16, 16, 16)), 1, 2)
+                assert {k: v.shape for k, v in preset.state_dict().items()} == \
+                    {k: v.shape for k, v in ours.state_dict().items()}
+                assert (preset.key_to_encoder, preset.key_to_stem, preset.key_to_lpe) == \
+                    ("eva", "down_projection", "eva.pos_embed")
+                assert preset.keys_to_in_proj == ("down_projection.proj",)
 
 
 def test_primus_parts_for_token_dropping():

@@ -11,6 +11,7 @@ from typing import ClassVar
 import torch
 
 from nnunet_anatomask import checkpoint_io
+from nnunet_anatomask.interop.plan_like_pretrained import checkpoint_from_plans
 from nnunet_anatomask.pretraining.schemes.base import MaskingScheme
 from nnunet_anatomask.trainers import stage1_ddp
 from nnunet_anatomask.trainers.data_checks import check_cases_can_teach
@@ -39,11 +40,14 @@ class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
         if pretrained_weights_argument() is not None:
             raise ConfigurationError(
                 f"{self.__class__.__name__} pretrains its own weights in stage 1, which would silently replace "
-                f"-pretrained_weights. Fix: use -tr nnUNetTrainerFinetune -pretrained_weights PATH instead.")
+                f"-pretrained_weights. Fix: use -tr nnUNetTrainerFinetune -pretrained_weights PATH instead, or "
+                f"continue pretraining from PATH with nnUNetv2_pretrain ... -pretrained_weights PATH.")
         super().initialize()
 
-    def run_pretraining(self) -> str:
-        """Stage 1 only (nnUNetv2_pretrain): resumes with --c, returns the final checkpoint's path."""
+    def run_pretraining(self, initial_weights: str = None) -> str:
+        """Stage 1 only (nnUNetv2_pretrain): resumes with --c, returns the final checkpoint's path. A new run starts
+        from ``initial_weights``, else from the checkpoint the plans were written for (plans' pretrain_info,
+        nnUNetv2_plan_like_pretrained), else from random weights (docs/interop.md)."""
         self.check_training_data()
         if os.path.isfile(self.stage1.final_checkpoint):
             self.print_to_log_file(f"Stage 1 already finished: {self.stage1.final_checkpoint}")
@@ -52,7 +56,8 @@ class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
                               self.print_to_log_file)  # constant or NaN/Inf cases, before any work
         if self.continue_training and not os.path.isfile(self.stage1.latest_checkpoint):
             self.print_to_log_file("No stage-1 checkpoint_latest.pth to continue from: starting stage 1 anew")
-        return self.stage1.run(resume=self.continue_training)
+        initial = initial_weights or checkpoint_from_plans(self.plans_manager.plans)
+        return self.stage1.run(resume=self.continue_training, initial_weights=initial)
 
     def stage1_checkpoint(self) -> str:
         """fold_X/pretraining/checkpoint_final.pth, else fold_all's, else run (or resume) stage 1 now."""

@@ -18,6 +18,8 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 
 from nnunet_anatomask import checkpoint_io, knobs
 from nnunet_anatomask.errors import PluginError
+from nnunet_anatomask.interop import stage1 as interop
+from nnunet_anatomask.interop.adaptation_plan import ADAPTATION_PLAN_KEY, CITATIONS_KEY, write_beside
 from nnunet_anatomask.plotting import picture_scales, plot_reconstruction
 from nnunet_anatomask.pretraining.backbones import backbone_for
 from nnunet_anatomask.pretraining.losses import to_image_space
@@ -118,6 +120,7 @@ class Stage1Runner:
         self.recipe = self.backbone.recipe(scheme_class)  # the optimiser settings: nowhere else (recipes.py)
         self.model = self.scheme = self.optimizer = self.grad_scaler = self.log = None
         self.picture_scales: dict = {}  # colour scales fixed at each quantity's first picture (compare by eye)
+        self.initial = self.initial_report = None  # where stage 1 started from, if given (docs/interop.md)
 
     @property
     def final_checkpoint(self) -> str:
@@ -151,11 +154,14 @@ class Stage1Runner:
         return tr.build_network_architecture(cm.network_arch_class_name, cm.network_arch_init_kwargs,
                                              cm.network_arch_init_kwargs_req_import, channels, channels, False)
 
-    def build(self) -> None:
-        """Masked model (backbone), scheme, AdamW over both by the backbone's recipe; compiled where nnU-Net
-        compiles."""
+    def build(self, initial_weights: str = None) -> None:
+        """Masked model (backbone) from ``initial_weights`` if given (before the scheme copies the student into a
+        teacher), scheme, AdamW over both by the backbone's recipe; compiled where nnU-Net compiles."""
         tr = self.trainer
         self.model = self.backbone.masked_model(self.build_network()).to(tr.device)
+        if initial_weights is not None:
+            self.initial_report, self.initial = interop.start_from(initial_weights, self.model.network, tr,
+                                                                   self.grid.patch_size)
         self.scheme = self.scheme_class(self.model, self.grid, self.num_epochs, foreground_threshold(tr),
                                         recipe_ratio=self.recipe.mask_ratio).to(tr.device)
         s = self.scheme
@@ -172,16 +178,20 @@ class Stage1Runner:
         self.current_epoch = 0
 
     # --- the loop -------------------------------------------------------------------------------------
-    def run(self, resume: bool = False) -> str:
-        """Run (or resume) stage 1 to the end; returns the final checkpoint's path."""
+    def run(self, resume: bool = False, initial_weights: str = None) -> str:
+        """Run (or resume) stage 1 to the end, from ``initial_weights`` (a checkpoint, ours or nnssl's) instead
+        of random weights if given; returns the final checkpoint's path."""
         tr = self.trainer
         prepare_trainer(tr)  # not tr.initialize(): stage 2's network and optimiser are built after stage 1
         check_batch(tr, self.scheme_class)
-        self.build()
-        if resume and os.path.isfile(self.latest_checkpoint):
+        resuming = resume and os.path.isfile(self.latest_checkpoint)
+        self.build(None if resuming else initial_weights)
+        if resuming:
             self.load(self.latest_checkpoint)
             self.log.print(f"Resuming stage 1 ({self.scheme.name}) from {self.latest_checkpoint} "
                            f"at epoch {self.current_epoch}")
+        elif initial_weights is not None:
+            self.log.print(self.initial_report.line())
         stage1_ddp.unpack_dataset(tr)
         crop = "" if self.scheme.crop_scale == 1 else f", loader crops {self.scheme.crop_scale:.3g} x the patch"
         self.log.print(f"Stage 1: {self.scheme.name} pretraining for {self.num_epochs} epochs x "
@@ -334,16 +344,26 @@ class Stage1Runner:
             "optimizer_state": checkpoint_io.to_cpu(self.optimizer.state_dict()),
             "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "current_epoch": self.current_epoch,
-            "budget": {"epochs": self.num_epochs, "iterations_per_epoch": self.iterations},
             "logging": self.log.state(),
             "init_args": init_args,
             "trainer_name": tr.__class__.__name__,
             **self.compatibility(),
+            **self.interop_fields(),
         }
+
+    def interop_fields(self) -> dict:
+        """nnssl's adaptation plan, citations, the scheme's settings and the budget (docs/interop.md)."""
+        budget = {"epochs": self.num_epochs, "iterations_per_epoch": self.iterations,
+                  "batch_size": self.trainer.configuration_manager.batch_size}
+        return interop.checkpoint_fields(self.model.network, self.trainer, self.scheme_class, self.input_channels(),
+                                         budget, self.initial)
 
     def save(self, path: str) -> None:
         if stage1_ddp.rank() == 0:  # the same rank-0 test as the log, pictures and summary
-            checkpoint_io.atomic_save(self.checkpoint(), path)
+            ckpt = self.checkpoint()
+            checkpoint_io.atomic_save(ckpt, path)
+            if ADAPTATION_PLAN_KEY in ckpt:  # nnssl writes it beside its checkpoints too
+                write_beside(path, ckpt[ADAPTATION_PLAN_KEY])
 
     def load(self, path: str) -> None:
         """Restore network, mask tokens, scheme state (teacher...), optimiser, scaler, epoch, log and RNGs."""
@@ -359,4 +379,6 @@ class Stage1Runner:
         self.current_epoch = ckpt["current_epoch"]
         self.log.load_state(ckpt["logging"])
         self.picture_scales = dict(state.get("picture_scales", {}))  # absent in checkpoints before 0.2
+        if "initial_weights" in ckpt:  # a resumed run still names where it started, and its citations
+            self.initial = {**ckpt["initial_weights"], CITATIONS_KEY: ckpt.get(CITATIONS_KEY, [])}
         checkpoint_io.set_rng_state(state["rng"])

@@ -23,6 +23,8 @@ from nnunetv2.utilities.file_path_utilities import get_output_folder
 
 from nnunet_anatomask import checkpoint_io, environment, knobs
 from nnunet_anatomask.errors import PluginError
+from nnunet_anatomask.interop import stage2 as interop
+from nnunet_anatomask.interop.plan_like_pretrained import checkpoint_from_plans
 from nnunet_anatomask.trainers import stage1_ddp
 from nnunet_anatomask.trainers.run_folder import RunFolder, describe_run, outermost_missing
 from nnunet_anatomask.trainers.transfer_checks import check_transfer
@@ -154,9 +156,11 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
 
     def validate_pretrained_weights(self, path: str) -> dict:
         """Readable, a checkpoint, right configuration, for our stage-1 checkpoints the same channels, plans and CT
-        statistics (transfer_checks.py), every key and shape matching: else one clear error."""
+        statistics (transfer_checks.py), every key and shape matching: else one clear error. An nnssl-format
+        checkpoint is refused here, before nnU-Net's loader would fail on it, with the route that takes it."""
         ckpt = checkpoint_io.load_checkpoint_file(path, "-pretrained_weights file")
         source = f"-pretrained_weights {path}"
+        interop.refuse_nnssl_format(ckpt, path, self.plans_manager.dataset_name, self.configuration_name)
         checkpoint_io.check_same(ckpt, {"configuration": self.configuration_name}, source)
         check_transfer(ckpt, self.plans_manager.plans, self.dataset_json, self.configuration_name, source)
         network = self.network._orig_mod if isinstance(self.network, OptimizedModule) else self.network
@@ -169,21 +173,39 @@ class nnUNetTrainerScratch(nnUNetTrainerStage2Recipe):
 
 
 class nnUNetTrainerFinetune(nnUNetTrainerStage2Recipe):
-    """Stage 2 alone, from a required -pretrained_weights checkpoint (ours or any nnU-Net-compatible one)."""
+    """Stage 2 alone, from a required checkpoint: -pretrained_weights (ours or any nnU-Net-compatible one, loaded by
+    nnU-Net), or the checkpoint the plans were written for (nnUNetv2_plan_like_pretrained: ours or nnssl's, loaded
+    here; docs/interop.md)."""
 
     def initialize(self):
         super().initialize()
-        path = pretrained_weights_argument()
-        if path is None and not self.continue_training:
+        path, planned = pretrained_weights_argument(), checkpoint_from_plans(self.plans_manager.plans)
+        if path is not None and planned is not None:
             raise ConfigurationError(
-                "nnUNetTrainerFinetune needs -pretrained_weights PATH (e.g. <fold>/pretraining/"
-                "checkpoint_final.pth). Fix: add it, or use nnUNetTrainerScratch to train from random init.")
+                f"The plans {self.plans_manager.plans_name} were written for the checkpoint {planned}, and "
+                f"-pretrained_weights names {path}. Fix: drop -pretrained_weights (the plans' checkpoint is "
+                f"loaded), or train with plans that name no checkpoint.")
+        if path is None and planned is None and not self.continue_training:
+            raise ConfigurationError(
+                "nnUNetTrainerFinetune needs -pretrained_weights PATH (e.g. <fold>/pretraining/checkpoint_final.pth) "
+                "or plans written by nnUNetv2_plan_like_pretrained (-p). Fix: add one, or use nnUNetTrainerScratch "
+                "to train from random init.")
         if path is not None:
-            self.validate_pretrained_weights(path)
+            ckpt = self.validate_pretrained_weights(path)
+            self.print_to_log_file(interop.nnunet_loader_report(ckpt, self.network, path).line())
 
     def run_training(self):
-        if self.continue_training and self.current_epoch == 0 and pretrained_weights_argument() is None:
+        """A new run (epoch 0) from the plans' checkpoint loads it here, after initialize() and before the first
+        step, as scheme trainers load their stage-1 weights; resumed runs and --val never read it."""
+        planned = checkpoint_from_plans(self.plans_manager.plans)
+        if self.continue_training and self.current_epoch == 0 and pretrained_weights_argument() is None and \
+                planned is None:
             raise ConfigurationError(
                 f"--c found no stage-2 checkpoint in {self.output_folder}, and continuing cannot take "
                 f"-pretrained_weights. Fix: start again without --c and with -pretrained_weights PATH.")
+        if planned is not None and self.current_epoch == 0:
+            if not self.was_initialized:
+                self.initialize()
+            for line in interop.load_from_plans(planned, self):
+                self.print_to_log_file(line)
         super().run_training()
