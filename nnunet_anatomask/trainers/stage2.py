@@ -23,7 +23,9 @@ from nnunetv2.utilities.file_path_utilities import get_output_folder
 
 from nnunet_anatomask import checkpoint_io, knobs
 from nnunet_anatomask.errors import PluginError
-from nnunet_anatomask.trainers.transfer_checks import check_transfer
+from nnunet_anatomask.trainers.transfer_checks import check_transfer, plan_differences
+from nnunet_anatomask.transfer import load as transfer
+from nnunet_anatomask.transfer.parts import parts
 
 
 class ConfigurationError(PluginError, RuntimeError):
@@ -135,17 +137,26 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
         self._best_ema = checkpoint["_best_ema"]
         self.inference_allowed_mirroring_axes = checkpoint.get("inference_allowed_mirroring_axes",
                                                                self.inference_allowed_mirroring_axes)
-        stage = "warmup_all" if self.current_epoch < self.warmup_duration_whole_net else "train"
-        self.optimizer, self.lr_scheduler = self.configure_optimizers(stage)
+        self.optimizer, self.lr_scheduler = self.optimiser_for_checkpoint()
         self.optimizer.load_state_dict(checkpoint["optimizer_state"])
         if self.grad_scaler is not None and checkpoint["grad_scaler_state"] is not None:
             self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
 
-    def validate_pretrained_weights(self, path: str) -> dict:
+    def optimiser_for_checkpoint(self):
+        """The optimiser a checkpoint's state belongs to (nnUNetTrainer_warmup's stage at the epoch to continue)."""
+        return self.configure_optimizers("warmup_all" if self.current_epoch < self.warmup_duration_whole_net
+                                         else "train")
+
+    def pretrained_loading(self) -> str:
+        """Which pretrained parts stage 2 loads: 'all' (every tensor but the output layer), or 'encoder' (stem and
+        encoder, nnssl's choice) when nnUNet_anatomask_pretrained_parts says so (docs/recipes.md)."""
+        return knobs.pretrained_parts() or "all"
+
+    def validate_pretrained_weights(self, path: str, source: str = "") -> dict:
         """Readable, a checkpoint, right configuration, for our stage-1 checkpoints the same channels, plans and CT
         statistics (transfer_checks.py), every key and shape matching: else one clear error."""
-        ckpt = checkpoint_io.load_checkpoint_file(path, "-pretrained_weights file")
-        source = f"-pretrained_weights {path}"
+        source = source or f"-pretrained_weights {path}"
+        ckpt = checkpoint_io.load_checkpoint_file(path, f"{source.split(' ')[0].split('=')[0]} file")
         checkpoint_io.check_same(ckpt, {"configuration": self.configuration_name}, source)
         check_transfer(ckpt, self.plans_manager.plans, self.dataset_json, self.configuration_name, source)
         network = self.network._orig_mod if isinstance(self.network, OptimizedModule) else self.network
@@ -158,21 +169,83 @@ class nnUNetTrainerScratch(nnUNetTrainerStage2Recipe):
 
 
 class nnUNetTrainerFinetune(nnUNetTrainerStage2Recipe):
-    """Stage 2 alone, from a required -pretrained_weights checkpoint (ours or any nnU-Net-compatible one)."""
+    """Stage 2 alone, from a required checkpoint (ours or any nnU-Net-compatible one): nnU-Net's -pretrained_weights
+    PATH (loaded by nnU-Net, identical plans), or the setting nnUNet_anatomask_pretrained_weights=PATH (loaded here,
+    also with nnUNet_anatomask_transfer=adapt for weights from other plans, docs/recipes.md)."""
 
     def initialize(self):
         super().initialize()
-        path = pretrained_weights_argument()
-        if path is None and not self.continue_training:
+        self.pretrained = None   # (state, report) to load at epoch 0; None: nnU-Net's loader or a resumed run
+        self.fresh_decoder = None  # the decoder's fresh start, restored after nnU-Net's loader (encoder-only)
+        argument, setting = pretrained_weights_argument(), knobs.pretrained_weights()
+        if argument is not None and setting is not None:
             raise ConfigurationError(
-                "nnUNetTrainerFinetune needs -pretrained_weights PATH (e.g. <fold>/pretraining/"
-                "checkpoint_final.pth). Fix: add it, or use nnUNetTrainerScratch to train from random init.")
-        if path is not None:
-            self.validate_pretrained_weights(path)
+                f"both -pretrained_weights {argument} and {knobs.PRETRAINED_WEIGHTS}={setting} were given. Fix: "
+                f"give the checkpoint once.")
+        if argument is None and setting is None and not self.continue_training:
+            raise ConfigurationError(
+                f"nnUNetTrainerFinetune needs -pretrained_weights PATH (e.g. <fold>/pretraining/"
+                f"checkpoint_final.pth) or {knobs.PRETRAINED_WEIGHTS}=PATH. Fix: add one, or use nnUNetTrainerScratch "
+                f"to train from random init.")
+        mode, network = knobs.transfer_mode(), transfer.plain(self.network)
+        if argument is not None:
+            if mode == "adapt":
+                raise ConfigurationError(
+                    f"{knobs.TRANSFER}=adapt cannot take -pretrained_weights: nnU-Net loads that file itself and "
+                    f"needs every tensor in the same shape. Fix: give the checkpoint as {knobs.PRETRAINED_WEIGHTS}="
+                    f"{argument} instead.")
+            self.validate_pretrained_weights(argument)
+            if self.pretrained_loading() == "encoder":
+                self.fresh_decoder = transfer.snapshot(network)
+        elif setting is not None:
+            self.pretrained = self.plan_transfer(setting, mode, network)
+
+    def plan_transfer(self, path: str, mode: str, network) -> tuple:
+        """Check the setting's checkpoint (strict: as -pretrained_weights, same messages) and work out what loads."""
+        if mode == "strict":
+            ckpt = self.validate_pretrained_weights(path, f"{knobs.PRETRAINED_WEIGHTS}={path}")
+        else:
+            ckpt = checkpoint_io.load_checkpoint_file(path, f"{knobs.PRETRAINED_WEIGHTS} file")
+        state, report = transfer.transfer_state(
+            ckpt["network_weights"], network, mode=mode, loading=self.pretrained_loading(), source=path,
+            source_patch=ckpt.get("patch_size"), target_patch=self.configuration_manager.patch_size)
+        if mode == "adapt":
+            plans = (ckpt.get("init_args") or {}).get("plans")
+            if isinstance(plans, dict) and self.configuration_name in plans.get("configurations", {}):
+                report.notes += [f"plans differ (checkpoint vs this run): {d}"
+                                 for d in plan_differences(plans, self.plans_manager.plans, self.configuration_name)]
+            if not state:
+                raise checkpoint_io.CheckpointError(
+                    f"{knobs.PRETRAINED_WEIGHTS}={path}: no tensor of it fits this network, even adapted (another "
+                    f"architecture or dimensionality?). Fix: use a checkpoint of the same network family.")
+        return state, report
+
+    def load_pretrained(self) -> None:
+        """At epoch 0: load the setting's weights, or finish nnU-Net's load of -pretrained_weights; report either."""
+        network = transfer.plain(self.network)
+        if self.pretrained is not None:
+            state, report = self.pretrained
+            transfer.load_state(network, state)
+        else:
+            argument = pretrained_weights_argument()
+            if argument is None:
+                return
+            if self.fresh_decoder is not None:
+                transfer.load_state(network, self.fresh_decoder)
+            loaded = {k for k in parts(network) if ".seg_layers." not in k} - set(self.fresh_decoder or {})
+            report = transfer.loaded_report(network, loaded, f"-pretrained_weights {argument} (loaded by nnU-Net)",
+                                            loading=self.pretrained_loading())
+        for line in report.lines():
+            self.print_to_log_file(line)
 
     def run_training(self):
-        if self.continue_training and self.current_epoch == 0 and pretrained_weights_argument() is None:
-            raise ConfigurationError(
-                f"--c found no stage-2 checkpoint in {self.output_folder}, and continuing cannot take "
-                f"-pretrained_weights. Fix: start again without --c and with -pretrained_weights PATH.")
+        if self.current_epoch == 0:
+            if self.continue_training and pretrained_weights_argument() is None and knobs.pretrained_weights() is None:
+                raise ConfigurationError(
+                    f"--c found no stage-2 checkpoint in {self.output_folder}, and continuing cannot take "
+                    f"-pretrained_weights. Fix: start again without --c and with -pretrained_weights PATH, or set "
+                    f"{knobs.PRETRAINED_WEIGHTS}=PATH.")
+            if not self.was_initialized:
+                self.initialize()
+            self.load_pretrained()
         super().run_training()
