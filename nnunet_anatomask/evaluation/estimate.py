@@ -1,7 +1,8 @@
 """What a run will cost, printed before it starts: from the size's per-piece seconds (``protocol.Cost``).
 
-work = sum over schemes of stage 1 + (schemes + 1) x runs x (stage-2 run + prediction), where runs = fractions x
-seeds (+ seeds for the learning-rate comparison), a stage-2 run = iterations x seconds per iteration + overhead,
+work = sum over schemes of stage 1 + (schemes x recipes + 1) x runs x (stage-2 run + prediction) + Scratch's runs at
+its other start lrs x (stage-2 run + prediction), where runs = fractions x seeds (+ seeds for the learning-rate
+comparison), a stage-2 run = iterations x seconds per iteration + overhead,
 and a scheme's stage 1 = its iterations x seconds per stage-2 iteration x its ratio + the overhead of a run;
 wall time = data and plan + work / jobs (steps side by side on a machine with nothing else to do).
 """
@@ -29,12 +30,14 @@ def stage1_seconds(size: Size, scheme: str) -> float:
     return size.pretrain_iterations * size.cost.stage2_iteration_s * ratio + size.cost.stage2_overhead_s
 
 
-def estimate(size: Size, scheme_trainers: Sequence[str], runs_per_trainer: int, jobs: int = 1) -> Estimate:
+def estimate(size: Size, scheme_trainers: Sequence[str], runs_per_trainer: int, jobs: int = 1, recipes: int = 1,
+             scratch_only: int = 0) -> Estimate:
     c = size.cost
     run_s = size.finetune_iterations * c.stage2_iteration_s + c.stage2_overhead_s + c.predict_s
     stage1 = {short_name(t): stage1_seconds(size, short_name(t)) for t in scheme_trainers}
-    work = sum(stage1.values()) + (len(scheme_trainers) + 1) * runs_per_trainer * run_s
-    added = (stage1_seconds(size, "") + runs_per_trainer * run_s) / jobs
+    work = sum(stage1.values()) + (len(scheme_trainers) * recipes + 1) * runs_per_trainer * run_s \
+        + scratch_only * run_s
+    added = (stage1_seconds(size, "") + recipes * runs_per_trainer * run_s) / jobs
     return Estimate(c.data_and_plan_s + work / jobs, stage1, run_s, runs_per_trainer, jobs, added)
 
 

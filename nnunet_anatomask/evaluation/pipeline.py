@@ -5,11 +5,12 @@
 2. plan: ``nnUNetv2_plan_and_preprocess -c CONFIG`` once, and for a size with capped widths a derived plans file
    (``plans.py``).
 3. folds: one nnU-Net fold per stage-2 run (fraction, seed, start lr) in ``splits_final.json`` (``folds.py``,
-   ``splits.py``); every trainer trains the same folds.
+   ``splits.py``); every trainer trains the same folds (the folds of Scratch's other start lrs: Scratch only).
 4. stage 1: ``launch pretrain D C all -tr nnUNetTrainer<Scheme>`` once per scheme, on all training images.
-5. per run, seed by seed, for every trainer: stage 2 (``launch train D C FOLD -tr TRAINER``; a scheme trainer finds
-   fold_all's stage-1 checkpoint), its learning curve (``curves.py``), and the test images predicted and
-   evaluated (``prediction.py``).
+5. per run, seed by seed, for every trainer (each scheme under each recipe, ``trainer_names.with_recipes``): stage 2
+   (``launch train D C FOLD -tr TRAINER``; a scheme trainer, whatever its recipe, finds its scheme's fold_all
+   stage-1 checkpoint), its learning curve (``curves.py``), and the test images predicted and evaluated
+   (``prediction.py``).
 6. report (``report.py``).
 
 Steps 4 and 5 are processes of their own; ``jobs`` of them run side by side (ours: with one torch thread each,
@@ -35,7 +36,7 @@ from nnunet_anatomask.evaluation.layout import Layout
 from nnunet_anatomask.evaluation.plans import write_capped_plans
 from nnunet_anatomask.evaluation.protocol import Size
 from nnunet_anatomask.evaluation.splits import fraction_counts, make_splits, write_splits
-from nnunet_anatomask.evaluation.trainer_names import SCRATCH
+from nnunet_anatomask.evaluation.trainer_names import FULL, SCRATCH, stage1_trainer, with_recipes
 from nnunet_anatomask.progress import Progress
 
 STAGE1_SEED = 0
@@ -45,12 +46,14 @@ STAGE1_SEED = 0
 class Run:
     size: Size
     out: str
-    trainers: list[str]            # scheme trainers (without Scratch)
+    trainers: list[str]            # scheme trainers (without Scratch): one stage 1 each
     fractions: list[float]
     seeds: list[int]
     device: str
     lr_study: Optional[float] = None   # a second stage-2 start lr, at the smallest fraction
     jobs: int = 1                      # steps run side by side
+    recipes: list = field(default_factory=lambda: [FULL])   # stage-2 recipes of every scheme (docs/recipes.md)
+    scratch_lrs: list = field(default_factory=list)         # Scratch's other start lrs, at the smallest fraction
     log: Callable[[str], None] = print
     timings: dict = field(default_factory=dict)
     progress: Optional[Progress] = None  # set by execute: step k of n, elapsed, time left
@@ -60,12 +63,22 @@ class Run:
     def layout(self) -> Layout:
         return Layout(self.out, self.size.dataset, self.size.plans_name, self.size.configuration)
 
+    def stage2_trainers(self) -> list[str]:
+        """Every scheme trainer under every recipe."""
+        return with_recipes(self.trainers, self.recipes)
+
     def all_trainers(self) -> list[str]:
-        return [SCRATCH, *self.trainers]
+        return [SCRATCH, *self.stage2_trainers()]
+
+    def trainers_for(self, r: Stage2Run) -> list[str]:
+        """Who trains fold ``r``: everyone, but on a fold of only Scratch's other start lrs only Scratch."""
+        if r.initial_lr is not None and r.initial_lr != self.lr_study and r.initial_lr in self.scratch_lrs:
+            return [SCRATCH]
+        return self.all_trainers()
 
     def settings(self) -> dict:
-        """What finished steps depend on (``record.check_same_run``); fractions, seeds and the lr comparison
-        only add runs, so they may change."""
+        """What finished steps depend on (``record.check_same_run``); fractions, seeds, recipes, the lr comparison
+        and Scratch's start lrs only add runs, so they may change."""
         s = self.size
         return {"size": s.name, "dataset": s.dataset, "configuration": s.configuration, "plans": s.plans_name,
                 "num_val": s.num_val, "pretrain_epochs": s.pretrain_epochs, "finetune_epochs": s.finetune_epochs,
@@ -79,7 +92,8 @@ class Run:
     def fold_table(self) -> tuple[list[Stage2Run], list[Stage2Run]]:
         """(every run ever numbered in this folder, the runs this invocation asks for)."""
         self.counts()  # checks the fractions
-        return assign_folds(load_folds(self.folds_file), wanted_runs(self.fractions, self.seeds, self.lr_study))
+        return assign_folds(load_folds(self.folds_file),
+                            wanted_runs(self.fractions, self.seeds, self.lr_study, self.scratch_lrs))
 
     def counts(self, fractions=None) -> list[int]:
         return fraction_counts(self.fractions if fractions is None else fractions,
@@ -207,9 +221,10 @@ class Run:
 
     # --- 5. stage 2, curve, prediction ----------------------------------------------------------------------
     def train(self, trainer: str, r: Stage2Run) -> float:
-        if trainer != SCRATCH and not os.path.isfile(self.layout.stage1_checkpoint(trainer)):
-            raise EvaluationError(f"no stage-1 checkpoint {self.layout.stage1_checkpoint(trainer)}. Fix: rerun "
-                                  f"without --stop-after (stage 1 runs first).")
+        stage1 = self.layout.stage1_checkpoint(stage1_trainer(trainer))
+        if trainer != SCRATCH and not os.path.isfile(stage1):
+            raise EvaluationError(f"no stage-1 checkpoint {stage1}. Fix: rerun without --stop-after (stage 1 runs "
+                                  f"first).")
         latest = os.path.join(self.layout.fold_dir(trainer, r.fold), "checkpoint_latest.pth")
         return self.launch(f"train_{trainer}_fold{r.fold}", "train", r.fold, trainer, r.seed,
                            os.path.isfile(latest), r.initial_lr)
@@ -242,7 +257,8 @@ class Run:
         lay = self.layout
         table, wanted = self.fold_table()  # checks the fractions before any work
         # data, plan, stage 1 per scheme, then per run and trainer: stage 2 and its prediction
-        self.progress = Progress(2 + len(self.trainers) + 2 * len(wanted) * len(self.all_trainers()), "evaluation")
+        pairs = [(r, tr) for r in wanted for tr in self.trainers_for(r)]
+        self.progress = Progress(2 + len(self.trainers) + 2 * len(pairs), "evaluation")
         self.step("data", self.data_done(), self.build_data)
         if stop_after == "data":
             return lay.raw_dataset
@@ -257,8 +273,8 @@ class Run:
                 finish(pool, list(stage1.values()))
                 return os.path.join(lay.results, lay.dataset)
             counts = dict(zip(self.fractions, self.counts()))
-            finish(pool, [*stage1.values(), *(pool.submit(self.stage2, tr, r, counts[r.fraction], stage1.get(tr))
-                                              for r in wanted for tr in self.all_trainers())])
+            finish(pool, [*stage1.values(), *(pool.submit(self.stage2, tr, r, counts[r.fraction],
+                                                          stage1.get(stage1_trainer(tr))) for r, tr in pairs)])
         return None
 
 
