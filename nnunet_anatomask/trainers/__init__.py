@@ -1,7 +1,8 @@
 """The trainers users name with -tr. nnU-Net finds them through _ext_trainers/ (see nnunet_anatomask_hook).
 
 One scheme trainer per registered scheme (pretraining/schemes/), named nnUNetTrainer<scheme name>: stage 1 with
-that scheme on the plans' CNN, then stage 2 by nnssl's fine-tuning recipe. For every scheme also
+that scheme on the plans' CNN, then stage 2 by the `full` recipe (nnU-Net's nnUNetTrainer_warmup, every
+pretrained tensor but the output layer loaded). For every scheme also
 nnUNetTrainer<scheme name>_Primus<S|B|M|L>: stage 1 on nnU-Net's Primus ViT of that size (token dropping, see
 docs/backbones.md), then stage 2 by nnU-Net's own Primus recipe (nnUNet_Primus_<size>_Trainer). Every one of them,
 and nnUNetTrainerFinetune, also comes with each stage-2 recipe of its backbone as a suffix (``_nnssl``,
@@ -28,7 +29,7 @@ def _scheme_trainer(scheme: type[MaskingScheme], primus_size: str = "") -> type[
     name = trainer_name(scheme, primus_size)
     summary = (scheme.__doc__ or sys.modules[scheme.__module__].__doc__ or scheme.name).strip().splitlines()[0]
     bases = (nnUNetTrainerMaskedPretraining,)
-    stage2 = "nnssl's fine-tuning recipe (trainers/stage2.py)."
+    stage2 = "the full recipe: nnU-Net's nnUNetTrainer_warmup (trainers/stage2.py)."
     if primus_size:
         bases += (getattr(primus_trainers, f"nnUNet_Primus_{primus_size}_Trainer"),)
         stage2 = f"nnU-Net's Primus {primus_size} recipe (nnUNet_Primus_{primus_size}_Trainer), ViT stage 1."

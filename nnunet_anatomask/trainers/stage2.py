@@ -1,7 +1,10 @@
-"""Stage 2: nnU-Net's own segmentation training by nnssl's fine-tuning recipe (docs/usage.md).
+"""Stage 2: nnU-Net's own segmentation training by the `full` recipe (docs/usage.md, docs/recipes.md).
 
 Built on nnU-Net's nnUNetTrainer_warmup (SGD, linear lr warm-up over the first 5 % of epochs, then poly).
 nnUNetTrainerScratch is this recipe from random init; nnUNetTrainerFinetune starts it from -pretrained_weights.
+
+Other recipes (nnssl's, decoder-first warm-up, frozen encoder, linear probe, layer-wise lr decay) are mixins in
+front of this trainer (recipe_trainer.py, docs/recipes.md).
 
 Start lr: the recipe's own (nnU-Net's 1e-2 with SGD on the CNN; nnU-Net's AbstractPrimus 3e-4 with AdamW on
 Primus), or the knob ``nnUNet_anatomask_finetune_lr`` for every stage-2 trainer (docs/usage.md); why the CNN default
@@ -61,7 +64,8 @@ def no_empty_folders_left_on_error(folder: Optional[str]) -> Iterator[None]:
 
 
 class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
-    """nnssl's fine-tuning recipe with our run-length knobs, atomic checkpoints and a fixed load_checkpoint."""
+    """The `full` recipe (nnUNetTrainer_warmup) with our run-length knobs, atomic checkpoints and a fixed
+    load_checkpoint."""
 
     warmup_fraction = 0.05  # nnssl / nnUNetTrainer_warmup: 50 of 1000 epochs
 
@@ -152,11 +156,12 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
         encoder, nnssl's choice) when nnUNet_anatomask_pretrained_parts says so (docs/recipes.md)."""
         return knobs.pretrained_parts() or "all"
 
-    def validate_pretrained_weights(self, path: str, source: str = "") -> dict:
+    def validate_pretrained_weights(self, path: str, given_as: str = "-pretrained_weights") -> dict:
         """Readable, a checkpoint, right configuration, for our stage-1 checkpoints the same channels, plans and CT
-        statistics (transfer_checks.py), every key and shape matching: else one clear error."""
-        source = source or f"-pretrained_weights {path}"
-        ckpt = checkpoint_io.load_checkpoint_file(path, f"{source.split(' ')[0].split('=')[0]} file")
+        statistics (transfer_checks.py), every key and shape matching: else one clear error. ``given_as``: how the
+        user named the file (nnU-Net's flag or our setting), for the messages."""
+        source = f"-pretrained_weights {path}" if given_as == "-pretrained_weights" else f"{given_as}={path}"
+        ckpt = checkpoint_io.load_checkpoint_file(path, f"{given_as} file")
         checkpoint_io.check_same(ckpt, {"configuration": self.configuration_name}, source)
         check_transfer(ckpt, self.plans_manager.plans, self.dataset_json, self.configuration_name, source)
         network = self.network._orig_mod if isinstance(self.network, OptimizedModule) else self.network
@@ -203,7 +208,7 @@ class nnUNetTrainerFinetune(nnUNetTrainerStage2Recipe):
     def plan_transfer(self, path: str, mode: str, network) -> tuple:
         """Check the setting's checkpoint (strict: as -pretrained_weights, same messages) and work out what loads."""
         if mode == "strict":
-            ckpt = self.validate_pretrained_weights(path, f"{knobs.PRETRAINED_WEIGHTS}={path}")
+            ckpt = self.validate_pretrained_weights(path, knobs.PRETRAINED_WEIGHTS)
         else:
             ckpt = checkpoint_io.load_checkpoint_file(path, f"{knobs.PRETRAINED_WEIGHTS} file")
         state, report = transfer.transfer_state(

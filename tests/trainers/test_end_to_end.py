@@ -122,7 +122,7 @@ def test_finetune_cli_from_stage1_checkpoint(demo3d, pretrained_all, monkeypatch
 def test_scratch_cli(demo3d, tmp_path):
     """nnUNetTrainerScratch runs stage 2's recipe with the knobs' budget and no stage-1 weights.
 
-    Checked: no stage 1 (no pretraining folder, no stage-1 or pretrained-weights line in the log); nnssl's recipe
+    Checked: no stage 1 (no pretraining folder, no stage-1 or pretrained-weights line in the log); the full recipe
     (nnUNetTrainer_warmup's warm-up optimiser line); the knob budget (1 epoch: current_epoch 1, one train loss
     logged); and the trainer name nnU-Net predicts with. Mutation caught: nnUNetTrainerStage2Recipe built on
     nnUNetTrainer instead of nnUNetTrainer_warmup (no warm-up), or Scratch getting a scheme trainer's stage 1."""

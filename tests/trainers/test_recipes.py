@@ -134,3 +134,16 @@ def test_primus_frozen_encoder_and_layer_decay(demo3d, monkeypatch, tmp_path):
     assert all(names[id(p)].startswith("eva.blocks.1.") for p in groups[2]["params"])
     assert groups[0]["lr"] == pytest.approx(groups[3]["lr"] * 0.75 ** 3) and groups[3]["lr"] > 0
     assert decay.optimizer.param_groups[0] is groups[3]  # the unscaled lr is the one nnU-Net logs
+
+
+def test_a_recipe_trainer_keeps_stage1_with_its_recipe_less_trainer(demo3d, monkeypatch, tmp_path):
+    """nnUNetTrainerRandomMask_nnssl (and its Primus sibling) read and write stage 1 in nnUNetTrainerRandomMask's
+    folders, so every recipe shares one stage 1 (the real CLI run: test_end_to_end.py)."""
+    for name, home in (("nnUNetTrainerRandomMask_nnssl", "nnUNetTrainerRandomMask"),
+                       ("nnUNetTrainerRandomMask_PrimusS_frozenEnc", "nnUNetTrainerRandomMask_PrimusS")):
+        trainer = make_trainer(demo3d, RECIPE_TRAINERS[name], monkeypatch, tmp_path)
+        model = tmp_path / demo3d.dataset_name / f"{home}__nnUNetPlans__3d_fullres"
+        assert trainer.stage1.final_checkpoint == str(model / "fold_0" / "pretraining" / "checkpoint_final.pth")
+        assert trainer.stage1_output_folder("all") == str(model / "fold_all")
+        assert trainer.output_folder == str(tmp_path / demo3d.dataset_name / f"{name}__nnUNetPlans__3d_fullres"
+                                            / "fold_0")
