@@ -68,6 +68,7 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
     load_checkpoint."""
 
     warmup_fraction = 0.05  # nnssl / nnUNetTrainer_warmup: 50 of 1000 epochs
+    takes_pretrained_weights = False  # nnUNetTrainerFinetune starts from nnUNet_anatomask_pretrained_weights
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -92,6 +93,12 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
                 f"Configuration '{self.configuration_name}' is a cascade stage (extra input channels from "
                 f"'{self.configuration_manager.previous_stage_name}'); nnunet-anatomask does not support the "
                 f"cascade. Fix: use 3d_fullres, 3d_lowres or 2d.")
+        setting = knobs.pretrained_weights()
+        if setting is not None and not self.takes_pretrained_weights:
+            raise ConfigurationError(
+                f"{knobs.PRETRAINED_WEIGHTS} is set ({setting}), but {type(self).__name__} does not start from it (it "
+                f"starts from random weights or from its own stage 1) and would ignore it. Fix: use -tr "
+                f"nnUNetTrainerFinetune (or one of its recipes), or unset {knobs.PRETRAINED_WEIGHTS}.")
 
     def check_training_data(self) -> None:
         """Preprocessed data present, and enough cases for nnU-Net's 5-fold split: say so before any work."""
@@ -177,6 +184,8 @@ class nnUNetTrainerFinetune(nnUNetTrainerStage2Recipe):
     """Stage 2 alone, from a required checkpoint (ours or any nnU-Net-compatible one): nnU-Net's -pretrained_weights
     PATH (loaded by nnU-Net, identical plans), or the setting nnUNet_anatomask_pretrained_weights=PATH (loaded here,
     also with nnUNet_anatomask_transfer=adapt for weights from other plans, docs/recipes.md)."""
+
+    takes_pretrained_weights = True
 
     def initialize(self):
         super().initialize()

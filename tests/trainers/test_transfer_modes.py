@@ -82,7 +82,8 @@ def test_encoder_only_over_nnunets_loader(demo3d, demo_checkpoint, monkeypatch, 
 
 def test_refusals_before_any_work(demo3d, demo_checkpoint, monkeypatch, tmp_path):
     """adapt with nnU-Net's -pretrained_weights (its loader needs identical shapes), adapt with a scheme trainer
-    (stage 1 pretrains on this run's plans), a bad knob value: each a clear message with the fix."""
+    (stage 1 pretrains on this run's plans), the pretrained-weights setting with a trainer that would ignore it, a
+    bad knob value: each a clear message with the fix."""
     path, _ = demo_checkpoint
     monkeypatch.setenv(knobs.TRANSFER, "adapt")
     monkeypatch.setattr(sys, "argv", ["nnUNetv2_train", "990", "3d_fullres", "0", "-pretrained_weights", path])
@@ -91,6 +92,11 @@ def test_refusals_before_any_work(demo3d, demo_checkpoint, monkeypatch, tmp_path
         trainer.initialize()
     with pytest.raises(ConfigurationError, match=f"{knobs.TRANSFER}=adapt is for nnUNetTrainerFinetune"):
         make_trainer(demo3d, nnUNetTrainerAnatoMask, monkeypatch, tmp_path / "b")
+    monkeypatch.delenv(knobs.TRANSFER)
+    monkeypatch.setenv(knobs.PRETRAINED_WEIGHTS, path)
+    with pytest.raises(ConfigurationError, match=f"{knobs.PRETRAINED_WEIGHTS} is set.*would ignore it"):
+        make_trainer(demo3d, nnUNetTrainerAnatoMask, monkeypatch, tmp_path / "d")
+    monkeypatch.delenv(knobs.PRETRAINED_WEIGHTS)
     monkeypatch.setenv(knobs.TRANSFER, "loose")
     with pytest.raises(knobs.KnobError, match=f"{knobs.TRANSFER}='loose' is not one of strict, adapt"):
         make_trainer(demo3d, nnUNetTrainerScratch, monkeypatch, tmp_path / "c")
