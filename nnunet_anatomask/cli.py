@@ -2,13 +2,18 @@
 
 FOLD may be `all`: every fold's nnUNetv2_train with the same trainer then reuses that stage-1 checkpoint.
 -num_gpus N runs N processes under DDP, launched as nnU-Net's run_training launches -num_gpus (NCCL on CUDA;
-with -device cpu, N gloo processes: docs/pools_and_ddp.md).
+with -device cpu, N gloo processes: docs/pools_and_ddp.md). Across nodes, start it with torchrun (or any
+launcher that sets RANK, WORLD_SIZE and LOCAL_RANK): each process joins the env:// rendezvous and takes the GPU
+of its LOCAL_RANK, e.g. on every node
+``torchrun --nnodes 2 --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint HOST:29500 -m nnunet_anatomask.cli
+610 3d_fullres all -tr nnUNetTrainerAnatoMask``.
 """
 import argparse
 import difflib
 import multiprocessing
 import os
 from importlib.metadata import version
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -17,6 +22,8 @@ import torch.multiprocessing as mp
 from nnunet_anatomask import __version__
 from nnunet_anatomask.errors import PluginError
 from nnunet_anatomask.gpu_check import gpu_count_problem
+
+ENV_LAUNCH = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # what torchrun (and other env:// launchers) set per process
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -91,18 +98,44 @@ def run_stage1(args: argparse.Namespace) -> str:
     return trainer.run_pretraining()
 
 
-def pretrain_rank(rank: int, args: argparse.Namespace) -> None:
-    """One DDP rank (nnU-Net's run_ddp without validation): process group, device, stage 1."""
+def run_rank(args: argparse.Namespace, rank: int, local_rank: int, **group) -> None:
+    """One DDP rank: process group (``group``: rank and world size, or nothing for env://), this node's GPU
+    ``local_rank``, stage 1."""
     cuda = args.device == "cuda"
-    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=args.num_gpus)
+    dist.init_process_group("nccl" if cuda else "gloo", **group)
     try:
         if cuda:
-            torch.cuda.set_device(torch.device("cuda", rank))
+            torch.cuda.set_device(torch.device("cuda", local_rank))
         run_stage1(args)
     except PluginError as e:  # the message alone, as in one process; the parent then reports the failed rank
         raise SystemExit(f"nnUNetv2_pretrain (rank {rank}): {e}") from None
     finally:
         dist.destroy_process_group()
+
+
+def pretrain_rank(rank: int, args: argparse.Namespace) -> None:
+    """One rank of -num_gpus on this machine (nnU-Net's run_ddp without validation)."""
+    run_rank(args, rank, rank, rank=rank, world_size=args.num_gpus)
+
+
+def env_launch() -> Optional[tuple[int, int, int]]:
+    """(rank, world size, local rank) when torchrun or another env:// launcher started this process, else None."""
+    if not all(k in os.environ for k in ENV_LAUNCH):
+        return None
+    try:
+        rank, world, local = (int(os.environ[k]) for k in ENV_LAUNCH)
+    except ValueError:
+        raise SystemExit(f"nnUNetv2_pretrain: RANK, WORLD_SIZE and LOCAL_RANK must be integers (got "
+                         f"{', '.join(os.environ[k] for k in ENV_LAUNCH)}). Fix: start it with torchrun.") from None
+    return rank, world, local
+
+
+def pretrain_env_rank(args: argparse.Namespace, rank: int, local_rank: int) -> None:
+    """One rank started by torchrun: env:// rendezvous (MASTER_ADDR/MASTER_PORT from the launcher)."""
+    if args.device == "cuda" and local_rank >= torch.cuda.device_count():
+        raise SystemExit(f"nnUNetv2_pretrain (rank {rank}): LOCAL_RANK {local_rank} but this node shows "
+                         f"{torch.cuda.device_count()} GPUs. Fix: --nproc_per_node at most the node's GPU count.")
+    run_rank(args, rank, local_rank, init_method="env://")
 
 
 def launch_ranks(args: argparse.Namespace) -> None:
@@ -118,11 +151,19 @@ def launch_ranks(args: argparse.Namespace) -> None:
 def pretrain_entry(argv=None) -> None:
     """The console script: our errors end the program with their message alone (it names the fix)."""
     args = parse_args(argv)
+    launched = env_launch()
+    if launched is not None and launched[1] > 1 and args.num_gpus > 1:
+        raise SystemExit(f"nnUNetv2_pretrain: started by torchrun ({launched[1]} processes) and given -num_gpus "
+                         f"{args.num_gpus}, which would start more processes per process. Fix: leave out "
+                         f"-num_gpus (torchrun's --nproc_per_node sets the processes per node).")
     problem = gpu_count_problem(args.num_gpus, args.device)
     if problem is not None:
         raise SystemExit(f"nnUNetv2_pretrain: {problem}")
     try:
-        if args.num_gpus > 1:
+        if launched is not None and launched[1] > 1:
+            scheme_trainer_class(args.tr)
+            pretrain_env_rank(args, launched[0], launched[2])
+        elif args.num_gpus > 1:
             scheme_trainer_class(args.tr)
             launch_ranks(args)
         else:

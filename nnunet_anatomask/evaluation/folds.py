@@ -27,13 +27,16 @@ class Stage2Run:
 
 
 def wanted_runs(fractions: Sequence[float], seeds: Sequence[int], lr_study: Optional[float],
-                scratch_lrs: Sequence[float] = ()) -> list[tuple]:
+                fraction_seeds: Optional[dict] = None, scratch_lrs: Sequence[float] = ()) -> list[tuple]:
     """(fraction, seed, lr) of every run, seed-major (a stopped run has every fraction of its first seeds);
-    the lr comparison adds every seed at the smallest fraction with start lr ``lr_study``, and each of Scratch's
-    other start lrs (``scratch_lrs``) every seed at the smallest fraction too."""
-    runs = [(f, s, None) for s in seeds for f in fractions]
+    ``fraction_seeds`` {fraction: seeds} replaces ``seeds`` at those fractions (e.g. more seeds at the smallest);
+    the lr comparison adds the smallest fraction's seeds with start lr ``lr_study``, and each of Scratch's other
+    start lrs (``scratch_lrs``) the smallest fraction's seeds too."""
+    per_fraction = {f: list((fraction_seeds or {}).get(f, seeds)) for f in fractions}
+    order = list(dict.fromkeys([*seeds, *(s for f in fractions for s in per_fraction[f])]))
+    runs = [(f, s, None) for s in order for f in fractions if s in per_fraction[f]]
     for lr in ([lr_study] if lr_study is not None else []) + [lr for lr in scratch_lrs if lr != lr_study]:
-        runs += [(min(fractions), s, lr) for s in seeds]
+        runs += [(min(fractions), s, lr) for s in per_fraction[min(fractions)]]
     return runs
 
 

@@ -79,9 +79,8 @@ def write_figures(run: Run, wanted, rows: list) -> dict:
         plots.learning_curves(os.path.join(report, "learning_curves.png"), panels,
                               f"Stage-2 learning curves (--size {run.size.name})")
         figures["learning_curves"] = "learning_curves.png"
-    for tr in run.trainers:
-        pictures = sorted(glob.glob(os.path.join(run.layout.fold_dir(tr, "all"), "pretraining",
-                                                 "reconstruction_epoch_*.png")))
+    for tr in run.scheme_arms():
+        pictures = sorted(glob.glob(os.path.join(run.layout.stage1_dir(tr), "reconstruction_epoch_*.png")))
         if pictures:
             shutil.copyfile(pictures[-1], os.path.join(report, f"stage1_{short_name(tr)}.png"))
             figures[f"stage1 {short_name(tr)}"] = f"stage1_{short_name(tr)}.png"
@@ -125,14 +124,15 @@ def main_table(run: Run, rows: list) -> list[str]:
 
 
 def components_table(rows: list) -> list[str]:
-    lines = ["| scheme | fraction | difference | runs x cases | seeds only | test cases only |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| scheme | fraction | difference | runs x cases | seeds only | test cases only | smallest detectable |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         if "diff" in r:
             seed = f"[{r['seed_low']:+.3f}, {r['seed_high']:+.3f}]" if r["seed_low"] is not None else "one run"
             case = f"[{r['case_low']:+.3f}, {r['case_high']:+.3f}]" if r["case_low"] is not None else "one case"
             lines.append(f"| {short_name(r['trainer'])} | {r['fraction'] * 100:g} % | {r['diff']:+.3f} | "
-                         f"[{r['low']:+.3f}, {r['high']:+.3f}] | {seed} | {case} |")
+                         f"[{r['low']:+.3f}, {r['high']:+.3f}] | {seed} | {case} | ±{r['detectable']:.3f} "
+                         f"({r['runs']} runs) |")
     return lines
 
 
@@ -184,6 +184,34 @@ def cost_lines(costs: dict, jobs: int) -> list[str]:
     return lines
 
 
+def pool_text(run: Run) -> str:
+    """What stage 1 ran on: the training images, or the pool and its sources."""
+    s = run.size
+    if s.pool_id is None:
+        return "all training images"
+    path = os.path.join(run.layout.raw, f"pool_{s.pool_id}_provenance.json")
+    sources = json.load(open(path))["sources"] if os.path.isfile(path) else {}
+    return (f"the unlabelled pool `{s.pool_dataset}` ({s.pool_cases} cases: "
+            + ", ".join(f"{k} {v['cases']}" for k, v in sources.items())
+            + "; planned by nnUNetv2_plan_and_preprocess_unlabelled --as, its plans moved to the labelled dataset, "
+              "schemes fine-tuned by nnUNetTrainerFinetune -pretrained_weights)")
+
+
+def seeds_note(run: Run) -> str:
+    if not run.fraction_seeds:
+        return ""
+    return " Seeds differ by fraction: " + "; ".join(f"{f * 100:g} %: {', '.join(map(str, s))}"
+                                                     for f, s in run.fraction_seeds.items()) + "."
+
+
+def arms_note(run: Run) -> str:
+    if run.stage1_factors == [1]:
+        return ""
+    return (" A scheme named `<scheme>_x<f>` was pretrained f times as long as the size's stage 1 ("
+            + ", ".join(f"x{f:g}: {round(run.size.pretrain_epochs * f)} x {run.size.iters_per_epoch} iterations"
+                        for f in run.stage1_factors) + "); its difference is to Scratch, as every row's.")
+
+
 def render_markdown(run: Run, rows, lr_rows, plateaus, costs, figures, wall_s, estimate_text) -> str:
     s = run.size
     prov_path = os.path.join(run.layout.raw_dataset, "provenance.json")
@@ -196,9 +224,14 @@ def render_markdown(run: Run, rows, lr_rows, plateaus, costs, figures, wall_s, e
         f"; per case the mean over the foreground classes, nnU-Net's Dice). In brackets: the difference to "
         f"{short_name(SCRATCH)} on the same fraction, its {statistics.LEVEL:.0%} interval resampling runs (paired by "
         f"seed) and test cases together (two-way bootstrap, {statistics.RESAMPLES} resamples), and the verdict: "
-        f"better / worse where the interval excludes 0, 'not shown' where it does not.", "",
+        f"better / worse where the interval excludes 0, 'not shown' where it does not."
+        + seeds_note(run) + arms_note(run), "",
         *main_table(run, rows), "",
-        "The interval's two parts, each resampling one axis only (scipy.stats.bootstrap, paired):", "",
+        "The interval's two parts, each resampling one axis only (scipy.stats.bootstrap, paired), and the smallest "
+        f"difference each comparison could have detected: (z_{{{1 - (1 - statistics.LEVEL) / 2:.3g}}} + "
+        f"z_{{{statistics.POWER:.2g}}}) x se = {statistics.minimum_detectable(1.0):.2f} se, se the standard "
+        f"deviation of the two-way bootstrap means (the measured variance of runs and cases): a true difference "
+        f"that large is shown with {statistics.POWER:.0%} probability (Bloom 1995; docs/results.md).", "",
         *components_table(rows), "",
         "## Learning curves", "",
         *([f"![learning curves]({figures['learning_curves']})", ""] if "learning_curves" in figures else []),
@@ -213,7 +246,7 @@ def render_markdown(run: Run, rows, lr_rows, plateaus, costs, figures, wall_s, e
         f"- dataset: `{s.dataset}` ({s.num_train} training images, {s.num_val} of them the fixed validation set, "
         f"{s.num_test} test cases){'; ' + leak if leak else ''}",
         f"- configuration `{s.configuration}`, plans `{s.plans_name}`; stage 1: {s.pretrain_epochs} x "
-        f"{s.iters_per_epoch} iterations on all training images (seed 0); stage 2: {s.finetune_epochs} x "
+        f"{s.iters_per_epoch} iterations on {pool_text(run)} (seed 0); stage 2: {s.finetune_epochs} x "
         f"{s.iters_per_epoch} iterations per run; torch threads per run: {s.threads or 'default'}",
         f"- device `{run.device}`, {platform.node()} ({os.cpu_count()} CPUs), "
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"

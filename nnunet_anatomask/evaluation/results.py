@@ -143,7 +143,7 @@ def costs(run: Run) -> dict:
              "stage2_run": float(np.mean(stage2)) if stage2 else None, "stage2_runs": len(stage2),
              "predict": float(np.mean(predict)) if predict else None}
         if stage2 and predict:
-            runs = len(run.fractions) * len(run.seeds)
+            runs = sum(r.initial_lr is None for r in run.fold_table()[1])  # the table's runs (fraction seeds too)
             c["per_scheme"] = {k: x + runs * (c["stage2_run"] + c["predict"]) for k, x in c["stage1"].items()}
         out[kind] = c
     return out

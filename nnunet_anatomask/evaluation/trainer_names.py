@@ -15,6 +15,7 @@ from nnunet_anatomask.evaluation.errors import EvaluationError
 PREFIX = "nnUNetTrainer"
 SCRATCH = PREFIX + "Scratch"
 FULL = "full"  # the default stage-2 recipe: the trainer name without a suffix
+FINETUNE = PREFIX + "Finetune"  # stage 2 from -pretrained_weights (a pool's stage-1 checkpoint)
 
 
 def registered_schemes() -> list[str]:
@@ -39,8 +40,9 @@ def short_name(trainer: str) -> str:
 
 
 def cnn_recipes() -> list[str]:
-    """The recipes the harness can run (it trains the plans' CNN): 'full' and every CNN recipe's suffix."""
-    from nnunet_anatomask.trainers.recipes import CNN, recipes_for
+    """The recipes the harness can run (it trains the plans' CNN): 'full' and every CNN recipe's suffix (from
+    nnunet_anatomask.recipes, which imports nothing: nnU-Net is first imported after the run's roots are set)."""
+    from nnunet_anatomask.recipes import CNN, recipes_for
     return [FULL, *(r.suffix for r in recipes_for(CNN))]
 
 

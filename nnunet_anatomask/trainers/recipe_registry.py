@@ -12,7 +12,7 @@ from __future__ import annotations
 from nnunetv2.training.nnUNetTrainer.primus import primus_trainers
 
 from nnunet_anatomask.trainers.recipe_trainer import RecipeMixin
-from nnunet_anatomask.trainers.recipes import CNN, PRIMUS, Recipe, recipes_for
+from nnunet_anatomask.recipes import CNN, PRIMUS, Recipe, recipes_for
 from nnunet_anatomask.trainers.scheme_trainer import nnUNetTrainerMaskedPretraining
 from nnunet_anatomask.trainers.stage2 import nnUNetTrainerFinetune, nnUNetTrainerStage2Recipe
 

@@ -13,7 +13,7 @@ from typing import Sequence
 from torch.optim.lr_scheduler import _LRScheduler
 
 from nnunet_anatomask import knobs
-from nnunet_anatomask.trainers.recipes import POLY, WARMUP, Phase
+from nnunet_anatomask.recipes import POLY, WARMUP, Phase
 
 POLY_EXPONENT = 0.9  # nnU-Net's
 

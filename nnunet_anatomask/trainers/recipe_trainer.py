@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from nnunet_anatomask import knobs
 from nnunet_anatomask.trainers.layer_decay import layer_groups
 from nnunet_anatomask.trainers.recipe_schedule import PhaseLR, RecipeError, phase_bounds
-from nnunet_anatomask.trainers.recipes import ALL, CNN, DECODER, HEAD, PRIMUS, Phase, Recipe
+from nnunet_anatomask.recipes import ALL, CNN, DECODER, HEAD, PRIMUS, Phase, Recipe
 from nnunet_anatomask.transfer.load import plain
 from nnunet_anatomask.transfer.parts import DECODER as DECODER_PART, output_layer, part_of, under
 

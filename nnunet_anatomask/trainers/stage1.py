@@ -25,6 +25,7 @@ from nnunet_anatomask.pretraining.schedules import warmup_cosine_lr
 from nnunet_anatomask.pretraining.schemes.base import MaskingScheme, Picture, StepOutput
 from nnunet_anatomask.trainers import stage1_ddp
 from nnunet_anatomask.trainers.stage1_data import shutdown, stage1_batches
+from nnunet_anatomask.trainers.stage1_sampling import stage1_cases
 
 
 FINAL_LOSS_IS = ("the last epoch's mean training loss of the scheme: for the reconstruction part, the mean squared "
@@ -162,6 +163,7 @@ class Stage1Runner:
                        f"{self.grid.cell_size} voxels, batch size {tr.batch_size}{crop}")
         if stage1_ddp.is_distributed():
             self.log.print(stage1_ddp.describe(tr))
+        self.log.print(stage1_cases(tr)[2])
         batches = stage1_batches(tr, self.scheme.crop_scale)
         start = time()
         try:

@@ -121,10 +121,14 @@ def log_class() -> type[Stage1Log]:
 
 
 def keep_cpu_device(trainer, requested: torch.device) -> None:
-    """nnU-Net puts every DDP rank on cuda:<rank>; a CPU request (gloo: nnUNetv2_pretrain -device cpu -num_gpus N,
-    our tests) stays on the CPU (ours). nnU-Net's own DDP (stage 2) is CUDA-only."""
+    """nnU-Net puts every DDP rank on cuda:<global rank>; a CPU request (gloo: nnUNetv2_pretrain -device cpu
+    -num_gpus N, our tests) stays on the CPU (ours), and on CUDA each rank takes the GPU its launcher set
+    (``torch.cuda.set_device(LOCAL_RANK)``): on the nodes after the first of a torchrun run the global rank is no GPU
+    of the node. nnU-Net's own DDP (stage 2) is CUDA-only."""
     if trainer.is_ddp and requested.type == "cpu":
         trainer.device, trainer.grad_scaler = requested, None
+    elif trainer.is_ddp and requested.type == "cuda":
+        trainer.device = torch.device("cuda", torch.cuda.current_device())
 
 
 def unpack_dataset(trainer) -> None:

@@ -31,3 +31,15 @@ def test_existing_folds_keep_their_numbers(tmp_path):
     # asking for fewer runs renumbers nothing
     table3, wanted3 = assign_folds(table2, wanted_runs([1.0], [1], None))
     assert table3 == table2 and wanted3 == [Stage2Run(3, 1.0, 1, None)]
+
+
+def test_more_seeds_at_one_fraction_keep_the_existing_folds(tmp_path):
+    """--fraction-seeds 0.1=0,1,2,3,4 after a run with seeds 0 1: the four folds keep their numbers, the new seeds
+    run at 0.1 only."""
+    table, _ = assign_folds([], wanted_runs([0.1, 1.0], [0, 1], None))
+    more = wanted_runs([0.1, 1.0], [0, 1], None, {0.1: [0, 1, 2, 3, 4]})
+    assert more == [(0.1, 0, None), (1.0, 0, None), (0.1, 1, None), (1.0, 1, None), (0.1, 2, None), (0.1, 3, None),
+                    (0.1, 4, None)]
+    table2, wanted2 = assign_folds(table, more)
+    assert table2[:4] == table and [r.fold for r in wanted2] == list(range(7))
+    assert wanted_runs([0.1, 1.0], [0], 1e-3, {0.1: [5, 6]})[-2:] == [(0.1, 5, 1e-3), (0.1, 6, 1e-3)]
