@@ -13,6 +13,10 @@ FINETUNE_EPOCHS = "nnUNet_anatomask_finetune_epochs"
 ITERS_PER_EPOCH = "nnUNet_anatomask_iters_per_epoch"
 SAVE_EVERY = "nnUNet_anatomask_save_every"
 FINETUNE_LR = "nnUNet_anatomask_finetune_lr"  # stage 2's start lr; unset: the trainer's recipe (1e-2 CNN, 3e-4 Primus)
+PRETRAINED_PARTS = "nnUNet_anatomask_pretrained_parts"  # 'encoder' | 'all'; unset: the recipe's (docs/recipes.md)
+TRANSFER = "nnUNet_anatomask_transfer"  # 'strict' (unset) | 'adapt': weights from other plans (docs/recipes.md)
+PRETRAINED_WEIGHTS = "nnUNet_anatomask_pretrained_weights"  # stage 2's start (nnUNetTrainerFinetune)
+CHOICES = {PRETRAINED_PARTS: ("encoder", "all"), TRANSFER: ("strict", "adapt")}
 
 DEFAULTS = {PRETRAIN_EPOCHS: 1000, FINETUNE_EPOCHS: 1000, ITERS_PER_EPOCH: 250, SAVE_EVERY: 50}
 
@@ -52,9 +56,36 @@ def read_lr(name: str) -> Optional[float]:
     return value
 
 
+def read_choice(name: str) -> Optional[str]:
+    """The value of a knob with a fixed set of values (``CHOICES``), or None when unset."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    if raw not in CHOICES[name]:
+        raise KnobError(f"{name}={raw!r} is not one of {', '.join(CHOICES[name])}. Set it to one of them or unset "
+                        f"it (docs/recipes.md).")
+    return raw
+
+
+def pretrained_parts() -> Optional[str]:
+    """'encoder' or 'all' when the user chose which pretrained parts stage 2 loads; None: the recipe's default."""
+    return read_choice(PRETRAINED_PARTS)
+
+
+def transfer_mode() -> str:
+    """'strict' (the default: identical plans) or 'adapt' (weights from other plans adapted where possible)."""
+    return read_choice(TRANSFER) or "strict"
+
+
+def pretrained_weights() -> Optional[str]:
+    """The checkpoint stage 2 of nnUNetTrainerFinetune starts from, or None when unset."""
+    return os.environ.get(PRETRAINED_WEIGHTS, "").strip() or None
+
+
 def check_all() -> dict[str, Optional[float]]:
     """Read every knob now, so that a bad one is named before any work starts or any folder is made."""
-    return {**{name: read_knob(name) for name in DEFAULTS}, FINETUNE_LR: read_lr(FINETUNE_LR)}
+    return {**{name: read_knob(name) for name in DEFAULTS}, FINETUNE_LR: read_lr(FINETUNE_LR),
+            **{name: read_choice(name) for name in CHOICES}}
 
 
 def validation_iterations(iters_per_epoch: int) -> int:

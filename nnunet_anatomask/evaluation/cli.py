@@ -12,7 +12,7 @@ from nnunet_anatomask.evaluation.errors import EvaluationError
 from nnunet_anatomask.evaluation.estimate import describe, estimate
 from nnunet_anatomask.evaluation.protocol import SIZES, Size
 from nnunet_anatomask.evaluation.record import check_same_run
-from nnunet_anatomask.evaluation.trainer_names import scheme_trainers
+from nnunet_anatomask.evaluation.trainer_names import FULL, SCRATCH, cnn_recipes, scheme_trainers
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -33,6 +33,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--stage1-factors", nargs="+", type=float, default=None, metavar="F",
                    help="stage-1 lengths as factors of the size's stage-1 epochs, each scheme pretrained once per "
                         "factor and fine-tuned from each (default: 1); e.g. 1 10")
+    p.add_argument("--recipes", nargs="+", default=[FULL], metavar="RECIPE",
+                   help=f"stage-2 recipes every scheme is fine-tuned with, each against Scratch (default: {FULL}; "
+                        f"known: {', '.join(cnn_recipes())}; docs/recipes.md)")
+    p.add_argument("--scratch-lrs", nargs="+", type=float, default=[], metavar="LR",
+                   help="also train Scratch at these start lrs at the smallest fraction (every seed): every trainer is "
+                        "then compared with Scratch at its best start lr")
     p.add_argument("--lr-study", type=float, default=None, metavar="LR",
                    help="also train every trainer at the smallest fraction with stage-2 start lr LR (every seed) "
                         "and compare it with the default")
@@ -101,14 +107,19 @@ def run_evaluation(a: argparse.Namespace) -> str:
     out = os.path.abspath(a.output or os.path.join("evaluation_output", a.size))
     if a.seeds is not None and len(set(a.seeds)) != len(a.seeds):
         raise EvaluationError(f"--seeds {' '.join(map(str, a.seeds))}: each seed once, please.")
+    if any(lr <= 0 for lr in a.scratch_lrs):
+        raise EvaluationError(f"--scratch-lrs {' '.join(map(str, a.scratch_lrs))}: every start lr must be > 0.")
     fractions = list(a.fractions or size.fractions)
     run = Run(size, out, scheme_trainers(a.schemes), fractions,
               list(a.seeds if a.seeds is not None else size.seeds), device, a.lr_study,
               jobs=a.jobs or size.jobs, log=lambda m: print(m, flush=True),
               stage1_factors=check_factors(a.stage1_factors),
-              fraction_seeds=parse_fraction_seeds(a.fraction_seeds, fractions))
+              fraction_seeds=parse_fraction_seeds(a.fraction_seeds, fractions), recipes=list(a.recipes),
+              scratch_lrs=sorted(set(a.scratch_lrs)))
     _, wanted = run.fold_table()
-    guess = describe(size, estimate(size, run.trainers, len(wanted), run.jobs, run.stage1_factors))
+    shared = [r for r in wanted if run.trainers_for(r) != [SCRATCH]]  # the rest: Scratch's other start lrs
+    guess = describe(size, estimate(size, run.trainers, len(shared), run.jobs, run.stage1_factors,
+                                    recipes=len(run.recipes), scratch_only=len(wanted) - len(shared)))
     if a.estimate:
         print(guess)
         return guess

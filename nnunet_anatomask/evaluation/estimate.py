@@ -1,9 +1,10 @@
 """What a run will cost, printed before it starts: from the size's per-piece seconds (``protocol.Cost``).
 
-work = sum over schemes and stage-1 factors of stage 1 + (schemes x factors + 1) x runs x (stage-2 run +
-prediction), where runs = the (fraction, seed) pairs (+ seeds for the learning-rate comparison), a stage-2 run =
-iterations x seconds per iteration + overhead, and a scheme's stage 1 = its iterations x factor x seconds per
-stage-2 iteration x its ratio + the overhead of a run;
+work = sum over schemes and stage-1 factors of stage 1 + (schemes x factors x recipes + 1) x runs x (stage-2 run
++ prediction) + Scratch's runs at its other start lrs x (stage-2 run + prediction), where runs = the (fraction,
+seed) pairs (+ seeds for the learning-rate comparison), a stage-2 run = iterations x seconds per iteration +
+overhead, and a scheme's stage 1 = its iterations x factor x seconds per stage-2 iteration x its ratio + the
+overhead of a run;
 wall time = data and plan + work / jobs (steps side by side on a machine with nothing else to do).
 """
 from __future__ import annotations
@@ -32,13 +33,13 @@ def stage1_seconds(size: Size, scheme: str, factor: float = 1) -> float:
 
 
 def estimate(size: Size, scheme_trainers: Sequence[str], runs_per_trainer: int, jobs: int = 1,
-             factors: Sequence[float] = (1,)) -> Estimate:
+             factors: Sequence[float] = (1,), recipes: int = 1, scratch_only: int = 0) -> Estimate:
     c = size.cost
     run_s = size.finetune_iterations * c.stage2_iteration_s + c.stage2_overhead_s + c.predict_s
     stage1 = {short_name(arm_name(t, f)): stage1_seconds(size, short_name(t), f)
               for f in factors for t in scheme_trainers}
-    work = sum(stage1.values()) + (len(stage1) + 1) * runs_per_trainer * run_s
-    added = sum(stage1_seconds(size, "", f) + runs_per_trainer * run_s for f in factors) / jobs
+    work = sum(stage1.values()) + (len(stage1) * recipes + 1) * runs_per_trainer * run_s + scratch_only * run_s
+    added = sum(stage1_seconds(size, "", f) + recipes * runs_per_trainer * run_s for f in factors) / jobs
     return Estimate(c.data_and_plan_s + work / jobs, stage1, run_s, runs_per_trainer, jobs, added)
 
 

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from nnunet_anatomask.evaluation.trainer_names import FINETUNE, SCRATCH
+from nnunet_anatomask.evaluation.trainer_names import FINETUNE, SCRATCH, stage1_trainer
 
 _ARM = re.compile(r"^(?P<trainer>.+)_x(?P<factor>\d+(?:\.\d+)?)$")
 
@@ -87,9 +87,12 @@ class Layout:
         return self.stage1_results(factor)
 
     def stage2_trainer(self, arm: str) -> str:
-        """The trainer an arm's stage-2 runs use: its own, or with a pool nnUNetTrainerFinetune for a scheme."""
+        """The trainer an arm's stage-2 runs use: its own, or with a pool nnUNetTrainerFinetune (with the arm's
+        recipe suffix, docs/recipes.md) for a scheme."""
         trainer, _ = split_arm(arm)
-        return FINETUNE if self.pool_dataset is not None and trainer != SCRATCH else trainer
+        if self.pool_dataset is None or trainer == SCRATCH:
+            return trainer
+        return FINETUNE + trainer[len(stage1_trainer(trainer)):]
 
     def _model_folder(self, root: str, dataset: str, trainer: str) -> str:
         """nnU-Net's results folder of ``trainer``. Not nnU-Net's ``get_output_folder``: that joins
@@ -108,8 +111,10 @@ class Layout:
         return os.path.join(self.model_dir(arm), f"fold_{fold}")
 
     def stage1_dir(self, arm: str) -> str:
-        """fold_all/pretraining of a scheme arm's stage 1 (on the pool, if there is one)."""
+        """fold_all/pretraining of a scheme arm's stage 1 (on the pool, if there is one); a recipe arm's is its
+        scheme's (every recipe shares one stage 1)."""
         trainer, factor = split_arm(arm)
+        trainer = stage1_trainer(trainer)
         return os.path.join(self._model_folder(self.stage1_results(factor), self.pool_dataset or self.dataset,
                                                trainer), "fold_all", "pretraining")
 

@@ -8,13 +8,14 @@
    POOL``), caps its plans, moves them to the labelled dataset and preprocesses that with them
    (``pool_steps.py``), the sequence of docs/pools_and_ddp.md.
 3. folds: one nnU-Net fold per stage-2 run (fraction, seed, start lr) in ``splits_final.json`` (``folds.py``,
-   ``splits.py``); every trainer trains the same folds.
+   ``splits.py``); every trainer trains the same folds (the folds of Scratch's other start lrs: Scratch only).
 4. stage 1: ``launch pretrain D C all -tr nnUNetTrainer<Scheme>`` once per scheme and stage-1 length factor
    (``--stage1-factors``: the size's stage-1 epochs x factor), on all training images (a pool size: on the pool).
-5. per run, seed by seed, for every arm (Scratch, and each scheme at each factor; ``layout.py``): stage 2
-   (``launch train D C FOLD -tr TRAINER``; a scheme trainer finds fold_all's stage-1 checkpoint; with a pool
-   ``-tr nnUNetTrainerFinetune -pretrained_weights`` the pool's), its learning curve (``curves.py``), and the
-   test images predicted and evaluated (``prediction.py``).
+5. per run, seed by seed, for every arm (Scratch, and each scheme at each factor under each recipe, ``layout.py``,
+   ``trainer_names.with_recipes``): stage 2 (``launch train D C FOLD -tr TRAINER``; a scheme trainer, whatever its
+   recipe, finds its scheme's fold_all stage-1 checkpoint; with a pool ``-tr nnUNetTrainerFinetune[_<recipe>]
+   -pretrained_weights`` the pool's), its learning curve (``curves.py``), and the test images predicted and
+   evaluated (``prediction.py``).
 6. report (``report.py``).
 
 Steps 4 and 5 are processes of their own; ``jobs`` of them run side by side (ours: with one torch thread each,
@@ -40,7 +41,7 @@ from nnunet_anatomask.evaluation.layout import Layout, arm_name, split_arm
 from nnunet_anatomask.evaluation.plans import write_capped_plans
 from nnunet_anatomask.evaluation.protocol import Size
 from nnunet_anatomask.evaluation.splits import fraction_counts, make_splits, write_splits
-from nnunet_anatomask.evaluation.trainer_names import SCRATCH
+from nnunet_anatomask.evaluation.trainer_names import FULL, SCRATCH, stage1_trainer, with_recipes
 from nnunet_anatomask.progress import Progress
 
 STAGE1_SEED = 0
@@ -50,7 +51,7 @@ STAGE1_SEED = 0
 class Run:
     size: Size
     out: str
-    trainers: list[str]            # scheme trainers (without Scratch)
+    trainers: list[str]            # scheme trainers (without Scratch): one stage 1 each
     fractions: list[float]
     seeds: list[int]
     device: str
@@ -58,6 +59,8 @@ class Run:
     jobs: int = 1                      # steps run side by side
     stage1_factors: list = field(default_factory=lambda: [1])   # stage-1 lengths, as factors of the size's
     fraction_seeds: dict = field(default_factory=dict)          # {fraction: seeds} where they differ from seeds
+    recipes: list = field(default_factory=lambda: [FULL])   # stage-2 recipes of every scheme (docs/recipes.md)
+    scratch_lrs: list = field(default_factory=list)         # Scratch's other start lrs, at the smallest fraction
     log: Callable[[str], None] = print
     timings: dict = field(default_factory=dict)
     progress: Optional[Progress] = None  # set by execute: step k of n, elapsed, time left
@@ -72,16 +75,32 @@ class Run:
         """Every scheme at every stage-1 factor (``layout.arm_name``)."""
         return [arm_name(tr, f) for f in self.stage1_factors for tr in self.trainers]
 
+    def stage2_trainers(self) -> list[str]:
+        """Every scheme arm under every recipe (``nnUNetTrainerAnatoMask_nnssl``, ``..._nnssl_x10``)."""
+        return [arm_name(tr, f) for f in self.stage1_factors for tr in with_recipes(self.trainers, self.recipes)]
+
+    @staticmethod
+    def stage1_arm(arm: str) -> str:
+        """The scheme arm whose stage 1 a (recipe) arm fine-tunes from."""
+        trainer, factor = split_arm(arm)
+        return arm_name(stage1_trainer(trainer), factor)
+
     def all_trainers(self) -> list[str]:
-        """Every arm: Scratch, then the schemes at each stage-1 factor."""
-        return [SCRATCH, *self.scheme_arms()]
+        """Every arm: Scratch, then the schemes at each stage-1 factor under each recipe."""
+        return [SCRATCH, *self.stage2_trainers()]
+
+    def trainers_for(self, r: Stage2Run) -> list[str]:
+        """Who trains fold ``r``: every arm, but on a fold of only Scratch's other start lrs only Scratch."""
+        if r.initial_lr is not None and r.initial_lr != self.lr_study and r.initial_lr in self.scratch_lrs:
+            return [SCRATCH]
+        return self.all_trainers()
 
     def seeds_at(self, fraction: float) -> list[int]:
         return list(self.fraction_seeds.get(fraction, self.seeds))
 
     def settings(self) -> dict:
-        """What finished steps depend on (``record.check_same_run``); fractions, seeds, stage-1 factors and the
-        lr comparison only add runs, so they may change."""
+        """What finished steps depend on (``record.check_same_run``); fractions, seeds, stage-1 factors, recipes,
+        the lr comparison and Scratch's start lrs only add runs, so they may change."""
         s = self.size
         return {"size": s.name, "dataset": s.dataset, "configuration": s.configuration, "plans": s.plans_name,
                 "num_val": s.num_val, "pretrain_epochs": s.pretrain_epochs, "finetune_epochs": s.finetune_epochs,
@@ -95,8 +114,8 @@ class Run:
     def fold_table(self) -> tuple[list[Stage2Run], list[Stage2Run]]:
         """(every run ever numbered in this folder, the runs this invocation asks for)."""
         self.counts()  # checks the fractions
-        return assign_folds(load_folds(self.folds_file), wanted_runs(self.fractions, self.seeds, self.lr_study,
-                                                                     self.fraction_seeds))
+        return assign_folds(load_folds(self.folds_file), wanted_runs(
+            self.fractions, self.seeds, self.lr_study, self.fraction_seeds, self.scratch_lrs))
 
     def counts(self, fractions=None) -> list[int]:
         return fraction_counts(self.fractions if fractions is None else fractions,
@@ -242,9 +261,10 @@ class Run:
 
     # --- 5. stage 2, curve, prediction ----------------------------------------------------------------------
     def train(self, trainer: str, r: Stage2Run) -> float:
-        if trainer != SCRATCH and not os.path.isfile(self.layout.stage1_checkpoint(trainer)):
-            raise EvaluationError(f"no stage-1 checkpoint {self.layout.stage1_checkpoint(trainer)}. Fix: rerun "
-                                  f"without --stop-after (stage 1 runs first).")
+        stage1 = self.layout.stage1_checkpoint(trainer)
+        if trainer != SCRATCH and not os.path.isfile(stage1):
+            raise EvaluationError(f"no stage-1 checkpoint {stage1}. Fix: rerun without --stop-after (stage 1 runs "
+                                  f"first).")
         latest = os.path.join(self.layout.fold_dir(trainer, r.fold), "checkpoint_latest.pth")
         return self.launch(f"train_{trainer}_fold{r.fold}", "train", r.fold, trainer, r.seed,
                            os.path.isfile(latest), r.initial_lr)
@@ -278,8 +298,8 @@ class Run:
         lay = self.layout
         table, wanted = self.fold_table()  # checks the fractions before any work
         # data, plan, stage 1 per scheme arm, then per run and arm: stage 2 and its prediction
-        self.progress = Progress(2 + len(self.scheme_arms()) + 2 * len(wanted) * len(self.all_trainers()),
-                                 "evaluation")
+        pairs = [(r, tr) for r in wanted for tr in self.trainers_for(r)]
+        self.progress = Progress(2 + len(self.scheme_arms()) + 2 * len(pairs), "evaluation")
         self.step("data", self.data_done(), self.build_data)
         if stop_after == "data":
             return lay.raw_dataset
@@ -294,8 +314,8 @@ class Run:
                 finish(pool, list(stage1.values()))
                 return os.path.join(lay.results, lay.dataset)
             counts = dict(zip(self.fractions, self.counts()))
-            finish(pool, [*stage1.values(), *(pool.submit(self.stage2, tr, r, counts[r.fraction], stage1.get(tr))
-                                              for r in wanted for tr in self.all_trainers())])
+            finish(pool, [*stage1.values(), *(pool.submit(self.stage2, tr, r, counts[r.fraction],
+                                                          stage1.get(self.stage1_arm(tr))) for r, tr in pairs)])
         return None
 
 

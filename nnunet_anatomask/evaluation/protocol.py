@@ -73,11 +73,11 @@ CPU_STAGE1_RATIO = {"RandomMask": 1.15, "AnatoMask": 1.5}  # docs/performance.md
 
 SIZES = {
     "tiny": Size("tiny", "synthetic", 980, "EvalTiny", num_train=8, num_test=4, num_val=2, configuration="2d",
-                 max_features=16, max_batch_size=4, pretrain_epochs=1, finetune_epochs=1, iters_per_epoch=2,
+                 max_features=16, max_batch_size=4, pretrain_epochs=1, finetune_epochs=4, iters_per_epoch=2,
                  save_every=1, fractions=(0.5,), seeds=(0, 1), threads=1, jobs=2,
                  cost=Cost(40, 0.05, 12, 3, CPU_STAGE1_RATIO, source="measured, 2-core CPU"),
-                 note="smoke run: generated ellipsoids, 1 epoch x 2 iterations per stage, one label fraction x 2 "
-                      "seeds; its numbers mean nothing"),
+                 note="smoke run: generated ellipsoids, 1 (stage 1) and 4 (stage 2: one per phase of the longest "
+                      "recipe) epochs x 2 iterations, one label fraction x 2 seeds; its numbers mean nothing"),
     "tiny-pool": Size("tiny-pool", "synthetic", 978, "EvalTinyPool", num_train=8, num_test=4, num_val=2,
                       configuration="2d", max_features=16, max_batch_size=4, pretrain_epochs=1, finetune_epochs=1,
                       iters_per_epoch=2, save_every=1, fractions=(0.5,), seeds=(0, 1), threads=1, jobs=2,

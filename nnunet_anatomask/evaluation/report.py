@@ -33,7 +33,8 @@ def write_report(run: Run, wall_s: Optional[float], estimate_text: str = "") -> 
     with open(os.path.join(run.layout.report, "results.json"), "w") as f:
         json.dump({"size": asdict(run.size), "plans_name": run.size.plans_name, "fractions": run.fractions,
                    "labelled_cases": run.counts(), "seeds": run.seeds, "device": run.device,
-                   "trainers": run.all_trainers(), "table": rows, "lr_comparison": lr_rows, "plateaus": plateaus,
+                   "trainers": run.all_trainers(), "recipes": run.recipes, "scratch_lrs": run.scratch_lrs,
+                   "table": rows, "lr_comparison": lr_rows, "plateaus": plateaus,
                    "costs": costs, "bootstrap": {"resamples": statistics.RESAMPLES, "seed": statistics.SEED,
                                                  "level": statistics.LEVEL}}, f, indent=2)
     path = os.path.join(run.layout.report, "results.md")
@@ -92,7 +93,7 @@ def curve_panels(run: Run, wanted) -> dict:
     for r in wanted:
         lr = f", start lr {r.initial_lr:g}" if r.initial_lr is not None else ""
         name = f"{r.fraction * 100:g} % ({counts[r.fraction]} labelled){lr}"
-        for tr in run.all_trainers():
+        for tr in run.trainers_for(r):
             path = run.curve_file(tr, r.fold)
             if os.path.isfile(path):
                 panels.setdefault(name, {}).setdefault(tr, []).append(curves.load_curve(path))
@@ -139,9 +140,12 @@ def lr_lines(run: Run, lr_rows: list) -> list[str]:
     if not lr_rows:
         return []
     f = min(run.fractions)
-    lines = [f"## Stage-2 start learning rate at {f * 100:g} % of the labels", "",
-             f"Each trainer at the trainer default and at {run.lr_study:g}; the difference is to Scratch at its "
-             f"better start lr ({_lr(lr_rows[0].get('vs_initial_lr'))}).", "",
+    others = ", ".join(f"{lr:g}" for lr in ([run.lr_study] if run.lr_study is not None else []))
+    scratch = ", ".join(f"{lr:g}" for lr in run.scratch_lrs if lr != run.lr_study)
+    lines = [f"## Against Scratch at its own best start lr, at {f * 100:g} % of the labels", "",
+             "Each trainer at its recipe's start lr (default)" + (f" and at {others}" if others else "")
+             + (f"; Scratch also at {scratch}" if scratch else "") + "; the difference is to Scratch at its best "
+             f"start lr ({_lr(lr_rows[0].get('vs_initial_lr'))}).", "",
              "| trainer | start lr | mean Dice (runs) | vs Scratch at its best |", "|---|---|---|---|"]
     for r in lr_rows:
         vs = f"{r['diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}], {r['verdict']}" if "diff" in r else "-"

@@ -2,15 +2,18 @@
 
 Control flow of one `nnUNetv2_train` call (docs/architecture.md): nnU-Net handles `--c` for stage 2 outside the
 trainer; we learn about it from plans['continue_training'] and resume stage 1 ourselves. The stage-1 checkpoint
-is looked up in fold_X/pretraining, then fold_all/pretraining (nnUNetv2_pretrain D C all), else stage 1 runs.
+is looked up in fold_X/pretraining, then fold_all/pretraining (nnUNetv2_pretrain D C all), else stage 1 runs. A
+recipe trainer (``nnUNetTrainer<Scheme>[_Primus<size>]_<recipe>``, docs/recipes.md) keeps its stage 1 in the
+recipe-less trainer's folder: one stage 1 serves every recipe.
 """
 import os
 from collections import Counter
 from typing import ClassVar
 
 import torch
+from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 
-from nnunet_anatomask import checkpoint_io
+from nnunet_anatomask import checkpoint_io, knobs
 from nnunet_anatomask.interop.plan_like_pretrained import checkpoint_from_plans
 from nnunet_anatomask.pretraining.schemes.base import MaskingScheme
 from nnunet_anatomask.trainers import stage1_ddp
@@ -20,12 +23,15 @@ from nnunet_anatomask.trainers.stage1_budget import reuse_line
 from nnunet_anatomask.trainers.stage2 import ConfigurationError, nnUNetTrainerStage2Recipe, \
     pretrained_weights_argument
 from nnunet_anatomask.trainers.transfer_checks import check_same_plans
+from nnunet_anatomask.transfer import load as transfer
+from nnunet_anatomask.transfer.parts import aliases
 
 
 class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
     """Base of the scheme trainers; a subclass only names its scheme class."""
 
     scheme_class: ClassVar[type[MaskingScheme]]
+    stage1_trainer: ClassVar[str] = ""  # the trainer whose folders hold stage 1 (a recipe's: the recipe-less one)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -34,7 +40,18 @@ class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
 
     def check_setup(self) -> None:
         super().check_setup()
-        self.stage1 = Stage1Runner(self, self.scheme_class)  # builds the network on meta: checks the mask grid
+        self.stage1 = Stage1Runner(self, self.scheme_class,  # builds the network on meta: checks the mask grid
+                                   os.path.join(self.stage1_output_folder(self.fold), "pretraining"))
+        if knobs.transfer_mode() == "adapt":
+            raise ConfigurationError(
+                f"{knobs.TRANSFER}=adapt is for nnUNetTrainerFinetune (weights from other plans); "
+                f"{type(self).__name__} pretrains on this run's own plans. Fix: unset {knobs.TRANSFER}.")
+
+    def stage1_output_folder(self, fold) -> str:
+        """The fold folder of ``stage1_trainer`` (nnU-Net's layout), where this trainer's stage 1 lives."""
+        name = self.stage1_trainer or type(self).__name__
+        model = convert_trainer_plans_config_to_identifier(name, self.plans_manager.plans_name, self.configuration_name)
+        return os.path.join(os.path.dirname(self.output_folder_base), model, f"fold_{fold}")
 
     def initialize(self):
         if pretrained_weights_argument() is not None:
@@ -61,7 +78,7 @@ class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
 
     def stage1_checkpoint(self) -> str:
         """fold_X/pretraining/checkpoint_final.pth, else fold_all's, else run (or resume) stage 1 now."""
-        fold_all = os.path.join(self.output_folder_base, "fold_all", "pretraining", "checkpoint_final.pth")
+        fold_all = os.path.join(self.stage1_output_folder("all"), "pretraining", "checkpoint_final.pth")
         for path in (self.stage1.final_checkpoint, fold_all):
             if os.path.isfile(path):
                 ckpt = checkpoint_io.load_checkpoint_file(path, "stage-1 checkpoint")
@@ -76,11 +93,22 @@ class nnUNetTrainerMaskedPretraining(nnUNetTrainerStage2Recipe):
 
     def load_stage1_weights(self, path: str) -> None:
         """Stage 2 starts from the stage-1 weights; the backbone says which go over and how (CNN: nnU-Net's
-        load_pretrained_weights, every key but seg_layers)."""
+        load_pretrained_weights, every key but seg_layers). Loading the encoder only (the recipe's or the user's
+        choice, docs/recipes.md) gives the decoder its fresh start back afterwards. The transfer report goes to the
+        console and the fold's log."""
+        network = transfer.plain(self.network)
+        loading = self.pretrained_loading()
+        fresh = transfer.snapshot(network) if loading == "encoder" else {}
         keys = self.stage1.backbone.handover(path, self.network)
-        parts = Counter(key.split(".")[0] for key in keys)
-        self.print_to_log_file(f"Stage 2 starts from the stage-1 weights of {path}: {len(keys)} tensors ("
+        transfer.load_state(network, fresh)
+        first = aliases(network)
+        loaded = {first[k] for k in keys if k in first} - set(fresh)
+        parts = Counter(key.split(".")[0] for key in loaded)
+        self.print_to_log_file(f"Stage 2 starts from the stage-1 weights of {path}: {len(loaded)} tensors ("
                                + ", ".join(f"{part} {n}" for part, n in parts.items()) + "); the rest starts fresh")
+        report = transfer.loaded_report(network, loaded, f"stage-1 checkpoint {path}", loading=loading)
+        for line in report.lines():
+            self.print_to_log_file(line)
 
     def run_training(self):
         """Stage 1 (or a found stage-1 checkpoint) first; only then nnU-Net's initialize() builds stage 2's

@@ -105,7 +105,8 @@ def describe_recipe(recipe, first_ratio: float, last_ratio: float) -> str:
 class Stage1Runner:
     ddp = None  # model + scheme under DistributedDataParallel when a process group runs (stage1_ddp.py)
 
-    def __init__(self, trainer, scheme_class: type[MaskingScheme]):
+    def __init__(self, trainer, scheme_class: type[MaskingScheme], folder: str = ""):
+        """``folder``: where stage 1 writes (default: the trainer's fold folder / pretraining)."""
         self.trainer, self.scheme_class = trainer, scheme_class
         self.num_epochs = knobs.read_knob(knobs.PRETRAIN_EPOCHS)
         self.iterations = knobs.read_knob(knobs.ITERS_PER_EPOCH)
@@ -115,7 +116,7 @@ class Stage1Runner:
         self.architecture = f"{type(network).__module__}.{type(network).__qualname__}"
         self.backbone = backbone_for(network, trainer.configuration_manager.patch_size)
         self.grid = self.backbone.grid
-        self.folder = os.path.join(trainer.output_folder, "pretraining")
+        self.folder = folder or os.path.join(trainer.output_folder, "pretraining")
         self.current_epoch = 0
         self.recipe = self.backbone.recipe(scheme_class)  # the optimiser settings: nowhere else (recipes.py)
         self.model = self.scheme = self.optimizer = self.grad_scaler = self.log = None

@@ -1,7 +1,10 @@
-"""Stage 2: nnU-Net's own segmentation training by nnssl's fine-tuning recipe (docs/usage.md).
+"""Stage 2: nnU-Net's own segmentation training by the `full` recipe (docs/usage.md, docs/recipes.md).
 
 Built on nnU-Net's nnUNetTrainer_warmup (SGD, linear lr warm-up over the first 5 % of epochs, then poly).
 nnUNetTrainerScratch is this recipe from random init; nnUNetTrainerFinetune starts it from -pretrained_weights.
+
+Other recipes (nnssl's, decoder-first warm-up, frozen encoder, linear probe, layer-wise lr decay) are mixins in
+front of this trainer (recipe_trainer.py, docs/recipes.md).
 
 Start lr: the recipe's own (nnU-Net's 1e-2 with SGD on the CNN; nnU-Net's AbstractPrimus 3e-4 with AdamW on
 Primus), or the knob ``nnUNet_anatomask_finetune_lr`` for every stage-2 trainer (docs/usage.md); why the CNN default
@@ -27,7 +30,9 @@ from nnunet_anatomask.interop import stage2 as interop
 from nnunet_anatomask.interop.plan_like_pretrained import checkpoint_from_plans
 from nnunet_anatomask.trainers import stage1_ddp
 from nnunet_anatomask.trainers.run_folder import RunFolder, describe_run, outermost_missing
-from nnunet_anatomask.trainers.transfer_checks import check_transfer
+from nnunet_anatomask.trainers.transfer_checks import check_transfer, plan_differences
+from nnunet_anatomask.transfer import load as transfer
+from nnunet_anatomask.transfer.parts import parts
 
 
 STAGE2_READ_FIX = ("Fix: move this file away, then run the same command with --c again: nnU-Net continues from the "
@@ -66,9 +71,11 @@ def no_empty_folders_left_on_error(folder: Optional[str]) -> Iterator[None]:
 
 
 class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
-    """nnssl's fine-tuning recipe with our run-length knobs, atomic checkpoints and a fixed load_checkpoint."""
+    """The `full` recipe (nnUNetTrainer_warmup) with our run-length knobs, atomic checkpoints and a fixed
+    load_checkpoint."""
 
     warmup_fraction = 0.05  # nnssl / nnUNetTrainer_warmup: 50 of 1000 epochs
+    takes_pretrained_weights = False  # nnUNetTrainerFinetune starts from nnUNet_anatomask_pretrained_weights
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -100,6 +107,12 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
                 f"Configuration '{self.configuration_name}' is a cascade stage (extra input channels from "
                 f"'{self.configuration_manager.previous_stage_name}'); nnunet-anatomask does not support the "
                 f"cascade. Fix: use 3d_fullres, 3d_lowres or 2d.")
+        setting = knobs.pretrained_weights()
+        if setting is not None and not self.takes_pretrained_weights:
+            raise ConfigurationError(
+                f"{knobs.PRETRAINED_WEIGHTS} is set ({setting}), but {type(self).__name__} does not start from it (it "
+                f"starts from random weights or from its own stage 1) and would ignore it. Fix: use -tr "
+                f"nnUNetTrainerFinetune (or one of its recipes), or unset {knobs.PRETRAINED_WEIGHTS}.")
 
     def check_training_data(self) -> None:
         """Preprocessed data present, and enough cases for nnU-Net's 5-fold split: say so before any work."""
@@ -148,18 +161,28 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
         self._best_ema = checkpoint["_best_ema"]
         self.inference_allowed_mirroring_axes = checkpoint.get("inference_allowed_mirroring_axes",
                                                                self.inference_allowed_mirroring_axes)
-        stage = "warmup_all" if self.current_epoch < self.warmup_duration_whole_net else "train"
-        self.optimizer, self.lr_scheduler = self.configure_optimizers(stage)
+        self.optimizer, self.lr_scheduler = self.optimiser_for_checkpoint()
         self.optimizer.load_state_dict(checkpoint["optimizer_state"])
         if self.grad_scaler is not None and checkpoint["grad_scaler_state"] is not None:
             self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
 
-    def validate_pretrained_weights(self, path: str) -> dict:
+    def optimiser_for_checkpoint(self):
+        """The optimiser a checkpoint's state belongs to (nnUNetTrainer_warmup's stage at the epoch to continue)."""
+        return self.configure_optimizers("warmup_all" if self.current_epoch < self.warmup_duration_whole_net
+                                         else "train")
+
+    def pretrained_loading(self) -> str:
+        """Which pretrained parts stage 2 loads: 'all' (every tensor but the output layer), or 'encoder' (stem and
+        encoder, nnssl's choice) when nnUNet_anatomask_pretrained_parts says so (docs/recipes.md)."""
+        return knobs.pretrained_parts() or "all"
+
+    def validate_pretrained_weights(self, path: str, given_as: str = "-pretrained_weights") -> dict:
         """Readable, a checkpoint, right configuration, for our stage-1 checkpoints the same channels, plans and CT
-        statistics (transfer_checks.py), every key and shape matching: else one clear error. An nnssl-format
-        checkpoint is refused here, before nnU-Net's loader would fail on it, with the route that takes it."""
-        ckpt = checkpoint_io.load_checkpoint_file(path, "-pretrained_weights file")
-        source = f"-pretrained_weights {path}"
+        statistics (transfer_checks.py), every key and shape matching: else one clear error. ``given_as``: how the
+        user named the file (nnU-Net's flag or our setting), for the messages. An nnssl-format checkpoint is refused
+        here, before nnU-Net's loader would fail on it, with the route that takes it (docs/interop.md)."""
+        source = f"-pretrained_weights {path}" if given_as == "-pretrained_weights" else f"{given_as}={path}"
+        ckpt = checkpoint_io.load_checkpoint_file(path, f"{given_as} file")
         interop.refuse_nnssl_format(ckpt, path, self.plans_manager.dataset_name, self.configuration_name)
         checkpoint_io.check_same(ckpt, {"configuration": self.configuration_name}, source)
         check_transfer(ckpt, self.plans_manager.plans, self.dataset_json, self.configuration_name, source)
@@ -173,39 +196,98 @@ class nnUNetTrainerScratch(nnUNetTrainerStage2Recipe):
 
 
 class nnUNetTrainerFinetune(nnUNetTrainerStage2Recipe):
-    """Stage 2 alone, from a required checkpoint: -pretrained_weights (ours or any nnU-Net-compatible one, loaded by
-    nnU-Net), or the checkpoint the plans were written for (nnUNetv2_plan_like_pretrained: ours or nnssl's, loaded
-    here; docs/interop.md)."""
+    """Stage 2 alone, from a required checkpoint (ours or any nnU-Net-compatible one): nnU-Net's -pretrained_weights
+    PATH (loaded by nnU-Net, identical plans), the setting nnUNet_anatomask_pretrained_weights=PATH (loaded here,
+    also with nnUNet_anatomask_transfer=adapt for weights from other plans, docs/recipes.md), or the checkpoint the
+    plans were written for (nnUNetv2_plan_like_pretrained: ours or nnssl's, loaded here; docs/interop.md)."""
+
+    takes_pretrained_weights = True
 
     def initialize(self):
         super().initialize()
-        path, planned = pretrained_weights_argument(), checkpoint_from_plans(self.plans_manager.plans)
-        if path is not None and planned is not None:
+        self.pretrained = None   # (state, report) to load at epoch 0; None: nnU-Net's loader or a resumed run
+        self.fresh_decoder = None  # the decoder's fresh start, restored after nnU-Net's loader (encoder-only)
+        argument, setting = pretrained_weights_argument(), knobs.pretrained_weights()
+        self.planned = checkpoint_from_plans(self.plans_manager.plans)
+        if argument is not None and setting is not None:
             raise ConfigurationError(
-                f"The plans {self.plans_manager.plans_name} were written for the checkpoint {planned}, and "
-                f"-pretrained_weights names {path}. Fix: drop -pretrained_weights (the plans' checkpoint is "
+                f"both -pretrained_weights {argument} and {knobs.PRETRAINED_WEIGHTS}={setting} were given. Fix: "
+                f"give the checkpoint once.")
+        if self.planned is not None and (argument or setting) is not None:
+            raise ConfigurationError(
+                f"The plans {self.plans_manager.plans_name} were written for the checkpoint {self.planned}, and "
+                f"{argument or setting} was given too. Fix: give no other checkpoint (the plans' checkpoint is "
                 f"loaded), or train with plans that name no checkpoint.")
-        if path is None and planned is None and not self.continue_training:
+        if argument is None and setting is None and self.planned is None and not self.continue_training:
             raise ConfigurationError(
-                "nnUNetTrainerFinetune needs -pretrained_weights PATH (e.g. <fold>/pretraining/checkpoint_final.pth) "
-                "or plans written by nnUNetv2_plan_like_pretrained (-p). Fix: add one, or use nnUNetTrainerScratch "
-                "to train from random init.")
-        if path is not None:
-            ckpt = self.validate_pretrained_weights(path)
-            self.print_to_log_file(interop.nnunet_loader_report(ckpt, self.network, path).line())
+                f"nnUNetTrainerFinetune needs -pretrained_weights PATH (e.g. <fold>/pretraining/"
+                f"checkpoint_final.pth), {knobs.PRETRAINED_WEIGHTS}=PATH, or plans written by "
+                f"nnUNetv2_plan_like_pretrained (-p). Fix: add one, or use nnUNetTrainerScratch to train from random "
+                f"init.")
+        mode, network = knobs.transfer_mode(), transfer.plain(self.network)
+        if argument is not None:
+            if mode == "adapt":
+                raise ConfigurationError(
+                    f"{knobs.TRANSFER}=adapt cannot take -pretrained_weights: nnU-Net loads that file itself and "
+                    f"needs every tensor in the same shape. Fix: give the checkpoint as {knobs.PRETRAINED_WEIGHTS}="
+                    f"{argument} instead.")
+            self.validate_pretrained_weights(argument)
+            if self.pretrained_loading() == "encoder":
+                self.fresh_decoder = transfer.snapshot(network)
+        elif setting is not None:
+            self.pretrained = self.plan_transfer(setting, mode, network)
+
+    def plan_transfer(self, path: str, mode: str, network) -> tuple:
+        """Check the setting's checkpoint (strict: as -pretrained_weights, same messages) and work out what loads."""
+        if mode == "strict":
+            ckpt = self.validate_pretrained_weights(path, knobs.PRETRAINED_WEIGHTS)
+        else:
+            ckpt = checkpoint_io.load_checkpoint_file(path, f"{knobs.PRETRAINED_WEIGHTS} file")
+        state, report = transfer.transfer_state(
+            ckpt["network_weights"], network, mode=mode, loading=self.pretrained_loading(), source=path,
+            source_patch=ckpt.get("patch_size"), target_patch=self.configuration_manager.patch_size)
+        if mode == "adapt":
+            plans = (ckpt.get("init_args") or {}).get("plans")
+            if isinstance(plans, dict) and self.configuration_name in plans.get("configurations", {}):
+                report.notes += [f"plans differ (checkpoint vs this run): {d}"
+                                 for d in plan_differences(plans, self.plans_manager.plans, self.configuration_name)]
+            if not state:
+                raise checkpoint_io.CheckpointError(
+                    f"{knobs.PRETRAINED_WEIGHTS}={path}: no tensor of it fits this network, even adapted (another "
+                    f"architecture or dimensionality?). Fix: use a checkpoint of the same network family.")
+        return state, report
+
+    def load_pretrained(self) -> None:
+        """At epoch 0: load the setting's weights, or finish nnU-Net's load of -pretrained_weights; report either."""
+        network = transfer.plain(self.network)
+        if self.planned is not None:
+            for line in interop.load_from_plans(self.planned, self):
+                self.print_to_log_file(line)
+            return
+        if self.pretrained is not None:
+            state, report = self.pretrained
+            transfer.load_state(network, state)
+        else:
+            argument = pretrained_weights_argument()
+            if argument is None:
+                return
+            if self.fresh_decoder is not None:
+                transfer.load_state(network, self.fresh_decoder)
+            loaded = {k for k in parts(network) if ".seg_layers." not in k} - set(self.fresh_decoder or {})
+            report = transfer.loaded_report(network, loaded, f"-pretrained_weights {argument} (loaded by nnU-Net)",
+                                            loading=self.pretrained_loading())
+        for line in report.lines():
+            self.print_to_log_file(line)
 
     def run_training(self):
-        """A new run (epoch 0) from the plans' checkpoint loads it here, after initialize() and before the first
-        step, as scheme trainers load their stage-1 weights; resumed runs and --val never read it."""
-        planned = checkpoint_from_plans(self.plans_manager.plans)
-        if self.continue_training and self.current_epoch == 0 and pretrained_weights_argument() is None and \
-                planned is None:
-            raise ConfigurationError(
-                f"--c found no stage-2 checkpoint in {self.output_folder}, and continuing cannot take "
-                f"-pretrained_weights. Fix: start again without --c and with -pretrained_weights PATH.")
-        if planned is not None and self.current_epoch == 0:
+        if self.current_epoch == 0:
+            if self.continue_training and pretrained_weights_argument() is None and \
+                    knobs.pretrained_weights() is None and checkpoint_from_plans(self.plans_manager.plans) is None:
+                raise ConfigurationError(
+                    f"--c found no stage-2 checkpoint in {self.output_folder}, and continuing cannot take "
+                    f"-pretrained_weights. Fix: start again without --c and with -pretrained_weights PATH, or set "
+                    f"{knobs.PRETRAINED_WEIGHTS}=PATH.")
             if not self.was_initialized:
                 self.initialize()
-            for line in interop.load_from_plans(planned, self):
-                self.print_to_log_file(line)
+            self.load_pretrained()
         super().run_training()

@@ -10,6 +10,8 @@ from nnunet_anatomask.evaluation.cli import main
     (["--schemes", "NoSuchScheme"], "evaluate: unknown scheme"),
     (["--budget", "1", "0", "1"], "evaluate: --budget 1 0 1: every value must be >= 1"),
     (["--fractions", "0"], "evaluate: label fraction"),
+    (["--recipes", "full", "noSuchRecipe"], "evaluate: --recipes full noSuchRecipe: name each once, from full, nnssl"),
+    (["--scratch-lrs", "0"], "evaluate: --scratch-lrs 0.0: every start lr must be > 0"),
 ])
 def test_errors_exit_with_their_message(tmp_path, args, message):
     with pytest.raises(SystemExit) as e:

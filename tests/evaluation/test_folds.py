@@ -6,6 +6,15 @@ def test_wanted_runs_seed_major_with_the_lr_comparison_last():
     assert wanted_runs([0.05, 1.0], [0, 1], None) == [(0.05, 0, None), (1.0, 0, None), (0.05, 1, None),
                                                       (1.0, 1, None)]
     assert wanted_runs([1.0, 0.05], [3], 1e-3)[-1] == (0.05, 3, 1e-3)
+    assert wanted_runs([1.0, 0.05], [3], 1e-3, scratch_lrs=[1e-3, 3e-3])[-2:] == [(0.05, 3, 1e-3), (0.05, 3, 3e-3)]
+
+
+def test_scratch_lrs_and_recipes_keep_existing_folds(tmp_path):
+    """Folds written before Scratch's other start lrs existed keep their numbers and meaning (recipes add trainer
+    names, no folds)."""
+    table, _ = assign_folds([], wanted_runs([0.1, 1.0], [0, 1], None))
+    table2, wanted2 = assign_folds(table, wanted_runs([0.1, 1.0], [0, 1], None, scratch_lrs=[1e-3]))
+    assert table2[:4] == table and table2[4:] == [Stage2Run(4, 0.1, 0, 1e-3), Stage2Run(5, 0.1, 1, 1e-3)]
 
 
 def test_existing_folds_keep_their_numbers(tmp_path):

@@ -39,3 +39,16 @@ def test_a_pool_pretrains_on_the_pool_and_finetunes_each_scheme_apart():
     assert lay.fold_dir(RM, 1) == "/o/finetune_nnUNetTrainerRandomMask/nnUNet_results/Dataset983_B/" \
                                   "nnUNetTrainerFinetune__P__2d/fold_1"
     assert lay.fold_dir(SCRATCH, 1) == "/o/nnUNet_results/Dataset983_B/nnUNetTrainerScratch__P__2d/fold_1"
+
+
+def test_a_recipe_arm_shares_its_schemes_stage1():
+    """A recipe is a trainer suffix: its stage 1 is the scheme's (with any factor), its stage-2 runs its own; with a
+    pool the recipe goes to nnUNetTrainerFinetune."""
+    lay = Layout("/o", "Dataset981_B", "P", "2d")
+    for factor in (1, 10):
+        arm = arm_name(RM + "_nnssl", factor)
+        assert lay.stage1_dir(arm) == lay.stage1_dir(arm_name(RM, factor))
+        assert lay.fold_dir(arm, 0).endswith("nnUNetTrainerRandomMask_nnssl__P__2d/fold_0")
+    pool = Layout("/o", "Dataset983_B", "P", "2d", pool_dataset="Dataset970_Pool")
+    assert pool.stage2_trainer(RM + "_frozenEnc") == FINETUNE + "_frozenEnc"
+    assert pool.stage1_dir(RM + "_frozenEnc") == pool.stage1_dir(RM)

@@ -125,7 +125,7 @@ def test_finetune_cli_from_stage1_checkpoint(demo3d, pretrained_all, monkeypatch
 def test_scratch_cli(demo3d, tmp_path):
     """nnUNetTrainerScratch runs stage 2's recipe with the knobs' budget and no stage-1 weights.
 
-    Checked: no stage 1 (no pretraining folder, no stage-1 or pretrained-weights line in the log); nnssl's recipe
+    Checked: no stage 1 (no pretraining folder, no stage-1 or pretrained-weights line in the log); the full recipe
     (nnUNetTrainer_warmup's warm-up optimiser line); the knob budget (1 epoch: current_epoch 1, one train loss
     logged); and the trainer name nnU-Net predicts with. Mutation caught: nnUNetTrainerStage2Recipe built on
     nnUNetTrainer instead of nnUNetTrainer_warmup (no warm-up), or Scratch getting a scheme trainer's stage 1."""
@@ -140,3 +140,29 @@ def test_scratch_cli(demo3d, tmp_path):
     assert "Initialized warmup_all optimizer and lr_scheduler at epoch 0" in log
     assert final["trainer_name"] == "nnUNetTrainerScratch"
     assert final["current_epoch"] == 1 and len(final["logging"]["train_losses"]) == 1
+
+
+def test_recipe_trainer_shares_stage1_and_predicts(demo3d, pretrained_all, tmp_path):
+    """nnUNetv2_train -tr nnUNetTrainerAnatoMask_frozenEnc (2 epochs: one per phase) finds nnUNetTrainerAnatoMask's
+    fold_all stage 1 instead of running its own, trains in its own fold folder, logs the transfer report and its
+    phases; after real training its encoder is stage 1's bit for bit (frozen) and its decoder is not (loaded fresh,
+    trained); nnUNetv2_predict -tr finds it. Mutation caught: a recipe trainer looking for stage 1 under its own
+    name (stage 1 runs again), or an encoder that moves."""
+    results, ckpt = pretrained_all
+    name = "nnUNetTrainerAnatoMask_frozenEnc"
+    run_cli(["nnUNetv2_train", demo3d.dataset_id, "3d_fullres", 0, "-tr", name, "-device", "cpu"],
+            demo3d.train_env(results, nnUNet_anatomask_finetune_epochs="2"))
+    fold = fold_folder(results, demo3d.dataset_name, name, "3d_fullres", 0)
+    log = stage2_log_text(fold)
+    assert f"Using the stage-1 checkpoint {ckpt}" in log and not os.path.isdir(os.path.join(fold, "pretraining"))
+    assert f"Transfer report: stage-1 checkpoint {ckpt} -> this network (transfer strict, loading encoder)" in log
+    assert "Recipe frozenEnc, phase warmup_decoder (epochs 0-0)" in log and "phase train_decoder (epochs 1-1)" in log
+    final = torch.load(os.path.join(fold, "checkpoint_final.pth"), weights_only=False)["network_weights"]
+    stage1 = load_weights_only(ckpt)["network_weights"]
+    encoder = [k for k in final if k.startswith("encoder.")]
+    assert encoder and all(torch.equal(final[k], stage1[k]) for k in encoder)
+    assert all(not torch.equal(final[k], stage1[k]) for k in final if k.startswith("decoder.stages.") and
+               k.endswith("conv.weight"))
+    out = tmp_path / "pred"
+    predict(demo3d, results, out, name)
+    check_predictions(demo3d, out)
