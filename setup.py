@@ -147,8 +147,9 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "mkdocs"],  # the docs build is checked by the test suite
+        "test": ["pytest", "mkdocs", "wandb"],  # the docs build is checked; W&B offline (docs/watching.md)
         "docs": ["mkdocs"],
+        "wandb": ["wandb"],  # nnU-Net's W&B backend, for stage 1 as for stage 2 (nnUNet_wandb_enabled=1)
         "evaluation": ["nilearn"],  # the held-out ICBM152 template of `evaluate --size cpu|gpu` (docs/results.md)
     },
     entry_points={

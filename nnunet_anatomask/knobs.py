@@ -13,8 +13,11 @@ FINETUNE_EPOCHS = "nnUNet_anatomask_finetune_epochs"
 ITERS_PER_EPOCH = "nnUNet_anatomask_iters_per_epoch"
 SAVE_EVERY = "nnUNet_anatomask_save_every"
 FINETUNE_LR = "nnUNet_anatomask_finetune_lr"  # stage 2's start lr; unset: the trainer's recipe (1e-2 CNN, 3e-4 Primus)
+HELDOUT_CROPS = "nnUNet_anatomask_heldout_crops"  # fixed crops of the held-out loss; 0: none (docs/watching.md)
+PROBE_EVERY = "nnUNet_anatomask_probe_every"  # the linear probe every N stage-1 epochs; unset or 0: off
 
 DEFAULTS = {PRETRAIN_EPOCHS: 1000, FINETUNE_EPOCHS: 1000, ITERS_PER_EPOCH: 250, SAVE_EVERY: 50}
+COUNT_DEFAULTS = {HELDOUT_CROPS: 32, PROBE_EVERY: 0}  # whole numbers >= 0, where 0 switches the feature off
 
 
 class KnobError(PluginError, ValueError):
@@ -37,6 +40,20 @@ def read_knob(name: str) -> int:
     return value
 
 
+def read_count(name: str) -> int:
+    """The whole-number value (>= 0; 0 = off) of knob `name`, or its default when unset."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return COUNT_DEFAULTS[name]
+    text = raw.strip()
+    value = int(text) if text.isascii() and text.isdigit() else None
+    if value is None:
+        raise KnobError(
+            f"{name}={raw!r} is not a whole number >= 0. Set it to e.g. `export {name}=10` (0 switches it off) "
+            f"or unset it for the default {COUNT_DEFAULTS[name]}.")
+    return value
+
+
 def read_lr(name: str) -> Optional[float]:
     """The positive float value of learning-rate knob `name`, or None when unset (the recipe's own lr holds)."""
     raw = os.environ.get(name)
@@ -54,7 +71,8 @@ def read_lr(name: str) -> Optional[float]:
 
 def check_all() -> dict[str, Optional[float]]:
     """Read every knob now, so that a bad one is named before any work starts or any folder is made."""
-    return {**{name: read_knob(name) for name in DEFAULTS}, FINETUNE_LR: read_lr(FINETUNE_LR)}
+    return {**{name: read_knob(name) for name in DEFAULTS}, **{name: read_count(name) for name in COUNT_DEFAULTS},
+            FINETUNE_LR: read_lr(FINETUNE_LR)}
 
 
 def validation_iterations(iters_per_epoch: int) -> int:

@@ -23,6 +23,7 @@ from nnunetv2.utilities.file_path_utilities import get_output_folder
 
 from nnunet_anatomask import checkpoint_io, knobs
 from nnunet_anatomask.errors import PluginError
+from nnunet_anatomask.trainers.experiment_log import name_runs, run_name
 from nnunet_anatomask.trainers.transfer_checks import check_transfer
 
 
@@ -70,6 +71,7 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
         with no_empty_folders_left_on_error(planned_output_folder(plans, configuration, fold, type(self).__name__)):
             super().__init__(plans, configuration, fold, dataset_json, device)
             self.check_setup()
+        name_runs(self.logger, run_name(self, f"stage 2 ({type(self).__name__})"))  # W&B: tell it from stage 1's
         self.num_epochs = knobs.read_knob(knobs.FINETUNE_EPOCHS)
         self.num_iterations_per_epoch = knobs.read_knob(knobs.ITERS_PER_EPOCH)
         self.num_val_iterations_per_epoch = knobs.validation_iterations(self.num_iterations_per_epoch)
