@@ -15,7 +15,8 @@ All ours (linear probing is the standard read-out of self-supervised features; t
   PROBE_VOXELS random voxels of each training crop (the skips upsampled at those voxels only, so nothing of
   the patch's size is kept), and scored on the whole validation crops. Crops, voxels and batches are drawn by
   generators of their own (fixed_crops.py), never the global streams training draws from;
-* fit: nnU-Net's own Dice + cross-entropy loss, Adam (lr PROBE_LR), PROBE_ITERATIONS steps of PROBE_BATCH voxels;
+* fit: nnU-Net's own Dice + cross-entropy loss, Adam (lr PROBE_LR), PROBE_ITERATIONS steps of PROBE_BATCH voxels
+  (consecutive slices of the training voxels, shuffled once);
 * score: nnU-Net's pseudo-Dice (true/false positives and negatives summed over every validation crop, one Dice
   per foreground class, the mean over the classes that occur).
 Region-based datasets (nnU-Net's ``regions_class_order``) are not probed; fold ``all`` has no validation cases.
@@ -188,19 +189,22 @@ class LinearProbe(Stage1Callback):
         return torch.cat(features), torch.cat(labels).to(self.device)
 
     def fit(self, model: nn.Module) -> LinearHead:
-        """The head fitted on the training voxels: nnU-Net's Dice + CE loss, Adam, batches by its own generator."""
+        """The head fitted on the training voxels: nnU-Net's Dice + CE loss, Adam, PROBE_ITERATIONS steps through
+        consecutive slices of PROBE_BATCH voxels of the training voxels shuffled once by the probe's generator."""
         features, labels = self.training_voxels(model)
         head = LinearHead(self.channels, self.classes, tuple(self.train.images.shape[2:])).to(self.device)
         loss_fn = DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}, {},
                                  weight_ce=1, weight_dice=1, ignore_label=self.ignore_label,
                                  dice_class=MemoryEfficientSoftDiceLoss)
         optimizer = torch.optim.Adam(head.parameters(), lr=PROBE_LR)
-        generator = torch.Generator().manual_seed(PROBE_SEED)
-        for _ in range(self.iterations):
-            batch = torch.randint(len(labels), (min(PROBE_BATCH, len(labels)),), generator=generator).to(self.device)
-            logits = head.voxel_logits(features[batch]).T[None]  # [1, classes, M]: a 1-d "image" of voxels
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(PROBE_SEED)).to(self.device)
+        features, labels = features[order], labels[order]  # shuffled once: batches are slices, not copies
+        size = min(PROBE_BATCH, len(labels))
+        for step in range(self.iterations):
+            first = step * size % (len(labels) - size + 1)
+            logits = head.voxel_logits(features[first:first + size]).T[None]  # [1, classes, M]: voxels as an image
             optimizer.zero_grad(set_to_none=True)
-            loss_fn(logits, labels[batch][None, None]).backward()
+            loss_fn(logits, labels[first:first + size][None, None]).backward()
             optimizer.step()
         return head
 
