@@ -147,8 +147,10 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "mkdocs", "huggingface_hub"],  # the docs build is checked; --push's offline error
+        # the docs build is checked; --push's offline error; W&B offline (docs/watching.md)
+        "test": ["pytest", "mkdocs", "huggingface_hub", "wandb"],
         "docs": ["mkdocs"],
+        "wandb": ["wandb"],  # nnU-Net's W&B backend, for stage 1 as for stage 2 (nnUNet_wandb_enabled=1)
         "evaluation": ["nilearn"],  # the held-out ICBM152 template of `evaluate --size cpu|gpu` (docs/results.md)
         "hub": ["huggingface_hub"],  # nnUNetv2_share_pretrained --push (docs/interop.md)
     },

@@ -17,8 +17,11 @@ PRETRAINED_PARTS = "nnUNet_anatomask_pretrained_parts"  # 'encoder' | 'all'; uns
 TRANSFER = "nnUNet_anatomask_transfer"  # 'strict' (unset) | 'adapt': weights from other plans (docs/recipes.md)
 PRETRAINED_WEIGHTS = "nnUNet_anatomask_pretrained_weights"  # stage 2's start (nnUNetTrainerFinetune)
 CHOICES = {PRETRAINED_PARTS: ("encoder", "all"), TRANSFER: ("strict", "adapt")}
+HELDOUT_CROPS = "nnUNet_anatomask_heldout_crops"  # fixed crops of the held-out loss; 0: none (docs/watching.md)
+PROBE_EVERY = "nnUNet_anatomask_probe_every"  # the linear probe every N stage-1 epochs; unset or 0: off
 
 DEFAULTS = {PRETRAIN_EPOCHS: 1000, FINETUNE_EPOCHS: 1000, ITERS_PER_EPOCH: 250, SAVE_EVERY: 50}
+COUNT_DEFAULTS = {HELDOUT_CROPS: 32, PROBE_EVERY: 0}  # whole numbers >= 0, where 0 switches the feature off
 
 
 class KnobError(PluginError, ValueError):
@@ -38,6 +41,20 @@ def read_knob(name: str) -> int:
         raise KnobError(
             f"{name}={raw!r} is not a positive integer. Set it to a whole number >= 1 "
             f"(e.g. `export {name}={DEFAULTS[name]}`) or unset it for the default {DEFAULTS[name]}.")
+    return value
+
+
+def read_count(name: str) -> int:
+    """The whole-number value (>= 0; 0 = off) of knob `name`, or its default when unset."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return COUNT_DEFAULTS[name]
+    text = raw.strip()
+    value = int(text) if text.isascii() and text.isdigit() else None
+    if value is None:
+        raise KnobError(
+            f"{name}={raw!r} is not a whole number >= 0. Set it to e.g. `export {name}=10` (0 switches it off) "
+            f"or unset it for the default {COUNT_DEFAULTS[name]}.")
     return value
 
 
@@ -84,8 +101,8 @@ def pretrained_weights() -> Optional[str]:
 
 def check_all() -> dict[str, Optional[float]]:
     """Read every knob now, so that a bad one is named before any work starts or any folder is made."""
-    return {**{name: read_knob(name) for name in DEFAULTS}, FINETUNE_LR: read_lr(FINETUNE_LR),
-            **{name: read_choice(name) for name in CHOICES}}
+    return {**{name: read_knob(name) for name in DEFAULTS}, **{name: read_count(name) for name in COUNT_DEFAULTS},
+            FINETUNE_LR: read_lr(FINETUNE_LR), **{name: read_choice(name) for name in CHOICES}}
 
 
 def validation_iterations(iters_per_epoch: int) -> int:

@@ -36,3 +36,16 @@ def test_learning_rate_unset_or_set(monkeypatch):
     assert knobs.read_lr(knobs.FINETUNE_LR) is None
     monkeypatch.setenv(knobs.FINETUNE_LR, " 3e-4 ")
     assert knobs.read_lr(knobs.FINETUNE_LR) == 3e-4
+
+
+def test_counts_default_zero_and_refusals(monkeypatch):
+    """The held-out crops and the probe cadence: whole numbers >= 0 (0 = off); anything else names the variable."""
+    for name in knobs.COUNT_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+    assert knobs.read_count(knobs.HELDOUT_CROPS) == 32 and knobs.read_count(knobs.PROBE_EVERY) == 0
+    monkeypatch.setenv(knobs.PROBE_EVERY, " 0 ")
+    assert knobs.read_count(knobs.PROBE_EVERY) == 0
+    for value in ["-1", "1.5", "ten", "²"]:
+        monkeypatch.setenv(knobs.HELDOUT_CROPS, value)
+        with pytest.raises(knobs.KnobError, match=knobs.HELDOUT_CROPS):
+            knobs.check_all()

@@ -267,6 +267,24 @@ def test_logger_fixed_keys_and_checkpoint(trainer):
         trainer.logger.load_checkpoint(state)
 
 
+def test_logger_backends(trainer, monkeypatch, tmp_path):
+    with relied_on("logger-backends", "nnU-Net's MetaLogger backends / WandbLogger"):
+        from nnunetv2.training.logging import nnunet_logger
+        from nnunetv2.training.logging.nnunet_logger import MetaLogger, WandbLogger
+        assert parameters(MetaLogger.__init__)[:2] == ["output_folder", "resume"]
+        assert parameters(WandbLogger.__init__) == ["output_folder", "resume"]
+        for method, args in (("update_config", ["config"]), ("log", ["key", "value", "step"]),
+                             ("log_summary", ["key", "value"])):
+            assert parameters(getattr(WandbLogger, method)) == args
+        assert hasattr(nnunet_logger, "wandb") and isinstance(trainer.logger, MetaLogger)
+        built = []
+        monkeypatch.setattr(nnunet_logger, "WandbLogger", lambda folder, resume: built.append((folder, resume)) or 1)
+        monkeypatch.setenv("nnUNet_wandb_enabled", "1")
+        assert MetaLogger(str(tmp_path), True).loggers == [1] and built == [(str(tmp_path), True)]
+        monkeypatch.setenv("nnUNet_wandb_enabled", "0")
+        assert MetaLogger(str(tmp_path), False).loggers == []
+
+
 TRAINER_ATTRIBUTES = (
     "plans_manager", "configuration_manager", "configuration_name", "label_manager", "dataset_json", "fold",
     "device", "is_ddp", "local_rank", "is_cascaded", "output_folder", "output_folder_base",

@@ -4,7 +4,9 @@ The runner needs only a built nnU-Net trainer (plans, dataset, device) and a sch
 by the trainer's own ``build_network_architecture`` (so a trainer that overrides it pretrains what it fine-tunes);
 a backbone (pretraining/backbones/) turns it into a masked model with its mask grid; the scheme's ``step`` decides
 masks, forwards and losses; the runner owns the loop, mixed precision, the optimiser, logs, pictures and
-checkpoints (docs/architecture.md).
+checkpoints (docs/architecture.md), and calls its callbacks (stage1_callbacks.py) at the points marked
+``# callbacks:``: the held-out loss, checkpoint_best, the probe, the progress bar, the experiment logger
+(stage1_watch.py, docs/watching.md).
 """
 import inspect
 import json
@@ -25,8 +27,10 @@ from nnunet_anatomask.pretraining.backbones import backbone_for
 from nnunet_anatomask.pretraining.losses import to_image_space
 from nnunet_anatomask.pretraining.schemes.base import MaskingScheme, Picture, StepOutput
 from nnunet_anatomask.trainers import stage1_ddp
+from nnunet_anatomask.trainers.stage1_callbacks import Stage1Callback
 from nnunet_anatomask.trainers.stage1_data import shutdown, stage1_batches
 from nnunet_anatomask.trainers.stage1_sampling import stage1_cases
+from nnunet_anatomask.trainers.stage1_watch import watch_callbacks
 
 
 FINAL_LOSS_IS = ("the last epoch's mean training loss of the scheme: for the reconstruction part, the mean squared "
@@ -120,6 +124,7 @@ class Stage1Runner:
         self.current_epoch = 0
         self.recipe = self.backbone.recipe(scheme_class)  # the optimiser settings: nowhere else (recipes.py)
         self.model = self.scheme = self.optimizer = self.grad_scaler = self.log = None
+        self.callbacks: list[Stage1Callback] = []
         self.picture_scales: dict = {}  # colour scales fixed at each quantity's first picture (compare by eye)
         self.initial = self.initial_report = None  # where stage 1 started from, if given (docs/interop.md)
 
@@ -130,6 +135,15 @@ class Stage1Runner:
     @property
     def latest_checkpoint(self) -> str:
         return os.path.join(self.folder, "checkpoint_latest.pth")
+
+    @property
+    def best_checkpoint(self) -> str:
+        """The epoch with the lowest held-out loss (stage1_heldout.py); stage 2 starts from final regardless."""
+        return os.path.join(self.folder, "checkpoint_best.pth")
+
+    def notify(self, event: str, *args) -> list:
+        """Call ``event`` (a Stage1Callback method) of every callback, in order; their return values."""
+        return [getattr(callback, event)(self, *args) for callback in self.callbacks]
 
     def compatibility(self) -> dict:
         """What a stage-1 checkpoint must share with the run that uses it (docs/architecture.md)."""
@@ -176,6 +190,7 @@ class Stage1Runner:
         log_class = stage1_ddp.log_class()  # rank 0 writes the log; other ranks keep figures only
         self.log = log_class(self.folder, f"stage 1: {s.name} on {tr.plans_manager.dataset_name} "
                              f"{tr.configuration_name} fold {tr.fold}")
+        self.callbacks = watch_callbacks()
         self.current_epoch = 0
 
     # --- the loop -------------------------------------------------------------------------------------
@@ -203,6 +218,7 @@ class Stage1Runner:
             self.log.print(stage1_ddp.describe(tr))
         self.log.print(stage1_cases(tr)[2])
         batches = stage1_batches(tr, self.scheme.crop_scale)
+        self.notify("on_run_start")  # callbacks: fixed crops, best so far, probe at initialisation, logger run
         start = time()
         try:
             for epoch in range(self.current_epoch, self.num_epochs):
@@ -218,17 +234,23 @@ class Stage1Runner:
             group["lr"] = lr
         stage1_ddp.reseed_ranks(self.trainer.device)  # different masks and crops on every rank
         self.model.train()
+        self.notify("on_epoch_start", epoch)  # callbacks: progress bar
         start, sums = time(), {}
         for _ in range(self.iterations):
-            images = next(batches)["data"].to(self.trainer.device, non_blocking=True)
-            out = self.train_step(images, epoch)
+            batch = next(batches)
+            out = self.train_step(batch["data"].to(self.trainer.device, non_blocking=True), epoch)
+            for extra in self.notify("on_step_end", epoch, batch, out):  # callbacks: progress bar
+                out.figures.update(extra or {})
             for name, value in out.figures.items():
                 sums[name] = sums.get(name, 0.0) + value
         means = {name: (value / self.iterations).item() for name, value in sums.items()}
         means = stage1_ddp.mean_over_ranks(means)  # the same figures, and the same finiteness verdict, on every rank
         self.check_finite(epoch, means)
-        self.end_epoch(epoch, {"loss": means.pop("loss"), "lr": lr, **self.scheme.epoch_figures(epoch),
-                               **means, "epoch_time": time() - start}, out.picture)
+        figures = {"loss": means.pop("loss"), "lr": lr, **self.scheme.epoch_figures(epoch), **means,
+                   "epoch_time": time() - start}
+        self.notify("on_epoch_end", epoch, figures)  # callbacks: held-out loss, probe (they add figures)
+        self.end_epoch(epoch, figures, out.picture)
+        self.notify("on_epoch_logged", epoch, figures)  # callbacks: checkpoint_best, experiment logger
 
     def train_step(self, images: torch.Tensor, epoch: int) -> StepOutput:
         """One optimiser step: the scheme's step (masks, forwards, loss) in mixed precision where nnU-Net uses it,
@@ -274,7 +296,7 @@ class Stage1Runner:
 
     def end_epoch(self, epoch: int, figures: dict, picture: Picture) -> None:
         self.log.record(epoch, figures)
-        self.print_epoch(epoch, figures)
+        self.log.print_epoch(epoch, self.num_epochs, self.scheme.name, figures)
         self.current_epoch = epoch + 1
         last = epoch == self.num_epochs - 1
         if self.current_epoch % self.save_every == 0 and not last:
@@ -282,17 +304,6 @@ class Stage1Runner:
         if (epoch % max(1, self.num_epochs // 10) == 0 or last) and stage1_ddp.rank() == 0:
             self.save_picture(epoch, picture)
         self.log.plot()
-
-    def print_epoch(self, epoch: int, figures: dict) -> None:
-        """One epoch in nnU-Net's log style: a blank line, the epoch, learning rate, loss, the scheme's figures,
-        the epoch time."""
-        rest = {k: v for k, v in figures.items() if k not in ("loss", "lr", "epoch_time")}
-        self.log.print("")
-        self.log.print(f"Epoch {epoch} (stage 1: {self.scheme.name} pretraining, epochs 0-{self.num_epochs - 1})")
-        self.log.print(f"Current learning rate: {figures['lr']:.5g}")
-        self.log.print(f"train_loss {figures['loss']:.4f}")
-        self.log.print(", ".join(f"{k} {v:.4g}" for k, v in rest.items()))
-        self.log.print(f"Epoch time: {figures['epoch_time']:.2f} s")
 
     def finish(self, wall_time: float) -> None:
         self.save(self.final_checkpoint)
@@ -312,6 +323,7 @@ class Stage1Runner:
                    "final_loss_is": FINAL_LOSS_IS,
                    "train_time_s": round(sum(values.get("epoch_time", [])), 2),
                    "wall_time_s": round(wall_time, 2), "checkpoint": self.final_checkpoint}
+        self.notify("on_run_end", summary)  # callbacks: best held-out loss, probe Dice; logger summary
         with open(os.path.join(self.folder, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         self.log.print(f"Stage 1 done: {self.final_checkpoint}")
@@ -345,6 +357,7 @@ class Stage1Runner:
             "optimizer_state": checkpoint_io.to_cpu(self.optimizer.state_dict()),
             "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "current_epoch": self.current_epoch,
+            "heldout_loss": (self.log.values.get("heldout_loss") or [None])[-1],  # this epoch's, where there is one
             "logging": self.log.state(),
             "init_args": init_args,
             "trainer_name": tr.__class__.__name__,

@@ -29,6 +29,7 @@ from nnunet_anatomask.errors import PluginError
 from nnunet_anatomask.interop import stage2 as interop
 from nnunet_anatomask.interop.plan_like_pretrained import checkpoint_from_plans
 from nnunet_anatomask.trainers import stage1_ddp
+from nnunet_anatomask.trainers.experiment_log import name_runs, run_name
 from nnunet_anatomask.trainers.run_folder import RunFolder, describe_run, outermost_missing
 from nnunet_anatomask.trainers.transfer_checks import check_transfer, plan_differences
 from nnunet_anatomask.transfer import load as transfer
@@ -91,6 +92,7 @@ class nnUNetTrainerStage2Recipe(nnUNetTrainer_warmup):
             self.check_setup()
         for note in self.run_folder.notes():
             self.print_to_log_file(note)
+        name_runs(self.logger, run_name(self, f"stage 2 ({type(self).__name__})"))  # W&B: tell it from stage 1's
         self.num_epochs = knobs.read_knob(knobs.FINETUNE_EPOCHS)
         self.num_iterations_per_epoch = knobs.read_knob(knobs.ITERS_PER_EPOCH)
         self.num_val_iterations_per_epoch = knobs.validation_iterations(self.num_iterations_per_epoch)

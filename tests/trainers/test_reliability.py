@@ -47,7 +47,8 @@ def test_kill_in_a_stage1_write_then_continue_both_stages(demo3d, tmp_path, monk
     checkpoint_latest), a resume that drops part of the state, schedules restarted at epoch 0."""
     tr, epochs = "nnUNetTrainerAnatoMask", 3
     results = tmp_path / "results"
-    knobs = dict(nnUNet_anatomask_pretrain_epochs=str(epochs))
+    knobs = dict(nnUNet_anatomask_pretrain_epochs=str(epochs),
+                 nnUNet_anatomask_heldout_crops="0")  # no checkpoint_best writes: the 2nd write is epoch 1's latest
     cmd = ["nnUNetv2_train", demo3d.dataset_id, "3d_fullres", 0, "-tr", tr, "-device", "cpu"]
     fold = fold_folder(results, demo3d.dataset_name, tr, "3d_fullres", 0)
     latest = os.path.join(fold, "pretraining", "checkpoint_latest.pth")
@@ -97,7 +98,8 @@ def test_kill_during_checkpoint_writes_then_continue(demo3d, tmp_path):
     + os.replace, in checkpoint_io.atomic_save or in stage 2's save_checkpoint) leaves a half checkpoint that run
     A's or run B's checks (or the resume) fail on."""
     results = tmp_path / "results"
-    knobs = dict(nnUNet_anatomask_pretrain_epochs="3", nnUNet_anatomask_finetune_epochs="3")
+    knobs = dict(nnUNet_anatomask_pretrain_epochs="3", nnUNet_anatomask_finetune_epochs="3",
+                 nnUNet_anatomask_heldout_crops="0")  # the write count below has no stage-1 checkpoint_best
     cmd = ["nnUNetv2_train", demo3d.dataset_id, "3d_fullres", 0, "-tr", TR, "-device", "cpu"]
     fold = fold_folder(results, demo3d.dataset_name, TR, "3d_fullres", 0)
     pre = os.path.join(fold, "pretraining")
