@@ -148,15 +148,20 @@ setup(
         "tqdm",  # progress bars of the long runs (progress.py)
     ],
     extras_require={
-        "test": ["pytest", "mkdocs"],  # the docs build is checked by the test suite
+        # the docs build is checked; --push's offline error; W&B offline (docs/watching.md)
+        "test": ["pytest", "mkdocs", "huggingface_hub", "wandb"],
         "docs": ["mkdocs"],
+        "wandb": ["wandb"],  # nnU-Net's W&B backend, for stage 1 as for stage 2 (nnUNet_wandb_enabled=1)
         "evaluation": ["nilearn"],  # the held-out ICBM152 template of `evaluate --size cpu|gpu` (docs/results.md)
+        "hub": ["huggingface_hub"],  # nnUNetv2_share_pretrained --push (docs/interop.md)
     },
     entry_points={
         "console_scripts": [
             "nnUNetv2_pretrain = nnunet_anatomask.cli:main",
             "nnUNetv2_export_pretrained = nnunet_anatomask.export:main",
             "nnUNetv2_plan_and_preprocess_unlabelled = nnunet_anatomask.unlabelled.cli:main",
+            "nnUNetv2_plan_like_pretrained = nnunet_anatomask.interop.plan_like_pretrained:main",
+            "nnUNetv2_share_pretrained = nnunet_anatomask.interop.share:main",
         ],
     },
     cmdclass=cmdclass,

@@ -1,9 +1,12 @@
 """Checkpoint I/O (docs/architecture.md, Checkpoints): atomic writes, weights_only-loadable contents, and clear errors on bad files."""
+import contextlib
 import hashlib
 import json
 import os
 import pickle
 import random
+import shutil
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -17,6 +20,10 @@ class CheckpointError(PluginError, RuntimeError):
     """A checkpoint that cannot be used here; the message names the problem and the fix."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (a full disk...); the partial file is removed."""
+
+
 def temporary_path(path: str) -> str:
     return f"{path}.tmp{os.getpid()}"
 
@@ -26,11 +33,51 @@ def commit(tmp: str, path: str) -> None:
     os.replace(tmp, path)
 
 
+def megabytes(n_bytes: int) -> str:
+    return f"{n_bytes / 2 ** 20:.1f} MB"
+
+
+def free_space(folder: str) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def write_failure(path: str, written: int, free_at_start: int, error: Exception) -> str:
+    """The message of a failed checkpoint write: the path, the size, the free space and the fix."""
+    folder = os.path.dirname(path)
+    size = f"; the previous checkpoint at this path is {megabytes(os.path.getsize(path))}, left as it was" \
+        if os.path.isfile(path) else ""
+    cause = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    return (f"Writing the checkpoint {path} failed after {megabytes(written)} ({type(error).__name__}: {cause}); "
+            f"its file system had {megabytes(free_at_start)} free when the write started{size}. The partial file "
+            f"was removed. Fix: free disk space in {folder} (or point nnUNet_results at a larger disk), then "
+            f"continue with --c.")
+
+
+@contextlib.contextmanager
+def written_atomically(path: str) -> Iterator[str]:
+    """Yields a temporary path beside ``path`` for the block to write; once written, it replaces ``path``
+    (os.replace), so a checkpoint is never half-written. On any error the temporary file is removed (a partial
+    file would keep a full disk full) and the error is raised again, naming path, size and free space (at the
+    start: while the failed writer still holds the removed file open, the space is not yet given back)."""
+    tmp = temporary_path(path)
+    free_at_start = free_space(os.path.dirname(os.path.abspath(path)))
+    try:
+        yield tmp
+        if os.path.isfile(tmp):  # nnU-Net writes nothing on ranks > 0 or with checkpointing disabled
+            commit(tmp, path)
+    except BaseException as error:
+        written = os.path.getsize(tmp) if os.path.isfile(tmp) else 0
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(error, Exception):
+            raise CheckpointWriteError(write_failure(path, written, free_at_start, error)) from error
+        raise  # KeyboardInterrupt, SystemExit: the partial file is gone, the interruption goes on
+
+
 def atomic_save(obj: dict, path: str) -> None:
     """torch.save to a temporary file beside `path`, then os.replace: never a half-written checkpoint."""
-    tmp = temporary_path(path)
-    torch.save(obj, tmp)
-    commit(tmp, path)
+    with written_atomically(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def to_cpu(obj):
@@ -87,8 +134,13 @@ def plans_hash(configuration: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def load_checkpoint_file(path: str, what: str = "checkpoint") -> dict:
-    """Read a checkpoint onto the CPU, turning every way a file can be unusable into one clear message."""
+READ_FIX = ("Fix: point to a complete checkpoint_final.pth written by nnU-Net or by nnunet-anatomask (copying may "
+            "have been interrupted).")
+
+
+def load_checkpoint_file(path: str, what: str = "checkpoint", fix: Optional[str] = None) -> dict:
+    """Read a checkpoint onto the CPU, turning every way a file can be unusable into one clear message (``fix``:
+    what to do about an unreadable file, default READ_FIX)."""
     if not os.path.isfile(path):
         raise CheckpointError(f"The {what} {path} does not exist. Check the path.")
     try:
@@ -102,8 +154,7 @@ def load_checkpoint_file(path: str, what: str = "checkpoint") -> dict:
     except Exception as e:  # torch raises many types for a bad file (KeyError, EOFError, RuntimeError...)
         raise CheckpointError(
             f"The {what} {path} cannot be read: it is truncated or not a PyTorch checkpoint ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:200]}). Fix: point to a complete checkpoint_final.pth written by nnU-Net "
-            f"or by nnunet-anatomask (copying may have been interrupted).") from None
+            f"{str(e).splitlines()[0][:200]}). {fix or READ_FIX}") from None
     if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
         raise CheckpointError(
             f"The {what} {path} is a PyTorch file but not an nnU-Net checkpoint (it has no 'network_weights'). "

@@ -1,24 +1,32 @@
-"""nnUNetv2_pretrain DATASET CONFIG FOLD -tr TRAINER [-p PLANS] [-device D] [-num_gpus N] [--c]: stage 1 only.
-nnUNetv2_pretrain --list: every trainer with its scheme, backbone and stage-2 recipe.
+"""nnUNetv2_pretrain DATASET CONFIG FOLD -tr TRAINER [-p PLANS] [-pretrained_weights CKPT] [-device D] [-num_gpus N]
+[--c]: stage 1 only. nnUNetv2_pretrain --list: every trainer with its scheme, backbone and stage-2 recipe.
 
 FOLD may be `all`: every fold's nnUNetv2_train with the same trainer then reuses that stage-1 checkpoint.
+-pretrained_weights starts stage 1 from a checkpoint (ours, or nnssl's: stem and encoder) instead of random weights;
+--c resumes from checkpoint_latest.pth as before (docs/interop.md).
 -num_gpus N runs N processes under DDP, launched as nnU-Net's run_training launches -num_gpus (NCCL on CUDA;
-with -device cpu, N gloo processes: docs/pools_and_ddp.md).
+with -device cpu, N gloo processes: docs/pools_and_ddp.md). Across nodes, start it with torchrun (or any
+launcher that sets RANK, WORLD_SIZE and LOCAL_RANK): each process joins the env:// rendezvous and takes the GPU
+of its LOCAL_RANK, e.g. on every node
+``torchrun --nnodes 2 --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint HOST:29500 -m nnunet_anatomask.cli
+610 3d_fullres all -tr nnUNetTrainerAnatoMask``.
 """
 import argparse
 import difflib
 import multiprocessing
 import os
 from importlib.metadata import version
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from nnunet_anatomask import __version__
+from nnunet_anatomask import __version__, environment, run_lock
 from nnunet_anatomask.errors import PluginError
 from nnunet_anatomask.gpu_check import gpu_count_problem
+
+ENV_LAUNCH = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # what torchrun (and other env:// launchers) set per process
 
 
 class CommandError(PluginError, ValueError):
@@ -58,6 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="Device to train on. Default: cuda")
     parser.add_argument("-num_gpus", type=int, default=1,
                         help="Processes (one per GPU) for distributed stage 1. Default: 1")
+    parser.add_argument("-pretrained_weights", type=str, default=None,
+                        help="Start stage 1 from this checkpoint (ours or nnssl's) instead of random weights")
     parser.add_argument("--c", action="store_true", help="Continue stage 1 from its checkpoint_latest.pth")
     parser.add_argument("--version", action="version", version=version_line())
     parser.add_argument("--list", action=ListTrainers,
@@ -99,6 +109,17 @@ def scheme_trainer_class(name: str) -> type:
     return cls
 
 
+def check_fold_folder_free(args: argparse.Namespace) -> None:
+    """A fold folder that another live run holds is refused before nnU-Net's slow trainer lookup (run_lock.py)."""
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    try:
+        folder = get_output_folder(args.dataset_name_or_id, args.tr, args.p, args.configuration, args.fold)
+    except (RuntimeError, ValueError):
+        return  # an unknown dataset: get_trainer_from_args names it
+    run_lock.check_free(folder)
+
+
 def pretrain(args: argparse.Namespace, callbacks: Sequence = ()) -> str:
     """Stage 1 only, in this process, for the parsed arguments, with the runner's ``callbacks``
     (trainers/stage1_callbacks.py); returns the final checkpoint's path."""
@@ -119,21 +140,48 @@ def run_stage1(args: argparse.Namespace, callbacks: Sequence = ()) -> str:
                            f"{args.dataset_name_or_id} first, and check -p {args.p} and nnUNet_preprocessed.") from None
     for callback in callbacks:
         trainer.stage1.add_callback(callback)
-    return trainer.run_pretraining()
+    return trainer.run_pretraining(args.pretrained_weights)
+
+
+def run_rank(args: argparse.Namespace, local_rank: int, **group) -> None:
+    """One DDP rank: process group (``group``: rank and world size, or nothing for env://), this node's GPU
+    ``local_rank``, stage 1."""
+    cuda = args.device == "cuda"
+    dist.init_process_group("nccl" if cuda else "gloo", **group)
+    try:
+        if cuda:
+            torch.cuda.set_device(torch.device("cuda", local_rank))
+        run_stage1(args)
+    finally:
+        dist.destroy_process_group()
 
 
 def rank_main(rank: int, args: argparse.Namespace) -> None:
-    """The main function of one DDP rank's process (nnU-Net's run_ddp without validation): process group, device, stage 1."""
-    cuda = args.device == "cuda"
-    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=args.num_gpus)
+    """The main function of one -num_gpus rank's process on this machine (nnU-Net's run_ddp without validation)."""
     try:
-        if cuda:
-            torch.cuda.set_device(torch.device("cuda", rank))
-        run_stage1(args)
+        run_rank(args, rank, rank=rank, world_size=args.num_gpus)
     except PluginError as e:  # the message alone, as in one process; the parent then reports the failed rank
         raise SystemExit(f"nnUNetv2_pretrain (rank {rank}): {e}") from None
-    finally:
-        dist.destroy_process_group()
+
+
+def env_launch() -> Optional[tuple[int, int, int]]:
+    """(rank, world size, local rank) when torchrun or another env:// launcher started this process, else None."""
+    if not all(k in os.environ for k in ENV_LAUNCH):
+        return None
+    try:
+        rank, world, local = (int(os.environ[k]) for k in ENV_LAUNCH)
+    except ValueError:
+        raise CommandError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers (got "
+                           f"{', '.join(os.environ[k] for k in ENV_LAUNCH)}). Fix: start it with torchrun.") from None
+    return rank, world, local
+
+
+def pretrain_env_rank(args: argparse.Namespace, rank: int, local_rank: int) -> None:
+    """One rank started by torchrun: env:// rendezvous (MASTER_ADDR/MASTER_PORT from the launcher)."""
+    if args.device == "cuda" and local_rank >= torch.cuda.device_count():
+        raise CommandError(f"rank {rank}: LOCAL_RANK {local_rank} but this node shows {torch.cuda.device_count()} "
+                           f"GPUs. Fix: --nproc_per_node at most the node's GPU count.")
+    run_rank(args, local_rank, init_method="env://")
 
 
 def launch_ranks(args: argparse.Namespace) -> None:
@@ -149,11 +197,25 @@ def launch_ranks(args: argparse.Namespace) -> None:
 def main(argv=None) -> None:
     """The console script nnUNetv2_pretrain: our errors end the program with their message alone (it names the fix)."""
     args = parse_args(argv)
+    try:
+        launched = env_launch()
+    except PluginError as e:
+        raise SystemExit(f"nnUNetv2_pretrain: {e}") from None
+    if launched is not None and launched[1] > 1 and args.num_gpus > 1:
+        raise SystemExit(f"nnUNetv2_pretrain: started by torchrun ({launched[1]} processes) and given -num_gpus "
+                         f"{args.num_gpus}, which would start more processes per process. Fix: leave out "
+                         f"-num_gpus (torchrun's --nproc_per_node sets the processes per node).")
     problem = gpu_count_problem(args.num_gpus, args.device)
     if problem is not None:
         raise SystemExit(f"nnUNetv2_pretrain: {problem}")
     try:
-        if args.num_gpus > 1:
+        environment.check_training_environment(torch.device(args.device))  # in seconds, before nnU-Net's lookup
+        if launched is None or launched[0] == 0:  # rank 0 holds the lock: other torchrun ranks would find it
+            check_fold_folder_free(args)
+        if launched is not None and launched[1] > 1:
+            scheme_trainer_class(args.tr)
+            pretrain_env_rank(args, launched[0], launched[2])
+        elif args.num_gpus > 1:
             scheme_trainer_class(args.tr)
             launch_ranks(args)
         else:

@@ -7,7 +7,9 @@ every other key with the same shape. Primus' output layer ('up_projection.decode
 shape that depends on the class count, so a Primus stage-1 checkpoint does not load there. This command builds the
 target trainer's network for the target dataset (its own build_network_architecture, the target's channels and
 classes), copies every stage-1 tensor whose name and shape match, keeps the fresh initialisation for the rest (the
-output layer) and writes a checkpoint that nnU-Net's plain -pretrained_weights takes.
+output layer) and writes a checkpoint that nnU-Net's plain -pretrained_weights takes. From an nnssl-format
+checkpoint it copies stem and encoder (docs/interop.md), so nnU-Net's own trainers (e.g. nnUNet_Primus_M_Trainer)
+can start from such a checkpoint too.
 """
 from __future__ import annotations
 
@@ -18,19 +20,30 @@ import torch
 
 from nnunet_anatomask import checkpoint_io
 from nnunet_anatomask.errors import PluginError
+from nnunet_anatomask.interop.transfer import is_foreign_nnssl, transfer_nnssl
 
 
-def target_network(dataset: str, configuration: str, trainer_name: str, plans: str) -> torch.nn.Module:
-    """The network the target trainer builds for the target dataset (CPU, fresh initialisation)."""
-    from nnunetv2.run.run_training import get_trainer_from_args
+def target_network(dataset: str, configuration: str, trainer_name: str, plans: str) -> tuple[torch.nn.Module, list]:
+    """The network the target trainer builds for the target dataset (CPU, fresh initialisation), and its patch;
+    built from the trainer class as nnU-Net's predictor builds it: no trainer object, so no results folder is made
+    for a trainer that was never trained."""
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    trainer = get_trainer_from_args(dataset, configuration, 0, trainer_name, plans, device=torch.device("cpu"))
-    channels = determine_num_input_channels(trainer.plans_manager, trainer.configuration_manager,
-                                            trainer.dataset_json)
-    classes = trainer.label_manager.num_segmentation_heads
-    return trainer.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, channels,
-                                              classes, enable_deep_supervision=trainer.enable_deep_supervision)
+    folder = os.path.join(nnUNet_preprocessed, maybe_convert_to_dataset_name(dataset))
+    plans_manager = PlansManager(os.path.join(folder, plans + ".json"))
+    configuration_manager = plans_manager.get_configuration(configuration)
+    dataset_json = load_json(os.path.join(folder, "dataset.json"))
+    channels = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
+    classes = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+    trainer_class = recursive_find_trainer_class_by_name(trainer_name)
+    network = trainer_class.build_network_architecture(plans_manager, configuration_manager, channels, classes,
+                                                       enable_deep_supervision=False)
+    return network, list(configuration_manager.patch_size)
 
 
 def merged_weights(stage1: dict, fresh: dict) -> tuple[dict, list[str]]:
@@ -40,15 +53,24 @@ def merged_weights(stage1: dict, fresh: dict) -> tuple[dict, list[str]]:
 
 
 def export(stage1_path: str, dataset: str, configuration: str, trainer_name: str, plans: str, out: str) -> list[str]:
-    """Write OUT; returns the keys that kept their fresh initialisation."""
-    stage1 = checkpoint_io.load_checkpoint_file(stage1_path, "stage-1 checkpoint")["network_weights"]
-    fresh = target_network(dataset, configuration, trainer_name, plans).state_dict()
-    weights, kept = merged_weights(stage1, fresh)
-    if len(kept) > len(fresh) // 2:
-        raise PluginError(f"{stage1_path} shares only {len(fresh) - len(kept)} of {len(fresh)} tensors with "
-                          f"{trainer_name}'s network for {dataset} {configuration} (e.g. '{kept[0]}'): it was "
-                          f"pretrained for another architecture. Fix: export to the trainer (and Primus size) it "
-                          f"was pretrained with")
+    """Write OUT; returns the keys that kept their fresh initialisation. A stage-1 checkpoint of ours gives every
+    tensor of the same name and shape; an nnssl-format checkpoint its stem and encoder (interop/transfer.py)."""
+    ckpt = checkpoint_io.load_checkpoint_file(stage1_path, "stage-1 checkpoint")
+    network, patch_size = target_network(dataset, configuration, trainer_name, plans)
+    if is_foreign_nnssl(ckpt):
+        fix = (f"Fix: nnUNetv2_plan_like_pretrained -d {dataset} -c {configuration} -pc {stage1_path}, then export to "
+               f"the plans it prints (-p).")
+        report = transfer_nnssl(ckpt, network, patch_size, stage1_path, fix)
+        print(report.line())
+        weights, kept = network.state_dict(), report.fresh_keys
+    else:
+        fresh = network.state_dict()
+        weights, kept = merged_weights(ckpt["network_weights"], fresh)
+        if len(kept) > len(fresh) // 2:
+            raise PluginError(f"{stage1_path} shares only {len(fresh) - len(kept)} of {len(fresh)} tensors with "
+                              f"{trainer_name}'s network for {dataset} {configuration} (e.g. '{kept[0]}'): it was "
+                              f"pretrained for another architecture. Fix: export to the trainer (and Primus size) it "
+                              f"was pretrained with")
     checkpoint_io.atomic_save({"network_weights": checkpoint_io.to_cpu(weights), "source": stage1_path,
                                "fresh_keys": kept}, out)
     return kept

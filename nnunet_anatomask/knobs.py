@@ -15,10 +15,16 @@ FINETUNE_EPOCHS = "nnUNet_anatomask_finetune_epochs"
 ITERS_PER_EPOCH = "nnUNet_anatomask_iters_per_epoch"
 SAVE_EVERY = "nnUNet_anatomask_save_every"
 FINETUNE_LR = "nnUNet_anatomask_finetune_lr"  # stage 2's start lr; unset: the trainer's recipe (1e-2 CNN, 3e-4 Primus)
+PRETRAINED_PARTS = "nnUNet_anatomask_pretrained_parts"  # 'encoder' | 'all'; unset: the recipe's (docs/recipes.md)
+TRANSFER = "nnUNet_anatomask_transfer"  # 'strict' (unset) | 'adapt': weights from other plans (docs/recipes.md)
+PRETRAINED_WEIGHTS = "nnUNet_anatomask_pretrained_weights"  # stage 2's start (nnUNetTrainerFinetune)
+CHOICES = {PRETRAINED_PARTS: ("encoder", "all"), TRANSFER: ("strict", "adapt")}
+HELDOUT_CROPS = "nnUNet_anatomask_heldout_crops"  # fixed crops of the held-out loss; 0: none (docs/watching.md)
+PROBE_EVERY = "nnUNet_anatomask_probe_every"  # the linear probe every N stage-1 epochs; unset or 0: off
 
 DEFAULTS = {PRETRAIN_EPOCHS: 1000, FINETUNE_EPOCHS: 1000, ITERS_PER_EPOCH: 250, SAVE_EVERY: 50}
 SCHEME_CONFIG = "nnUNet_anatomask_scheme_config"  # a JSON object of scheme settings, inline or in a .json file
-PRETRAINED_WEIGHTS = "nnUNet_anatomask_pretrained_weights"  # stage 2's start (nnUNetTrainerFinetune)
+COUNT_DEFAULTS = {HELDOUT_CROPS: 32, PROBE_EVERY: 0}  # whole numbers >= 0, where 0 switches the feature off
 
 
 class KnobError(PluginError, ValueError):
@@ -41,6 +47,20 @@ def read_knob(name: str) -> int:
     return value
 
 
+def read_count(name: str) -> int:
+    """The whole-number value (>= 0; 0 = off) of knob `name`, or its default when unset."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return COUNT_DEFAULTS[name]
+    text = raw.strip()
+    value = int(text) if text.isascii() and text.isdigit() else None
+    if value is None:
+        raise KnobError(
+            f"{name}={raw!r} is not a whole number >= 0. Set it to e.g. `export {name}=10` (0 switches it off) "
+            f"or unset it for the default {COUNT_DEFAULTS[name]}.")
+    return value
+
+
 def read_lr(name: str) -> Optional[float]:
     """The positive float value of learning-rate knob `name`, or None when unset (the recipe's own lr holds)."""
     raw = os.environ.get(name)
@@ -56,10 +76,37 @@ def read_lr(name: str) -> Optional[float]:
     return value
 
 
+def read_choice(name: str) -> Optional[str]:
+    """The value of a knob with a fixed set of values (``CHOICES``), or None when unset."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    if raw not in CHOICES[name]:
+        raise KnobError(f"{name}={raw!r} is not one of {', '.join(CHOICES[name])}. Set it to one of them or unset "
+                        f"it (docs/recipes.md).")
+    return raw
+
+
+def pretrained_parts() -> Optional[str]:
+    """'encoder' or 'all' when the user chose which pretrained parts stage 2 loads; None: the recipe's default."""
+    return read_choice(PRETRAINED_PARTS)
+
+
+def transfer_mode() -> str:
+    """'strict' (the default: identical plans) or 'adapt' (weights from other plans adapted where possible)."""
+    return read_choice(TRANSFER) or "strict"
+
+
+def pretrained_weights() -> Optional[str]:
+    """The checkpoint stage 2 of nnUNetTrainerFinetune starts from, or None when unset."""
+    return os.environ.get(PRETRAINED_WEIGHTS, "").strip() or None
+
+
 def check_all() -> dict[str, Optional[float]]:
     """Read every knob now, so that a bad one is named before any work starts or any folder is made."""
     scheme_config()
-    return {**{name: read_knob(name) for name in DEFAULTS}, FINETUNE_LR: read_lr(FINETUNE_LR)}
+    return {**{name: read_knob(name) for name in DEFAULTS}, **{name: read_count(name) for name in COUNT_DEFAULTS},
+            FINETUNE_LR: read_lr(FINETUNE_LR), **{name: read_choice(name) for name in CHOICES}}
 
 
 def scheme_config() -> dict:
@@ -84,11 +131,6 @@ def scheme_config() -> dict:
         raise KnobError(f"{SCHEME_CONFIG}: {source} holds a {type(value).__name__}, not a JSON object. Fix: write "
                         f"the settings as {{\"name\": value, ...}}.")
     return value
-
-
-def pretrained_weights() -> Optional[str]:
-    """The checkpoint stage 2 of nnUNetTrainerFinetune starts from, or None when unset."""
-    return os.environ.get(PRETRAINED_WEIGHTS, "").strip() or None
 
 
 def validation_iterations(iters_per_epoch: int) -> int:

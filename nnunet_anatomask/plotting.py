@@ -1,7 +1,8 @@
 """Pictures for stage-1 pretraining: the progress curves here, one sample's reconstruction in reconstruction_plot.py.
 
 * :func:`plot_progress` - a ``progress.png`` in the style of nnU-Net's: stacked
-  panels (loss, epoch time, learning rate, scheme curves) sharing the epoch axis.
+  panels (training and held-out loss, epoch time, learning rate, linear probe, scheme
+  curves) sharing the epoch axis.
 
 Both take plain lists / numpy arrays (convert torch tensors with
 ``t.detach().cpu().numpy()``) and write the PNG atomically (:func:`save_atomic`: temp file in the same
@@ -21,8 +22,19 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-#: keys of ``log`` that have their own panel; every other key goes in the "scheme" panel
-MAIN_KEYS = ("loss", "epoch_time", "lr")
+#: the fixed panels: (y label, [(key, curve label, colour, line style)]); every other key goes in a "scheme" panel
+MAIN_PANELS = (
+    ("loss", [("loss", "training loss", "tab:blue", "-"), ("heldout_loss", "held-out loss", "tab:red", "-")]),
+    ("time [s]", [("epoch_time", "epoch duration (steps)", "tab:green", "-"),
+                  ("heldout_time", "held-out loss", "tab:red", "--"),
+                  ("probe_time", "linear probe", "tab:purple", "--")]),
+    ("learning rate", [("lr", "learning rate", "tab:red", "-")]),
+)
+#: the linear probe's panel, drawn when a probe ran (trainers/stage1_probe.py)
+PROBE_PANEL = ("linear probe Dice", [("probe_dice", "validation Dice", "tab:purple", "-"),
+                                     ("probe_dice_at_init", "at initialisation", "tab:gray", "--"),
+                                     ("probe_chance", "chance (all foreground)", "black", ":")])
+MAIN_KEYS = tuple(key for _, curves in (*MAIN_PANELS, PROBE_PANEL) for key, *_ in curves)
 
 
 def _umask() -> int:
@@ -58,10 +70,12 @@ def save_atomic(fig: Figure, path: str, dpi: int = 100) -> None:
 # --------------------------------------------------------------------------- progress
 
 def _curve(ax, values: Sequence[float], label: str, **kw) -> None:
-    """Plot one per-epoch curve; markers for short curves so a single epoch shows."""
-    y = np.asarray(values, dtype=float)
-    marker = "o" if len(y) <= 30 else None
-    ax.plot(np.arange(len(y)), y, marker=marker, markersize=6, linewidth=2.5, label=label, **kw)
+    """Plot one per-epoch curve through its logged epochs (NaN/None = not logged: a curve logged every N epochs
+    is one line); markers where few epochs are logged, so a single one shows."""
+    y = np.asarray([np.nan if v is None else v for v in values], dtype=float)
+    x = np.flatnonzero(np.isfinite(y))
+    marker = "o" if len(x) <= 30 else None
+    ax.plot(x, y[x], marker=marker, markersize=6, linewidth=2.5, label=label, **kw)
 
 
 def _scheme_keys(log: dict[str, list[float]]) -> list[str]:
@@ -109,38 +123,50 @@ def _plot_panel(ax, log: dict[str, list[float]], ylabel: str, keys: list[str], c
     _legend_right(ax)
 
 
+def _plot_fixed_panel(ax, log: dict[str, list[float]], ylabel: str, curves: list) -> None:
+    """One of the fixed panels: each of its curves that was logged; a note when its first curve was not."""
+    first = curves[0][0]
+    if not log.get(first):
+        ax.text(0.5, 0.5, f"no '{first}' logged", transform=ax.transAxes, ha="center", va="center")
+    for key, label, colour, style in curves:
+        if log.get(key):
+            _curve(ax, log[key], label, color=colour, linestyle=style)
+    if log.get(first):
+        _legend_right(ax)
+    ax.set_ylabel(ylabel)
+
+
 def plot_progress(log: dict[str, list[float]], path: str, title: str = "") -> None:
     """Write a progress plot of per-epoch values to ``path``.
 
     Args:
-        log: name -> one value per epoch (None/NaN = not logged that epoch). 'loss',
-            'epoch_time' (s) and 'lr' get a panel each; the other keys are grouped by
+        log: name -> one value per epoch (None/NaN = not logged that epoch). 'loss'
+            (with 'heldout_loss'), 'epoch_time' (s, with the held-out loss' and probe's
+            seconds) and 'lr' get a panel each, the probe's Dice one when it ran
+            (MAIN_PANELS, PROBE_PANEL); the other keys are grouped by
             scale (``_scheme_panels``): fractions share a panel, a momentum m is drawn as
             1 - m on a log axis, any other quantity gets a panel of its own. A missing main
             key leaves a labelled empty panel.
         path: PNG file to write.
         title: figure title.
     """
+    save_atomic(progress_figure(log, title), path)
+
+
+def progress_figure(log: dict[str, list[float]], title: str = "") -> Figure:
+    """The figure of :func:`plot_progress` (not saved): one axis per panel, top to bottom."""
     groups = _scheme_panels(log)
-    n_panels = 3 + len(groups)
-    heights = [3.0, 2.5, 2.5] + [3.0 if len(keys) > 1 else 2.0 for _, keys in groups]
-    fig, axes = plt.subplots(n_panels, 1, figsize=(12, sum(heights) + 0.8), sharex=True, squeeze=False,
+    fixed = list(MAIN_PANELS) + ([PROBE_PANEL] if log.get("probe_dice") else [])
+    heights = [3.0, 2.5, 2.5] + [3.0] * (len(fixed) - 3) + [3.0 if len(keys) > 1 else 2.0 for _, keys in groups]
+    fig, axes = plt.subplots(len(heights), 1, figsize=(12, sum(heights) + 0.8), sharex=True, squeeze=False,
                              layout="constrained", gridspec_kw={"height_ratios": heights})
     axes = axes[:, 0]
-    panels = [("loss", "loss", "training loss", "tab:blue"),
-              ("epoch_time", "time [s]", "epoch duration", "tab:green"),
-              ("lr", "learning rate", "learning rate", "tab:red")]
-    for ax, (key, ylabel, label, colour) in zip(axes, panels):
-        if log.get(key):
-            _curve(ax, log[key], label, color=colour)
-            _legend_right(ax)
-        else:
-            ax.text(0.5, 0.5, f"no '{key}' logged", transform=ax.transAxes, ha="center", va="center")
-        ax.set_ylabel(ylabel)
+    for ax, (ylabel, curves) in zip(axes, fixed):
+        _plot_fixed_panel(ax, log, ylabel, curves)
     if log.get("epoch_time"):
         axes[1].set_ylim(bottom=0)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (ylabel, keys) in zip(axes[3:], groups):
+    for ax, (ylabel, keys) in zip(axes[len(fixed):], groups):
         _plot_panel(ax, log, ylabel, keys, colours)
     n_epochs = max((len(v) for v in log.values() if v is not None), default=1)
     for ax in axes:
@@ -153,4 +179,4 @@ def plot_progress(log: dict[str, list[float]], path: str, title: str = "") -> No
     axes[-1].set_xlabel("epoch")
     fig.suptitle(f"{title or 'pretraining progress'} ({n_epochs} epoch{'s' if n_epochs != 1 else ''})",
                  fontsize=14)
-    save_atomic(fig, path)
+    return fig

@@ -1,4 +1,5 @@
 """How well do SelfMedHPM's loss predictions rank the actual per-cell reconstruction losses of a finished stage 1?
+(The actual losses in the scheme's difficulty space, raw since docs/selfmedhpm.md's ranking target became raw.)
 
     python scripts/selfmedhpm_ranking_check.py DATASET CONFIGURATION FOLD [--batches 10] [-p nnUNetPlans]
 
@@ -18,7 +19,6 @@ import numpy as np
 import torch
 from nnunetv2.run.run_training import get_trainer_from_args
 
-from nnunet_anatomask.pretraining import losses
 from nnunet_anatomask.pretraining.schemes.selfmed_hpm import ranked_cells, ranking_accuracy, spearman
 from nnunet_anatomask.trainers.stage1 import prepare_trainer
 from nnunet_anatomask.trainers.stage1_data import shutdown, stage1_batches
@@ -42,7 +42,7 @@ def check(runner, batches: list[torch.Tensor], predict) -> str:
     for images in batches:
         mask = scheme.select_mask(images, 0).cells  # epoch 0 of a long run: n_hard = 0, a random mask
         reconstruction = runner.model(images, scheme.grid_mask(mask))
-        errors = losses.per_cell_error(reconstruction, images, runner.grid)
+        errors = scheme.cell_difficulty(reconstruction, images)  # the scheme's ranking target (its space)
         cells = ranked_cells(mask, scheme.n_masked(0), scheme.config.max_ranked_cells)
         predicted = predict(images, reconstruction).gather(1, cells)
         accuracy.append(ranking_accuracy(predicted, errors.gather(1, cells)))

@@ -10,14 +10,15 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 PACKAGE = "nnunet_anatomask"
 # Low to high; a module is in the layer of its longest matching prefix. Imports go down or stay in a layer.
 LAYERS = [
-    ("errors", "knobs", "checkpoint_io", "progress", "plotting", "reconstruction_plot", "example_data"),
+    ("errors", "knobs", "checkpoint_io", "progress", "plotting", "reconstruction_plot", "example_data", "example_ct",
+     "environment", "run_lock", "recipes"),
     ("pretraining.grid", "pretraining.losses", "pretraining.masking", "pretraining.clustering",
      "pretraining.schedules", "pretraining.distributed", "pretraining.views", "pretraining.teacher",
      "pretraining"),
     ("pretraining.backbones",),
-    ("pretraining.schemes",),
+    ("pretraining.schemes", "interop", "transfer"),
     ("trainers", "unlabelled"),
-    ("cli", "export", "benchmark", "evaluation", "evaluate", "run_summary", "gpu_check", "_ext_trainers"),
+    ("cli", "export", "benchmark", "evaluation", "evaluate", "run_summary", "gpu_check", "gpu_report", "_ext_trainers"),
 ]
 SCHEME_FILES = {"pretraining/schemes/random_mask.py": 20, "pretraining/schemes/anatomask.py": 80,
                 "pretraining/schemes/glmae.py": 150, "pretraining/schemes/selfmed_hpm/scheme.py": 150,

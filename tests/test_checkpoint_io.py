@@ -54,3 +54,17 @@ def test_check_same_names_field():
     with pytest.raises(checkpoint_io.CheckpointError, match="configuration = '2d'"):
         checkpoint_io.check_same({"configuration": "2d"}, {"configuration": "3d_fullres"}, "ckpt")
     checkpoint_io.check_same({}, {"configuration": "3d_fullres"}, "ckpt")  # absent fields are not checked
+
+
+def test_a_failed_write_removes_its_partial_file_and_names_path_size_and_space(tmp_path):
+    """Any error inside the write (here pickling fails part-way; a full disk in test_checkpoint_faults.py): the
+    temporary file is gone, the previous checkpoint is intact, the message names the path, sizes and free space."""
+    path = tmp_path / "checkpoint_latest.pth"
+    checkpoint_io.atomic_save({"network_weights": {"w": torch.zeros(10)}}, str(path))
+    before = path.read_bytes()
+    with pytest.raises(checkpoint_io.CheckpointWriteError,
+                       match=rf"Writing the checkpoint {path} failed after \d+\.\d MB \(\w+Error: .*\); its file "
+                             rf"system had \d+\.\d MB free when the write started; the previous checkpoint at this "
+                             rf"path is 0\.0 MB, left as it was\. The partial file was removed\. Fix: free disk space"):
+        checkpoint_io.atomic_save({"network_weights": {"w": torch.zeros(1000)}, "hook": lambda: None}, str(path))
+    assert os.listdir(tmp_path) == ["checkpoint_latest.pth"] and path.read_bytes() == before

@@ -7,12 +7,16 @@ from nnunet_anatomask.cli import main as pretrain_entry
 from tests.conftest import clean_env, run_cli
 
 
-def test_unknown_trainer_suggests_ours():
+def test_unknown_trainer_suggests_ours(monkeypatch, tmp_path):
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))
     with pytest.raises(SystemExit, match="Did you mean nnUNetTrainerAnatoMask.*Fix: use one of"):
         pretrain_entry(["990", "3d_fullres", "all", "-tr", "nnUNetTrainerAnatomask", "-device", "cpu"])
 
 
-def test_trainer_without_stage1_is_refused():
+def test_trainer_without_stage1_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))
     with pytest.raises(SystemExit, match="'nnUNetTrainerScratch' is not a pretraining"):
         pretrain_entry(["990", "3d_fullres", "all", "-tr", "nnUNetTrainerScratch", "-device", "cpu"])
 
@@ -59,7 +63,7 @@ def test_list_prints_every_trainer_with_scheme_backbone_and_recipe(capsys):
     assert lines[0].split() == ["trainer", "scheme", "backbone", "stage", "2"]
     rows = {line.split()[0]: line for line in lines[1:]}
     assert set(rows) == set(registry.__all__)
-    assert len(rows) == len(SCHEMES) * len(registry.STAGE2) + 2
+    assert len(rows) == len(SCHEMES) * len(registry.STAGE2) + 2 + len(registry.RECIPE_TRAINERS)
     for trainer, scheme, backbone, recipe in registry.listing():
         assert rows[trainer].split()[1] == scheme.split()[0] and backbone in rows[trainer], trainer
         assert rows[trainer].endswith(recipe), trainer

@@ -165,3 +165,54 @@ def test_images_only_writes_the_same_images_and_no_labels(tmp_path):
                           read(os.path.join(labelled, "imagesTr", "case_000_0000.nii.gz")))
     with open(os.path.join(pool, "dataset.json")) as f:
         assert json.load(f)["labels"] == {"background": 0}
+
+
+def test_ct_like_cases_hold_every_tissue_at_its_hounsfield_units(tmp_path):
+    """--ct: one channel named CT (nnU-Net then uses CTNormalization), air / fat / muscle / organ / bone at their HU,
+    and every lesion voxel inside the organ region, 20-60 HU (plus noise) away from the organ's level."""
+    from nnunet_anatomask import example_ct
+    folder = make_example_dataset(str(tmp_path), 994, "CT", num_train=2, num_test=0, shape=(24, 32, 32),
+                                  lesions=3, ct=True)
+    with open(os.path.join(folder, "dataset.json")) as f:
+        ds = json.load(f)
+    assert ds["channel_names"] == {"0": "CT"} and ds["labels"] == {"background": 0, "organ": 1, "lesion": 2}
+    for case in ("case_000", "case_001"):
+        image, label = case_arrays(folder, case, 1)
+        image = image[0]
+        assert set(np.unique(label)) == {0, 1, 2}
+        noise = 4 * example_ct.NOISE_HU
+        assert (image < -1000 + noise).any()                                      # air
+        assert ((image > -130 - noise) & (image < -70 + noise)).mean() > 0.02      # fat
+        assert (image > 400 - noise).any()                                        # bone
+        organ_level = np.median(image[label == 1])
+        assert 55 - noise / 4 < organ_level < 65 + noise / 4
+        lesion = label == 2
+        assert np.mean(np.abs(image[lesion] - organ_level)) > 15                   # hyper- or hypodense
+        assert np.abs(image[lesion] - organ_level).max() < 60 + noise
+
+
+def test_ct_option_refuses_several_channels_or_2d(tmp_path):
+    with pytest.raises(ValueError, match="one channel and three axes"):
+        make_example_dataset(str(tmp_path), ct=True, num_channels=2, **SMALL)
+    with pytest.raises(ValueError, match="one channel and three axes"):
+        make_example_dataset(str(tmp_path), ct=True, shape=(32, 32), spacing=(1.0, 1.0))
+
+
+def test_ct_dataset_plans_with_ct_normalization(tmp_path, monkeypatch):
+    """nnU-Net's own fingerprint and planner on the CT-like data: CTNormalization, foreground statistics from the
+    organ and lesions (so air and fat fall below the 0.5 percentile, bone above the 99.5 percentile)."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments
+    raw, pre = tmp_path / "raw", tmp_path / "pre"
+    monkeypatch.setenv("nnUNet_raw", str(raw))
+    monkeypatch.setenv("nnUNet_preprocessed", str(pre))
+    make_example_dataset(str(raw), 994, "CT", num_train=2, num_test=0, shape=(16, 24, 24), lesions=2, ct=True)
+    import nnunetv2.paths
+    monkeypatch.setattr(nnunetv2.paths, "nnUNet_raw", str(raw))
+    monkeypatch.setattr(nnunetv2.paths, "nnUNet_preprocessed", str(pre))
+    extract_fingerprints([994], num_processes=1)
+    plan_experiments([994])
+    with open(pre / "Dataset994_CT" / "nnUNetPlans.json") as f:
+        plans = json.load(f)
+    assert plans["configurations"]["3d_fullres"]["normalization_schemes"] == ["CTNormalization"]
+    props = plans["foreground_intensity_properties_per_channel"]["0"]
+    assert -60 < props["percentile_00_5"] < 40 and 80 < props["percentile_99_5"] < 180

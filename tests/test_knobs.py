@@ -58,3 +58,16 @@ def test_scheme_config_inline_file_and_refusals(monkeypatch, tmp_path):
         knobs.scheme_config()
     monkeypatch.delenv(knobs.SCHEME_CONFIG)
     assert knobs.scheme_config() == {}
+
+
+def test_counts_default_zero_and_refusals(monkeypatch):
+    """The held-out crops and the probe cadence: whole numbers >= 0 (0 = off); anything else names the variable."""
+    for name in knobs.COUNT_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+    assert knobs.read_count(knobs.HELDOUT_CROPS) == 32 and knobs.read_count(knobs.PROBE_EVERY) == 0
+    monkeypatch.setenv(knobs.PROBE_EVERY, " 0 ")
+    assert knobs.read_count(knobs.PROBE_EVERY) == 0
+    for value in ["-1", "1.5", "ten", "²"]:
+        monkeypatch.setenv(knobs.HELDOUT_CROPS, value)
+        with pytest.raises(knobs.KnobError, match=knobs.HELDOUT_CROPS):
+            knobs.check_all()

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -266,6 +267,24 @@ def test_logger_fixed_keys_and_checkpoint(trainer):
         trainer.logger.load_checkpoint(state)
 
 
+def test_logger_backends(trainer, monkeypatch, tmp_path):
+    with relied_on("logger-backends", "nnU-Net's MetaLogger backends / WandbLogger"):
+        from nnunetv2.training.logging import nnunet_logger
+        from nnunetv2.training.logging.nnunet_logger import MetaLogger, WandbLogger
+        assert parameters(MetaLogger.__init__)[:2] == ["output_folder", "resume"]
+        assert parameters(WandbLogger.__init__) == ["output_folder", "resume"]
+        for method, args in (("update_config", ["config"]), ("log", ["key", "value", "step"]),
+                             ("log_summary", ["key", "value"])):
+            assert parameters(getattr(WandbLogger, method)) == args
+        assert hasattr(nnunet_logger, "wandb") and isinstance(trainer.logger, MetaLogger)
+        built = []
+        monkeypatch.setattr(nnunet_logger, "WandbLogger", lambda folder, resume: built.append((folder, resume)) or 1)
+        monkeypatch.setenv("nnUNet_wandb_enabled", "1")
+        assert MetaLogger(str(tmp_path), True).loggers == [1] and built == [(str(tmp_path), True)]
+        monkeypatch.setenv("nnUNet_wandb_enabled", "0")
+        assert MetaLogger(str(tmp_path), False).loggers == []
+
+
 TRAINER_ATTRIBUTES = (
     "plans_manager", "configuration_manager", "configuration_name", "label_manager", "dataset_json", "fold",
     "device", "is_ddp", "local_rank", "is_cascaded", "output_folder", "output_folder_base",
@@ -463,10 +482,36 @@ def test_primus():
                                                    "eva_depth", "eva_numheads", "input_shape"]
 
 
+def test_dna_network_keys_and_primus_presets():
+    with relied_on("dna-network-keys", "dna key_to_encoder / key_to_stem / keys_to_in_proj / key_to_lpe, PrimusS-L"):
+        from dynamic_network_architectures.architectures import primus
+        from nnunetv2.training.nnUNetTrainer.primus import primus_trainers
+        from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+        assert parameters(get_network_from_plans) == ["arch_class_name", "arch_kwargs", "arch_kwargs_req_import",
+                                                      "input_channels", "output_channels", "allow_init",
+                                                      "deep_supervision"]
+        expected = {"PlainConvUNet": ("encoder.stages", "encoder.stages.0"),
+                    "ResidualEncoderUNet": ("encoder.stages", "encoder.stem")}
+        for name, network in small_unets().items():
+            assert (network.key_to_encoder, network.key_to_stem) == expected[name]
+            for key in (network.key_to_encoder, network.key_to_stem, *network.keys_to_in_proj):
+                network.get_submodule(key)
+        with torch.device("meta"):
+            for size in "SBML":
+                preset = getattr(primus, f"Primus{size}")(1, 2, (8, 8, 8), (16, 16, 16))
+                ours = getattr(primus_trainers, f"nnUNet_Primus_{size}_Trainer").build_network_architecture(
+                    None, SimpleNamespace(patch_size=(16, 16, 16)), 1, 2)
+                assert {k: v.shape for k, v in preset.state_dict().items()} == \
+                    {k: v.shape for k, v in ours.state_dict().items()}
+                assert (preset.key_to_encoder, preset.key_to_stem, preset.key_to_lpe) == \
+                    ("eva", "down_projection", "eva.pos_embed")
+                assert preset.keys_to_in_proj == ("down_projection.proj",)
+
+
 def test_primus_parts_for_token_dropping():
     with relied_on("primus-parts", "dna Primus / EVA parts and timm's keep-indices helper"):
         from dynamic_network_architectures.architectures.primus import Primus
-        from timm.layers import apply_keep_indices_nlc, trunc_normal_  # noqa: F401
+        from timm.layers import DropPath, apply_keep_indices_nlc, trunc_normal_  # noqa: F401
         torch.manual_seed(0)
         network = Primus(1, 96, (8, 8, 8), 1, eva_depth=1, eva_numheads=2, input_shape=(16, 16, 16)).eval()
         eva = network.eva

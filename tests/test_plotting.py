@@ -9,7 +9,7 @@ import pytest
 
 import matplotlib.pyplot as plt
 
-from nnunet_anatomask.plotting import plot_progress
+from nnunet_anatomask.plotting import plot_progress, progress_figure
 from nnunet_anatomask.reconstruction_plot import plot_reconstruction, reconstruction_figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -127,3 +127,21 @@ def test_plot_progress_overwrites(tmp_path):
     plot_progress(make_log(5), path)
     assert os.path.getsize(path) != first
     assert_png(path)
+
+
+def test_heldout_loss_beside_the_training_loss_and_the_probe_in_its_own_panel():
+    """The held-out loss is a curve of the loss panel; the probe's Dice, logged every other epoch (NaN between), is
+    one line through its logged epochs in a panel of its own, with the reference lines; times share the time panel.
+    Catches: the held-out loss or probe keys left to the scheme panels, a sparse curve drawn as isolated NaN gaps."""
+    nan = float("nan")
+    log = {**make_log(4, scheme=True), "heldout_loss": [0.9, 0.8, 0.85, 0.7], "heldout_time": [1.0] * 4,
+           "probe_dice": [nan, 0.5, nan, 0.6], "probe_dice_at_init": [nan, 0.4, nan, 0.4],
+           "probe_chance": [nan, 0.1, nan, 0.1], "probe_time": [nan, 5.0, nan, 5.0]}
+    axes = progress_figure(log).axes
+    labels = [[line.get_label() for line in ax.get_lines()] for ax in axes]
+    assert labels[0] == ["training loss", "held-out loss"]
+    assert labels[1] == ["epoch duration (steps)", "held-out loss", "linear probe"]
+    assert axes[3].get_ylabel() == "linear probe Dice"
+    assert labels[3] == ["validation Dice", "at initialisation", "chance (all foreground)"]
+    assert list(axes[3].get_lines()[0].get_xdata()) == [1, 3]
+    assert not any("probe" in label or "heldout" in label for panel in labels[4:] for label in panel)

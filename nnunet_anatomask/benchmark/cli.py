@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--primus", choices=("S", "B", "M", "L"),
                    help="time nnU-Net's Primus of this size (its own trainer as the supervised row; stage 1 by token "
                         "dropping) and the encoder at mask ratios 0, 0.5, 0.75, instead of the plans' CNN")
+    p.add_argument("--autocast", choices=("fp16", "bf16"), default="fp16",
+                   help="autocast dtype on CUDA, for nnU-Net's step and ours alike (nnU-Net's is fp16)")
     p.add_argument("--output", help="also write the report (markdown) to this file")
     return p
 
@@ -82,7 +84,7 @@ def run(args) -> tuple[list[str], list[Row], list[str], list[str]]:
                   f"- network: {network_line(trainer, args)}; patch {list(trainer.configuration_manager.patch_size)}, "
                   f"batch {tuple(batch['data'].shape)}; device {device}, torch.compile "
                   f"{'on' if trainer._do_i_compile() else 'off'} (nnU-Net's rule), autocast "
-                  f"{'fp16' if device.type == 'cuda' else 'off'}"]
+                  f"{args.autocast if device.type == 'cuda' else 'off'}"]
         rows = bench(trainer, batch, args)
         explain = explain_masked_forward(trainer, batch["data"]) if args.explain else []
         ratios = encoder_at_ratios(next(r.runner for r in rows if r.runner), batch, args) if args.primus else []
@@ -132,12 +134,14 @@ def encoder_at_ratios(runner: Stage1Runner, batch: dict, args, ratios=(0.0, 0.5,
 def main(argv: list[str] = None) -> str:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    threads = torch.get_num_threads()
+    threads, amp = torch.get_num_threads(), torch.get_autocast_dtype("cuda")
     torch.set_num_threads(args.threads or threads)
+    torch.set_autocast_dtype("cuda", torch.bfloat16 if args.autocast == "bf16" else torch.float16)  # both steps
     try:
         text = report(args, argv, *run(args))
     finally:
         torch.set_num_threads(threads)
+        torch.set_autocast_dtype("cuda", amp)
     print(text, flush=True)
     if args.output:
         with open(args.output, "w") as f:

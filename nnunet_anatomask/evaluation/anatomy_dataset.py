@@ -64,7 +64,7 @@ def dataset_folder(raw_root: str, dataset_id: int, name: str) -> str:
 def build_anatomy_dataset(raw_root: str, dataset_id: int = 981, name: str = "BrainAnatomy", num_train: int = 40,
                           num_test: int = 20, spacing: float = 2.0, label_set: Optional[str] = None,
                           test_template: str = "auto", seed: int = 0, mricron_dir: Optional[str] = None,
-                          nilearn_dir: Optional[str] = None, log=print) -> str:
+                          nilearn_dir: Optional[str] = None, log=print, channel_name: str = "T1") -> str:
     """Write the nnU-Net raw dataset and return its folder. Resumable: existing case files are kept, and a
     folder built with other settings is refused (``provenance.json`` records them)."""
     sources = available_sources(mricron_dir, nilearn_dir)
@@ -113,7 +113,7 @@ def build_anatomy_dataset(raw_root: str, dataset_id: int = 981, name: str = "Bra
         os.replace(img_path + ".tmp.nii.gz", img_path)
         log(f"  {case} ({split}, {template.name}) shape {image.shape} spacing {tuple(round(s, 2) for s in sp)}")
     with open(os.path.join(folder, "dataset.json"), "w") as f:
-        json.dump({"name": name, "channel_names": {"0": "T1"}, "labels": provenance["labels"],
+        json.dump({"name": name, "channel_names": {"0": channel_name}, "labels": provenance["labels"],
                    "numTraining": num_train, "file_ending": ".nii.gz",
                    "description": f"Random deformations of brain templates (label set {label_set}). {leak}.",
                    "reference": "built by nnunet_anatomask.evaluation.anatomy_dataset from "

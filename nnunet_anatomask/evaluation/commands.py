@@ -7,7 +7,7 @@ import shlex
 import subprocess
 import sys
 from datetime import datetime
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 from nnunet_anatomask import knobs
 from nnunet_anatomask.evaluation.errors import EvaluationError
@@ -15,13 +15,16 @@ from nnunet_anatomask.evaluation.layout import Layout
 from nnunet_anatomask.evaluation.protocol import Size
 
 
-def nnunet_environment(layout: Layout, size: Size, device: str, training: bool) -> dict:
-    """The caller's environment with this run's nnU-Net roots, the size's run lengths and, on the CPU, one
-    process (no augmentation workers when training; that setting breaks preprocessing, so it is unset there)."""
+def nnunet_environment(layout: Layout, size: Size, device: str, training: bool, results: Optional[str] = None,
+                       pretrain_epochs: Optional[int] = None) -> dict:
+    """The caller's environment with this run's nnU-Net roots (``results``: another results root, e.g. of a longer
+    stage 1), the size's run lengths (``pretrain_epochs``: another stage-1 length) and, on the CPU, one process
+    (no augmentation workers when training; that setting breaks preprocessing, so it is unset there)."""
     env = dict(os.environ)
     env.update({"nnUNet_raw": layout.raw, "nnUNet_preprocessed": layout.preprocessed,
-                "nnUNet_results": layout.results, "PYTHONUNBUFFERED": "1",
-                knobs.PRETRAIN_EPOCHS: str(size.pretrain_epochs), knobs.FINETUNE_EPOCHS: str(size.finetune_epochs),
+                "nnUNet_results": results or layout.results, "PYTHONUNBUFFERED": "1",
+                knobs.PRETRAIN_EPOCHS: str(pretrain_epochs or size.pretrain_epochs),
+                knobs.FINETUNE_EPOCHS: str(size.finetune_epochs),
                 knobs.ITERS_PER_EPOCH: str(size.iters_per_epoch), knobs.SAVE_EVERY: str(size.save_every)})
     if device == "cpu":
         env["nnUNet_def_n_proc"] = "1"

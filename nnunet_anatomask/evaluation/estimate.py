@@ -1,8 +1,10 @@
 """What a run will cost, printed before it starts: from the size's per-piece seconds (``protocol.Cost``).
 
-work = sum over schemes of stage 1 + (schemes + 1) x runs x (stage-2 run + prediction), where runs = fractions x
-seeds (+ seeds for the learning-rate comparison), a stage-2 run = iterations x seconds per iteration + overhead,
-and a scheme's stage 1 = its iterations x seconds per stage-2 iteration x its ratio + the overhead of a run;
+work = sum over schemes and stage-1 factors of stage 1 + (schemes x factors x recipes + 1) x runs x (stage-2 run
++ prediction) + Scratch's runs at its other start lrs x (stage-2 run + prediction), where runs = the (fraction,
+seed) pairs (+ seeds for the learning-rate comparison), a stage-2 run = iterations x seconds per iteration +
+overhead, and a scheme's stage 1 = its iterations x factor x seconds per stage-2 iteration x its ratio + the
+overhead of a run;
 wall time = data and plan + work / jobs (steps side by side on a machine with nothing else to do).
 """
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from nnunet_anatomask.evaluation.layout import arm_name
 from nnunet_anatomask.evaluation.protocol import Size
 from nnunet_anatomask.evaluation.trainer_names import short_name
 
@@ -24,17 +27,19 @@ class Estimate:
     per_added_scheme_s: float  # wall seconds another scheme adds (default stage-1 ratio)
 
 
-def stage1_seconds(size: Size, scheme: str) -> float:
+def stage1_seconds(size: Size, scheme: str, factor: float = 1) -> float:
     ratio = size.cost.stage1_ratio.get(scheme, size.cost.stage1_ratio_other)
-    return size.pretrain_iterations * size.cost.stage2_iteration_s * ratio + size.cost.stage2_overhead_s
+    return size.pretrain_iterations * factor * size.cost.stage2_iteration_s * ratio + size.cost.stage2_overhead_s
 
 
-def estimate(size: Size, scheme_trainers: Sequence[str], runs_per_trainer: int, jobs: int = 1) -> Estimate:
+def estimate(size: Size, scheme_trainers: Sequence[str], runs_per_trainer: int, jobs: int = 1,
+             factors: Sequence[float] = (1,), recipes: int = 1, scratch_only: int = 0) -> Estimate:
     c = size.cost
     run_s = size.finetune_iterations * c.stage2_iteration_s + c.stage2_overhead_s + c.predict_s
-    stage1 = {short_name(t): stage1_seconds(size, short_name(t)) for t in scheme_trainers}
-    work = sum(stage1.values()) + (len(scheme_trainers) + 1) * runs_per_trainer * run_s
-    added = (stage1_seconds(size, "") + runs_per_trainer * run_s) / jobs
+    stage1 = {short_name(arm_name(t, f)): stage1_seconds(size, short_name(t), f)
+              for f in factors for t in scheme_trainers}
+    work = sum(stage1.values()) + (len(stage1) * recipes + 1) * runs_per_trainer * run_s + scratch_only * run_s
+    added = sum(stage1_seconds(size, "", f) + recipes * runs_per_trainer * run_s for f in factors) / jobs
     return Estimate(c.data_and_plan_s + work / jobs, stage1, run_s, runs_per_trainer, jobs, added)
 
 

@@ -2,7 +2,8 @@
 
 nnU-Net trains fold k on ``splits_final.json[k]``, so a fold number is just a run's index: runs of one fraction
 share its split (identical cases for every seed and trainer) and differ in the seed (and, for the learning-rate
-comparison, the start lr). OUT/folds.json keeps the numbering: a rerun reuses it and new runs (more seeds, another
+comparison and Scratch's other start lrs, the start lr). Recipes are trainer names, not folds: adding one adds
+trainers to the existing folds. OUT/folds.json keeps the numbering: a rerun reuses it and new runs (more seeds, another
 fraction, the lr comparison) get the next free numbers, so finished folds never change meaning.
 """
 from __future__ import annotations
@@ -25,12 +26,17 @@ class Stage2Run:
         return self.fraction, self.seed, self.initial_lr
 
 
-def wanted_runs(fractions: Sequence[float], seeds: Sequence[int], lr_study: Optional[float]) -> list[tuple]:
+def wanted_runs(fractions: Sequence[float], seeds: Sequence[int], lr_study: Optional[float],
+                fraction_seeds: Optional[dict] = None, scratch_lrs: Sequence[float] = ()) -> list[tuple]:
     """(fraction, seed, lr) of every run, seed-major (a stopped run has every fraction of its first seeds);
-    the lr comparison adds every seed at the smallest fraction with start lr ``lr_study``."""
-    runs = [(f, s, None) for s in seeds for f in fractions]
-    if lr_study is not None:
-        runs += [(min(fractions), s, lr_study) for s in seeds]
+    ``fraction_seeds`` {fraction: seeds} replaces ``seeds`` at those fractions (e.g. more seeds at the smallest);
+    the lr comparison adds the smallest fraction's seeds with start lr ``lr_study``, and each of Scratch's other
+    start lrs (``scratch_lrs``) the smallest fraction's seeds too."""
+    per_fraction = {f: list((fraction_seeds or {}).get(f, seeds)) for f in fractions}
+    order = list(dict.fromkeys([*seeds, *(s for f in fractions for s in per_fraction[f])]))
+    runs = [(f, s, None) for s in order for f in fractions if s in per_fraction[f]]
+    for lr in ([lr_study] if lr_study is not None else []) + [lr for lr in scratch_lrs if lr != lr_study]:
+        runs += [(min(fractions), s, lr) for s in per_fraction[min(fractions)]]
     return runs
 
 

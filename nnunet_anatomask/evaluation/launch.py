@@ -1,7 +1,7 @@
 """One seeded stage-1 or stage-2 run, as the harness starts it (a process of its own):
 
     python -m nnunet_anatomask.evaluation.launch train|pretrain DATASET CONFIG FOLD -tr TRAINER -p PLANS
-        -device DEVICE [--c] --seed S [--threads N] [--initial-lr LR]
+        -device DEVICE [--c] --seed S [--threads N] [--initial-lr LR] [--pretrained-weights PATH]
 
 ``train`` calls nnU-Net's ``run_training`` (the function behind ``nnUNetv2_train``), ``pretrain`` what
 ``nnUNetv2_pretrain`` calls (``trainer.run_pretraining``), after seeding Python's, NumPy's and torch's global
@@ -14,6 +14,8 @@ with other work one thread per run is much faster per iteration (measured in doc
 passes 1.
 ``--initial-lr`` sets stage 2's start learning rate through the user knob ``nnUNet_anatomask_finetune_lr`` in this
 process's environment, for the harness's learning-rate comparison; without it the trainer's own recipe holds.
+``--pretrained-weights`` is nnUNetv2_train's ``-pretrained_weights`` (a pool's stage-1 checkpoint for
+nnUNetTrainerFinetune).
 """
 from __future__ import annotations
 
@@ -70,6 +72,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--initial-lr", type=float, default=None)
+    p.add_argument("--pretrained-weights", default=None, help="nnUNetv2_train's -pretrained_weights")
     return p.parse_args(argv)
 
 
@@ -85,7 +88,8 @@ def run(a: argparse.Namespace) -> None:
     device = torch.device(a.device)
     if a.stage == "train":
         from nnunetv2.run.run_training import run_training
-        run_training(a.dataset_name_or_id, a.configuration, fold, a.tr, a.p, continue_training=a.c, device=device)
+        run_training(a.dataset_name_or_id, a.configuration, fold, a.tr, a.p, a.pretrained_weights,
+                     continue_training=a.c, device=device)
     else:
         from nnunetv2.run.run_training import get_trainer_from_args
         from nnunet_anatomask.cli import scheme_trainer_class

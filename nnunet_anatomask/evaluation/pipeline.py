@@ -1,14 +1,20 @@
 """The evaluation run, step by step; each step is skipped when its output exists, so a rerun resumes.
 
 1. data: the raw dataset (``tiny``: generated ellipsoids; ``cpu``/``gpu``: real brain anatomy from
-   ``anatomy_dataset``); test cases live only in imagesTs/labelsTs.
+   ``anatomy_dataset``); test cases live only in imagesTs/labelsTs. A pool size also builds its pool's sources
+   (``pool_dataset.py``).
 2. plan: ``nnUNetv2_plan_and_preprocess -c CONFIG`` once, and for a size with capped widths a derived plans file
-   (``plans.py``).
+   (``plans.py``). A pool size plans the pool instead (``nnUNetv2_plan_and_preprocess_unlabelled -d SOURCES --as
+   POOL``), caps its plans, moves them to the labelled dataset and preprocesses that with them
+   (``pool_steps.py``), the sequence of docs/pools_and_ddp.md.
 3. folds: one nnU-Net fold per stage-2 run (fraction, seed, start lr) in ``splits_final.json`` (``folds.py``,
-   ``splits.py``); every trainer trains the same folds.
-4. stage 1: ``launch pretrain D C all -tr nnUNetTrainer<Scheme>`` once per scheme, on all training images.
-5. per run, seed by seed, for every trainer: stage 2 (``launch train D C FOLD -tr TRAINER``; a scheme trainer finds
-   fold_all's stage-1 checkpoint), its learning curve (``curves.py``), and the test images predicted and
+   ``splits.py``); every trainer trains the same folds (the folds of Scratch's other start lrs: Scratch only).
+4. stage 1: ``launch pretrain D C all -tr nnUNetTrainer<Scheme>`` once per scheme and stage-1 length factor
+   (``--stage1-factors``: the size's stage-1 epochs x factor), on all training images (a pool size: on the pool).
+5. per run, seed by seed, for every arm (Scratch, and each scheme at each factor under each recipe, ``layout.py``,
+   ``trainer_names.with_recipes``): stage 2 (``launch train D C FOLD -tr TRAINER``; a scheme trainer, whatever its
+   recipe, finds its scheme's fold_all stage-1 checkpoint; with a pool ``-tr nnUNetTrainerFinetune[_<recipe>]
+   -pretrained_weights`` the pool's), its learning curve (``curves.py``), and the test images predicted and
    evaluated (``prediction.py``).
 6. report (``report.py``).
 
@@ -28,14 +34,14 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from nnunet_anatomask.evaluation import commands, curves
+from nnunet_anatomask.evaluation import commands, curves, pool_steps
 from nnunet_anatomask.evaluation.errors import EvaluationError
 from nnunet_anatomask.evaluation.folds import Stage2Run, assign_folds, load_folds, save_folds, wanted_runs
-from nnunet_anatomask.evaluation.layout import Layout
+from nnunet_anatomask.evaluation.layout import Layout, arm_name, split_arm
 from nnunet_anatomask.evaluation.plans import write_capped_plans
 from nnunet_anatomask.evaluation.protocol import Size
 from nnunet_anatomask.evaluation.splits import fraction_counts, make_splits, write_splits
-from nnunet_anatomask.evaluation.trainer_names import SCRATCH
+from nnunet_anatomask.evaluation.trainer_names import FULL, SCRATCH, stage1_trainer, with_recipes
 from nnunet_anatomask.progress import Progress
 
 STAGE1_SEED = 0
@@ -45,12 +51,16 @@ STAGE1_SEED = 0
 class Run:
     size: Size
     out: str
-    trainers: list[str]            # scheme trainers (without Scratch)
+    trainers: list[str]            # scheme trainers (without Scratch): one stage 1 each
     fractions: list[float]
     seeds: list[int]
     device: str
     lr_study: Optional[float] = None   # a second stage-2 start lr, at the smallest fraction
     jobs: int = 1                      # steps run side by side
+    stage1_factors: list = field(default_factory=lambda: [1])   # stage-1 lengths, as factors of the size's
+    fraction_seeds: dict = field(default_factory=dict)          # {fraction: seeds} where they differ from seeds
+    recipes: list = field(default_factory=lambda: [FULL])   # stage-2 recipes of every scheme (docs/recipes.md)
+    scratch_lrs: list = field(default_factory=list)         # Scratch's other start lrs, at the smallest fraction
     log: Callable[[str], None] = print
     timings: dict = field(default_factory=dict)
     progress: Optional[Progress] = None  # set by execute: step k of n, elapsed, time left
@@ -58,14 +68,39 @@ class Run:
 
     @property
     def layout(self) -> Layout:
-        return Layout(self.out, self.size.dataset, self.size.plans_name, self.size.configuration)
+        return Layout(self.out, self.size.dataset, self.size.plans_name, self.size.configuration,
+                      self.size.pool_dataset)
+
+    def scheme_arms(self) -> list[str]:
+        """Every scheme at every stage-1 factor (``layout.arm_name``)."""
+        return [arm_name(tr, f) for f in self.stage1_factors for tr in self.trainers]
+
+    def stage2_trainers(self) -> list[str]:
+        """Every scheme arm under every recipe (``nnUNetTrainerAnatoMask_nnssl``, ``..._nnssl_x10``)."""
+        return [arm_name(tr, f) for f in self.stage1_factors for tr in with_recipes(self.trainers, self.recipes)]
+
+    @staticmethod
+    def stage1_arm(arm: str) -> str:
+        """The scheme arm whose stage 1 a (recipe) arm fine-tunes from."""
+        trainer, factor = split_arm(arm)
+        return arm_name(stage1_trainer(trainer), factor)
 
     def all_trainers(self) -> list[str]:
-        return [SCRATCH, *self.trainers]
+        """Every arm: Scratch, then the schemes at each stage-1 factor under each recipe."""
+        return [SCRATCH, *self.stage2_trainers()]
+
+    def trainers_for(self, r: Stage2Run) -> list[str]:
+        """Who trains fold ``r``: every arm, but on a fold of only Scratch's other start lrs only Scratch."""
+        if r.initial_lr is not None and r.initial_lr != self.lr_study and r.initial_lr in self.scratch_lrs:
+            return [SCRATCH]
+        return self.all_trainers()
+
+    def seeds_at(self, fraction: float) -> list[int]:
+        return list(self.fraction_seeds.get(fraction, self.seeds))
 
     def settings(self) -> dict:
-        """What finished steps depend on (``record.check_same_run``); fractions, seeds and the lr comparison
-        only add runs, so they may change."""
+        """What finished steps depend on (``record.check_same_run``); fractions, seeds, stage-1 factors, recipes,
+        the lr comparison and Scratch's start lrs only add runs, so they may change."""
         s = self.size
         return {"size": s.name, "dataset": s.dataset, "configuration": s.configuration, "plans": s.plans_name,
                 "num_val": s.num_val, "pretrain_epochs": s.pretrain_epochs, "finetune_epochs": s.finetune_epochs,
@@ -79,29 +114,41 @@ class Run:
     def fold_table(self) -> tuple[list[Stage2Run], list[Stage2Run]]:
         """(every run ever numbered in this folder, the runs this invocation asks for)."""
         self.counts()  # checks the fractions
-        return assign_folds(load_folds(self.folds_file), wanted_runs(self.fractions, self.seeds, self.lr_study))
+        return assign_folds(load_folds(self.folds_file), wanted_runs(
+            self.fractions, self.seeds, self.lr_study, self.fraction_seeds, self.scratch_lrs))
 
     def counts(self, fractions=None) -> list[int]:
         return fraction_counts(self.fractions if fractions is None else fractions,
                                self.size.num_train - self.size.num_val)
 
     # --- running things -------------------------------------------------------------------------------------
-    def nnunet(self, log_name: str, args: list, training: bool) -> float:
-        """Run one command with this run's nnU-Net environment; returns its CPU seconds."""
-        env = commands.nnunet_environment(self.layout, self.size, self.device, training)
+    def nnunet(self, log_name: str, args: list, training: bool, results: Optional[str] = None,
+               pretrain_epochs: Optional[int] = None) -> float:
+        """Run one command with this run's nnU-Net environment (``results``: another results root; a stage-1
+        length other than the size's); returns its CPU seconds."""
+        env = commands.nnunet_environment(self.layout, self.size, self.device, training, results, pretrain_epochs)
         return commands.run_logged(log_name, args, env, self.layout.logs, self.log)
 
     @property
     def threads(self) -> list:
         return ["--threads", self.size.threads] if self.size.threads and self.device == "cpu" else []
 
-    def launch(self, log_name: str, stage: str, fold, trainer: str, seed: int, resume: bool,
+    def launch(self, log_name: str, stage: str, fold, arm: str, seed: int, resume: bool,
                initial_lr: Optional[float] = None) -> float:
-        s = self.size
-        args = [sys.executable, "-m", "nnunet_anatomask.evaluation.launch", stage, s.dataset_id, s.configuration,
-                fold, "-tr", trainer, "-p", s.plans_name, "-device", self.device, "--seed", seed, *self.threads]
+        """One stage-1 (on the pool, if any) or stage-2 run of ``arm``, in its results root, with its stage-1
+        length in the environment (a stage-2 run reads the stage-1 budget too)."""
+        s, lay = self.size, self.layout
+        trainer, factor = split_arm(arm)
+        pool_stage1 = stage == "pretrain" and s.pool_id is not None
+        dataset = s.pool_id if pool_stage1 else s.dataset_id
+        name = trainer if stage == "pretrain" else lay.stage2_trainer(arm)
+        args = [sys.executable, "-m", "nnunet_anatomask.evaluation.launch", stage, dataset, s.configuration,
+                fold, "-tr", name, "-p", s.plans_name, "-device", self.device, "--seed", seed, *self.threads]
         args += (["--c"] if resume else []) + (["--initial-lr", initial_lr] if initial_lr is not None else [])
-        return self.nnunet(log_name, args, training=True)
+        if stage == "train" and name != trainer:  # a pool: nnUNetTrainerFinetune from the scheme's pool checkpoint
+            args += ["--pretrained-weights", lay.stage1_checkpoint(arm)]
+        results = lay.stage1_results(factor) if stage == "pretrain" else lay.stage2_results(arm)
+        return self.nnunet(log_name, args, True, results, round(s.pretrain_epochs * factor))
 
     def step(self, key: str, done: bool, fn, *args) -> None:
         """Run ``fn(*args)`` unless done; record its wall and CPU seconds (``fn`` returns those of its process,
@@ -147,10 +194,13 @@ class Run:
         if not os.path.isfile(prov):
             return False
         with open(prov) as f:
-            return bool(json.load(f).get("complete"))
+            complete = bool(json.load(f).get("complete"))
+        return complete and (self.size.pool_id is None or pool_steps.pool_data_done(self))
 
     def build_data(self) -> None:
         s = self.size
+        if s.pool_id is not None:
+            pool_steps.build_pool_data(self)
         if s.data == "synthetic":
             from nnunet_anatomask.example_data import make_example_dataset
             make_example_dataset(self.layout.raw, s.dataset_id, s.dataset_name, num_train=s.num_train,
@@ -158,7 +208,7 @@ class Run:
         else:
             from nnunet_anatomask.evaluation.anatomy_dataset import build_anatomy_dataset
             build_anatomy_dataset(self.layout.raw, s.dataset_id, s.dataset_name, s.num_train, s.num_test,
-                                  s.spacing, log=lambda m: self.log("  " + m))
+                                  s.spacing, log=lambda m: self.log("  " + m), channel_name=s.channel_name)
 
     def train_cases(self) -> list[str]:
         ending = ".nii.gz"
@@ -171,6 +221,8 @@ class Run:
 
     # --- 2. plan --------------------------------------------------------------------------------------------
     def plan_done(self) -> bool:
+        if self.size.pool_id is not None:
+            return pool_steps.plan_done(self)
         base = self.layout.plans_file("nnUNetPlans")
         if not (os.path.isfile(base) and os.path.isfile(self.layout.plans_file())):
             return False
@@ -182,6 +234,8 @@ class Run:
 
     def plan(self) -> float:
         s = self.size
+        if s.pool_id is not None:
+            return pool_steps.plan(self)
         cpu = self.nnunet("plan_and_preprocess", ["nnUNetv2_plan_and_preprocess", "-d", s.dataset_id, "-c",
                                             s.configuration, "-np", 1 if self.device == "cpu" else 4],
                     training=False)
@@ -201,24 +255,26 @@ class Run:
         save_folds(self.folds_file, table)
 
     # --- 4. stage 1 -----------------------------------------------------------------------------------------
-    def pretrain(self, trainer: str) -> float:
-        latest = os.path.join(os.path.dirname(self.layout.stage1_checkpoint(trainer)), "checkpoint_latest.pth")
-        return self.launch(f"pretrain_{trainer}", "pretrain", "all", trainer, STAGE1_SEED, os.path.isfile(latest))
+    def pretrain(self, arm: str) -> float:
+        latest = os.path.join(self.layout.stage1_dir(arm), "checkpoint_latest.pth")
+        return self.launch(f"pretrain_{arm}", "pretrain", "all", arm, STAGE1_SEED, os.path.isfile(latest))
 
     # --- 5. stage 2, curve, prediction ----------------------------------------------------------------------
     def train(self, trainer: str, r: Stage2Run) -> float:
-        if trainer != SCRATCH and not os.path.isfile(self.layout.stage1_checkpoint(trainer)):
-            raise EvaluationError(f"no stage-1 checkpoint {self.layout.stage1_checkpoint(trainer)}. Fix: rerun "
-                                  f"without --stop-after (stage 1 runs first).")
+        stage1 = self.layout.stage1_checkpoint(trainer)
+        if trainer != SCRATCH and not os.path.isfile(stage1):
+            raise EvaluationError(f"no stage-1 checkpoint {stage1}. Fix: rerun without --stop-after (stage 1 runs "
+                                  f"first).")
         latest = os.path.join(self.layout.fold_dir(trainer, r.fold), "checkpoint_latest.pth")
         return self.launch(f"train_{trainer}_fold{r.fold}", "train", r.fold, trainer, r.seed,
                            os.path.isfile(latest), r.initial_lr)
 
     def predict(self, trainer: str, fold: int) -> float:
         s = self.size
+        pool = ["--pool", s.pool_dataset] if s.pool_dataset else []
         return self.nnunet(f"predict_{trainer}_fold{fold}", [
             sys.executable, "-m", "nnunet_anatomask.evaluation.prediction", self.out, s.dataset, s.plans_name,
-            s.configuration, trainer, fold, self.device, *self.threads], training=False)
+            s.configuration, trainer, fold, self.device, *self.threads, *pool], training=False)
 
     def curve_file(self, trainer: str, fold: int) -> str:
         return os.path.join(self.out, "curves", trainer, f"fold_{fold}.json")
@@ -241,8 +297,9 @@ class Run:
         """Every step not yet done; returns None, or the folder of the step named by ``stop_after``."""
         lay = self.layout
         table, wanted = self.fold_table()  # checks the fractions before any work
-        # data, plan, stage 1 per scheme, then per run and trainer: stage 2 and its prediction
-        self.progress = Progress(2 + len(self.trainers) + 2 * len(wanted) * len(self.all_trainers()), "evaluation")
+        # data, plan, stage 1 per scheme arm, then per run and arm: stage 2 and its prediction
+        pairs = [(r, tr) for r in wanted for tr in self.trainers_for(r)]
+        self.progress = Progress(2 + len(self.scheme_arms()) + 2 * len(pairs), "evaluation")
         self.step("data", self.data_done(), self.build_data)
         if stop_after == "data":
             return lay.raw_dataset
@@ -252,13 +309,13 @@ class Run:
             return lay.pre_dataset
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             stage1 = {tr: pool.submit(self.step, f"stage1 {tr}", os.path.isfile(lay.stage1_checkpoint(tr)),
-                                      self.pretrain, tr) for tr in self.trainers}
+                                      self.pretrain, tr) for tr in self.scheme_arms()}
             if stop_after == "stage1":
                 finish(pool, list(stage1.values()))
                 return os.path.join(lay.results, lay.dataset)
             counts = dict(zip(self.fractions, self.counts()))
-            finish(pool, [*stage1.values(), *(pool.submit(self.stage2, tr, r, counts[r.fraction], stage1.get(tr))
-                                              for r in wanted for tr in self.all_trainers())])
+            finish(pool, [*stage1.values(), *(pool.submit(self.stage2, tr, r, counts[r.fraction],
+                                                          stage1.get(self.stage1_arm(tr))) for r, tr in pairs)])
         return None
 
 

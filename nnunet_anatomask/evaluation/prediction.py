@@ -2,7 +2,10 @@
 ``nnUNetv2_predict``) and evaluate them; the folder appears only when both are complete. The harness runs it as
 a process of its own, so that steps can run side by side:
 
-    python -m nnunet_anatomask.evaluation.prediction OUT DATASET PLANS CONFIGURATION TRAINER FOLD DEVICE [--threads N]
+    python -m nnunet_anatomask.evaluation.prediction OUT DATASET PLANS CONFIGURATION ARM FOLD DEVICE [--threads N]
+        [--pool POOL_DATASET]
+
+ARM: a trainer, or a trainer with its stage-1 factor (``layout.py``).
 """
 from __future__ import annotations
 
@@ -24,8 +27,8 @@ def dataset_labels(layout: Layout) -> dict:
 
 
 def predict_and_evaluate(layout: Layout, trainer: str, fold: int, device: str) -> None:
-    """imagesTs through fold ``fold``'s checkpoint_final.pth (mirroring on), then nnU-Net's metrics against
-    labelsTs, in OUT/predictions/<trainer>/fold_<fold>."""
+    """imagesTs through fold ``fold``'s checkpoint_final.pth of arm ``trainer`` (mirroring on), then nnU-Net's
+    metrics against labelsTs, in OUT/predictions/<arm>/fold_<fold>."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     final = layout.pred_dir(trainer, fold)
@@ -52,12 +55,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("fold", type=int)
     p.add_argument("device", choices=("cpu", "cuda", "mps"))
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--pool", default=None, help="the pool dataset stage 1 ran on (--size cpu-pool)")
     a = p.parse_args(argv)
     import torch
     if a.threads:
         torch.set_num_threads(a.threads)
     try:
-        predict_and_evaluate(Layout(a.out, a.dataset, a.plans, a.configuration), a.trainer, a.fold, a.device)
+        predict_and_evaluate(Layout(a.out, a.dataset, a.plans, a.configuration, a.pool), a.trainer, a.fold, a.device)
     except EvaluationError as e:
         raise SystemExit(f"prediction: {e}") from None
 

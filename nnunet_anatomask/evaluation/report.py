@@ -33,7 +33,8 @@ def write_report(run: Run, wall_s: Optional[float], estimate_text: str = "") -> 
     with open(os.path.join(run.layout.report, "results.json"), "w") as f:
         json.dump({"size": asdict(run.size), "plans_name": run.size.plans_name, "fractions": run.fractions,
                    "labelled_cases": run.counts(), "seeds": run.seeds, "device": run.device,
-                   "trainers": run.all_trainers(), "table": rows, "lr_comparison": lr_rows, "plateaus": plateaus,
+                   "trainers": run.all_trainers(), "recipes": run.recipes, "scratch_lrs": run.scratch_lrs,
+                   "table": rows, "lr_comparison": lr_rows, "plateaus": plateaus,
                    "costs": costs, "bootstrap": {"resamples": statistics.RESAMPLES, "seed": statistics.SEED,
                                                  "level": statistics.LEVEL}}, f, indent=2)
     path = os.path.join(run.layout.report, "results.md")
@@ -78,9 +79,8 @@ def write_figures(run: Run, wanted, rows: list) -> dict:
         plots.learning_curves(os.path.join(report, "learning_curves.png"), panels,
                               f"Stage-2 learning curves (--size {run.size.name})")
         figures["learning_curves"] = "learning_curves.png"
-    for tr in run.trainers:
-        pictures = sorted(glob.glob(os.path.join(run.layout.fold_dir(tr, "all"), "pretraining",
-                                                 "reconstruction_epoch_*.png")))
+    for tr in run.scheme_arms():
+        pictures = sorted(glob.glob(os.path.join(run.layout.stage1_dir(tr), "reconstruction_epoch_*.png")))
         if pictures:
             shutil.copyfile(pictures[-1], os.path.join(report, f"stage1_{short_name(tr)}.png"))
             figures[f"stage1 {short_name(tr)}"] = f"stage1_{short_name(tr)}.png"
@@ -93,7 +93,7 @@ def curve_panels(run: Run, wanted) -> dict:
     for r in wanted:
         lr = f", start lr {r.initial_lr:g}" if r.initial_lr is not None else ""
         name = f"{r.fraction * 100:g} % ({counts[r.fraction]} labelled){lr}"
-        for tr in run.all_trainers():
+        for tr in run.trainers_for(r):
             path = run.curve_file(tr, r.fold)
             if os.path.isfile(path):
                 panels.setdefault(name, {}).setdefault(tr, []).append(curves.load_curve(path))
@@ -124,14 +124,15 @@ def main_table(run: Run, rows: list) -> list[str]:
 
 
 def components_table(rows: list) -> list[str]:
-    lines = ["| scheme | fraction | difference | runs x cases | seeds only | test cases only |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| scheme | fraction | difference | runs x cases | seeds only | test cases only | smallest detectable |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         if "diff" in r:
             seed = f"[{r['seed_low']:+.3f}, {r['seed_high']:+.3f}]" if r["seed_low"] is not None else "one run"
             case = f"[{r['case_low']:+.3f}, {r['case_high']:+.3f}]" if r["case_low"] is not None else "one case"
             lines.append(f"| {short_name(r['trainer'])} | {r['fraction'] * 100:g} % | {r['diff']:+.3f} | "
-                         f"[{r['low']:+.3f}, {r['high']:+.3f}] | {seed} | {case} |")
+                         f"[{r['low']:+.3f}, {r['high']:+.3f}] | {seed} | {case} | ±{r['detectable']:.3f} "
+                         f"({r['runs']} runs) |")
     return lines
 
 
@@ -139,9 +140,12 @@ def lr_lines(run: Run, lr_rows: list) -> list[str]:
     if not lr_rows:
         return []
     f = min(run.fractions)
-    lines = [f"## Stage-2 start learning rate at {f * 100:g} % of the labels", "",
-             f"Each trainer at the trainer default and at {run.lr_study:g}; the difference is to Scratch at its "
-             f"better start lr ({_lr(lr_rows[0].get('vs_initial_lr'))}).", "",
+    others = ", ".join(f"{lr:g}" for lr in ([run.lr_study] if run.lr_study is not None else []))
+    scratch = ", ".join(f"{lr:g}" for lr in run.scratch_lrs if lr != run.lr_study)
+    lines = [f"## Against Scratch at its own best start lr, at {f * 100:g} % of the labels", "",
+             "Each trainer at its recipe's start lr (default)" + (f" and at {others}" if others else "")
+             + (f"; Scratch also at {scratch}" if scratch else "") + "; the difference is to Scratch at its best "
+             f"start lr ({_lr(lr_rows[0].get('vs_initial_lr'))}).", "",
              "| trainer | start lr | mean Dice (runs) | vs Scratch at its best |", "|---|---|---|---|"]
     for r in lr_rows:
         vs = f"{r['diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}], {r['verdict']}" if "diff" in r else "-"
@@ -180,6 +184,34 @@ def cost_lines(costs: dict, jobs: int) -> list[str]:
     return lines
 
 
+def pool_text(run: Run) -> str:
+    """What stage 1 ran on: the training images, or the pool and its sources."""
+    s = run.size
+    if s.pool_id is None:
+        return "all training images"
+    path = os.path.join(run.layout.raw, f"pool_{s.pool_id}_provenance.json")
+    sources = json.load(open(path))["sources"] if os.path.isfile(path) else {}
+    return (f"the unlabelled pool `{s.pool_dataset}` ({s.pool_cases} cases: "
+            + ", ".join(f"{k} {v['cases']}" for k, v in sources.items())
+            + "; planned by nnUNetv2_plan_and_preprocess_unlabelled --as, its plans moved to the labelled dataset, "
+              "schemes fine-tuned by nnUNetTrainerFinetune -pretrained_weights)")
+
+
+def seeds_note(run: Run) -> str:
+    if not run.fraction_seeds:
+        return ""
+    return " Seeds differ by fraction: " + "; ".join(f"{f * 100:g} %: {', '.join(map(str, s))}"
+                                                     for f, s in run.fraction_seeds.items()) + "."
+
+
+def arms_note(run: Run) -> str:
+    if run.stage1_factors == [1]:
+        return ""
+    return (" A scheme named `<scheme>_x<f>` was pretrained f times as long as the size's stage 1 ("
+            + ", ".join(f"x{f:g}: {round(run.size.pretrain_epochs * f)} x {run.size.iters_per_epoch} iterations"
+                        for f in run.stage1_factors) + "); its difference is to Scratch, as every row's.")
+
+
 def render_markdown(run: Run, rows, lr_rows, plateaus, costs, figures, wall_s, estimate_text) -> str:
     s = run.size
     prov_path = os.path.join(run.layout.raw_dataset, "provenance.json")
@@ -192,9 +224,14 @@ def render_markdown(run: Run, rows, lr_rows, plateaus, costs, figures, wall_s, e
         f"; per case the mean over the foreground classes, nnU-Net's Dice). In brackets: the difference to "
         f"{short_name(SCRATCH)} on the same fraction, its {statistics.LEVEL:.0%} interval resampling runs (paired by "
         f"seed) and test cases together (two-way bootstrap, {statistics.RESAMPLES} resamples), and the verdict: "
-        f"better / worse where the interval excludes 0, 'not shown' where it does not.", "",
+        f"better / worse where the interval excludes 0, 'not shown' where it does not."
+        + seeds_note(run) + arms_note(run), "",
         *main_table(run, rows), "",
-        "The interval's two parts, each resampling one axis only (scipy.stats.bootstrap, paired):", "",
+        "The interval's two parts, each resampling one axis only (scipy.stats.bootstrap, paired), and the smallest "
+        f"difference each comparison could have detected: (z_{{{1 - (1 - statistics.LEVEL) / 2:.3g}}} + "
+        f"z_{{{statistics.POWER:.2g}}}) x se = {statistics.minimum_detectable(1.0):.2f} se, se the standard "
+        f"deviation of the two-way bootstrap means (the measured variance of runs and cases): a true difference "
+        f"that large is shown with {statistics.POWER:.0%} probability (Bloom 1995; docs/results.md).", "",
         *components_table(rows), "",
         "## Learning curves", "",
         *([f"![learning curves]({figures['learning_curves']})", ""] if "learning_curves" in figures else []),
@@ -209,7 +246,7 @@ def render_markdown(run: Run, rows, lr_rows, plateaus, costs, figures, wall_s, e
         f"- dataset: `{s.dataset}` ({s.num_train} training images, {s.num_val} of them the fixed validation set, "
         f"{s.num_test} test cases){'; ' + leak if leak else ''}",
         f"- configuration `{s.configuration}`, plans `{s.plans_name}`; stage 1: {s.pretrain_epochs} x "
-        f"{s.iters_per_epoch} iterations on all training images (seed 0); stage 2: {s.finetune_epochs} x "
+        f"{s.iters_per_epoch} iterations on {pool_text(run)} (seed 0); stage 2: {s.finetune_epochs} x "
         f"{s.iters_per_epoch} iterations per run; torch threads per run: {s.threads or 'default'}",
         f"- device `{run.device}`, {platform.node()} ({os.cpu_count()} CPUs), "
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"

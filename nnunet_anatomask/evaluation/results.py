@@ -44,7 +44,7 @@ def collect(run: Run, wanted: list[Stage2Run]) -> dict:
     """{(trainer, fraction, lr): Cell} over the finished predictions of the wanted runs."""
     found: dict = {}
     for r in wanted:
-        for tr in run.all_trainers():
+        for tr in run.trainers_for(r):
             path = run.layout.summary(tr, r.fold)
             if os.path.isfile(path):
                 found.setdefault((tr, r.fraction, r.initial_lr), []).append((r.seed, *case_dice(path)))
@@ -95,15 +95,18 @@ def table(run: Run, cells: dict) -> list[dict]:
 
 
 def lr_table(run: Run, cells: dict) -> list[dict]:
-    """The lr comparison at the smallest fraction: every trainer at both start lrs, each against Scratch at its
-    better lr (Scratch at its own best)."""
-    if run.lr_study is None:
+    """At the smallest fraction, every trainer at each of its start lrs (its default, the lr comparison's) and
+    Scratch at each of its start lrs, each against Scratch at its best start lr (the highest mean Dice): every
+    trainer is compared with Scratch at Scratch's own best lr."""
+    lrs = [None, *([run.lr_study] if run.lr_study is not None else []),
+           *(lr for lr in run.scratch_lrs if lr != run.lr_study)]
+    if len(lrs) == 1:
         return []
     f = min(run.fractions)
-    scratch = [cells[k] for k in ((SCRATCH, f, None), (SCRATCH, f, run.lr_study)) if k in cells]
+    scratch = [cells[(SCRATCH, f, lr)] for lr in lrs if (SCRATCH, f, lr) in cells]
     best = max(scratch, key=lambda c: c.per_case.mean()) if scratch else None
     count = run.counts([f])[0]
-    return [entry(cells[(tr, f, lr)], best, count) for tr in run.all_trainers() for lr in (None, run.lr_study)
+    return [entry(cells[(tr, f, lr)], best, count) for tr in run.all_trainers() for lr in lrs
             if (tr, f, lr) in cells]
 
 
@@ -112,7 +115,7 @@ def plateaus(run: Run, wanted: list[Stage2Run]) -> list[dict]:
     that stretch, each averaged over the runs."""
     groups: dict = {}
     for r in wanted:
-        for tr in run.all_trainers():
+        for tr in run.trainers_for(r):
             path = run.curve_file(tr, r.fold)
             if os.path.isfile(path):
                 groups.setdefault((tr, r.fraction, r.initial_lr), []).append(
@@ -140,7 +143,7 @@ def costs(run: Run) -> dict:
              "stage2_run": float(np.mean(stage2)) if stage2 else None, "stage2_runs": len(stage2),
              "predict": float(np.mean(predict)) if predict else None}
         if stage2 and predict:
-            runs = len(run.fractions) * len(run.seeds)
+            runs = sum(r.initial_lr is None for r in run.fold_table()[1])  # the table's runs (fraction seeds too)
             c["per_scheme"] = {k: x + runs * (c["stage2_run"] + c["predict"]) for k, x in c["stage1"].items()}
         out[kind] = c
     return out

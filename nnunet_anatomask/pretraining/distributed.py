@@ -12,6 +12,16 @@ def world_size() -> int:
 
 
 @torch.no_grad()
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """A new tensor holding ``tensor`` summed over the ranks; in one process ``tensor`` itself."""
+    if world_size() == 1:
+        return tensor
+    total = tensor.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
+
+
+@torch.no_grad()
 def sync_buffers_(module: nn.Module) -> None:
     """In place, on every rank: floating buffers averaged over the ranks, every other buffer set to rank 0's (ours).
 

@@ -1,13 +1,18 @@
-"""Reconstruction losses shared by every scheme: per-cell normalised targets, MSE on masked cells.
+"""Reconstruction losses shared by every scheme: per-cell normalised targets, MSE on masked cells, and the space
+in which a scheme scores how hard a cell is.
 
 MAE (`models_mae.py`, forward_loss with norm_pix_loss) and SparK normalise each patch by its own mean and
-variance; here a "patch" is one mask cell, per channel.
+variance; here a "patch" is one mask cell, per channel. nnssl's MAE and SparK losses, and HPM's default
+(``norm_pix_loss=False``), use raw voxels instead; see each scheme's page in docs/ for which it follows.
 """
 import torch
 
 from nnunet_anatomask.pretraining.grid import MaskGrid
 
 NORM_EPS = 1e-6  # MAE's and SparK's epsilon
+# Where a scheme scores a cell's difficulty (docs/architecture.md, "How hard is a cell"): "normalized" is the loss's
+# own per-cell normalised space; "raw" is the error of the prediction mapped back to the image's intensities.
+DIFFICULTY_SPACES = ("normalized", "raw")
 
 
 def cell_statistics(images: torch.Tensor, grid: MaskGrid) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,6 +33,25 @@ def per_cell_error(prediction: torch.Tensor, images: torch.Tensor, grid: MaskGri
     """Mean squared error of every cell against its normalised target: [B, N] (mean over channels, voxels)."""
     diff = grid.patchify(prediction.float()) - normalized_target(images, grid)
     return diff.pow(2).mean(dim=(-1, -2))
+
+
+def cell_difficulty(prediction: torch.Tensor, images: torch.Tensor, grid: MaskGrid,
+                    space: str) -> torch.Tensor:
+    """How hard every cell was to reconstruct, [B, N], in ``space`` (one of DIFFICULTY_SPACES).
+
+    "normalized": ``per_cell_error``, mean over channels c and voxels v of (p_cv - x̂_cv)², x̂ the per-cell
+    normalised target. A flat prediction scores about 1 on every non-constant cell, faint or bright.
+    "raw": the same error after mapping the prediction back to intensities (p·σ + μ, as ``to_image_space``), i.e.
+    mean over c, v of (p_cv σ_c + μ_c - x_cv)² = mean over c of σ_c² · mean over v of (p_cv - x̂_cv)²: the
+    intensity missed, as HPM's ranking target (``norm_pix_loss=False``) measures it.
+    """
+    if space not in DIFFICULTY_SPACES:
+        raise ValueError(f"difficulty space must be one of {DIFFICULTY_SPACES}, got {space!r}")
+    mean, std = cell_statistics(images, grid)
+    squared = (grid.patchify(prediction.float()) - (grid.patchify(images.float()) - mean) / std).pow(2)
+    if space == "raw":
+        squared = squared * std.square()
+    return squared.mean(dim=(-1, -2))
 
 
 def masked_mean(cell_values: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,19 @@ def warmup_cosine_lr(epoch: int, total_epochs: int, base_lr: float, min_lr: floa
     return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
+def warmup_poly_lr(epoch: int, total_epochs: int, base_lr: float, warmup_fraction: float,
+                   exponent: float = 0.9) -> float:
+    """Linear warm-up over `warmup_fraction` of the epochs, then base_lr (1 - (e - W) / (E - W))^exponent.
+
+    nnssl's BaseEvaMAETrainer (Lin_incr_LRScheduler for 50 epochs, then PolyLRScheduler_offset, exponent 0.9).
+    """
+    warmup = max(1, round(warmup_fraction * total_epochs))
+    if epoch < warmup:
+        return base_lr * (epoch + 1) / warmup
+    progress = min(1.0, (epoch - warmup) / max(1, total_epochs - warmup))
+    return base_lr * (1.0 - progress) ** exponent
+
+
 def hard_fraction_anatomask(epoch: int, total_epochs: int, alpha_max: float = 0.5) -> float:
     """AnatoMask masking dynamics: alpha = alpha_max * min(1, e / (E - 1)); alpha = 0 when E = 1.
 

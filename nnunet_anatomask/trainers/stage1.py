@@ -4,7 +4,9 @@ The runner needs only a built nnU-Net trainer (plans, dataset, device) and a sch
 by the trainer's own ``build_network_architecture`` (so a trainer that overrides it pretrains what it fine-tunes);
 a backbone (pretraining/backbones/) turns it into a masked model with its mask grid; the scheme's ``step`` decides
 masks, forwards and losses; the runner owns the loop (one optimiser step: stage1_loop.py), logs, pictures and
-checkpoints, and calls its callbacks (stage1_callbacks.py) on the way (docs/architecture.md).
+checkpoints (docs/architecture.md), and calls its callbacks (stage1_callbacks.py) at the points marked
+``# callbacks:``: the held-out loss, checkpoint_best, the probe, the progress bar, the experiment logger
+(stage1_watch.py, docs/watching.md), and those a tool adds (``add_callback``).
 """
 import json
 import os
@@ -16,15 +18,20 @@ from nnunetv2.utilities.helpers import empty_cache
 
 from nnunet_anatomask import checkpoint_io, knobs
 from nnunet_anatomask.errors import PluginError
+from nnunet_anatomask.interop import stage1 as interop
+from nnunet_anatomask.interop.adaptation_plan import ADAPTATION_PLAN_KEY, CITATIONS_KEY, write_beside
 from nnunet_anatomask.pretraining.backbones import backbone_for
 from nnunet_anatomask.pretraining.schemes.base import Picture, Scheme
-from nnunet_anatomask.pretraining.schemes.settings import describe, plain, scheme_config
+from nnunet_anatomask.pretraining.schemes.masked_modelling import with_recipe_ratio
+from nnunet_anatomask.pretraining.schemes.settings import describe, plain, refuse_unused, scheme_config
 import nnunet_anatomask.trainers.stage1_ddp as stage1_ddp
 from nnunet_anatomask.trainers.stage1_callbacks import Stage1Callback
 from nnunet_anatomask.trainers.stage1_data import shutdown, stage1_batches
 from nnunet_anatomask.trainers.networks import input_channels, trainer_network
 from nnunet_anatomask.trainers.stage1_loop import Stage1Loop
 from nnunet_anatomask.trainers.stage1_picture import picture_path, save_picture
+from nnunet_anatomask.trainers.stage1_sampling import stage1_cases
+from nnunet_anatomask.trainers.stage1_watch import watch_callbacks
 
 
 FINAL_LOSS_IS = ("the last epoch's mean training loss of the scheme: for the reconstruction part, the mean squared "
@@ -74,23 +81,31 @@ def foreground_threshold(trainer) -> float:
 
 
 class Stage1Runner:
-    def __init__(self, trainer, scheme_class: type[Scheme]):
+    def __init__(self, trainer, scheme_class: type[Scheme], folder: str = ""):
+        """``folder``: where stage 1 writes (default: the trainer's fold folder / pretraining)."""
         self.trainer, self.scheme_class = trainer, scheme_class
         self.device = stage1_ddp.stage1_device(trainer)
         self.num_epochs = knobs.read_knob(knobs.PRETRAIN_EPOCHS)
         self.iterations = knobs.read_knob(knobs.ITERS_PER_EPOCH)
         self.save_every = knobs.read_knob(knobs.SAVE_EVERY)
-        self.config = scheme_config(scheme_class, knobs.scheme_config())  # the user's settings, checked now
         with torch.device("meta"):  # structure only, nothing allocated: the grid is checked before any work
             network = self.build_network()
         self.architecture = f"{type(network).__module__}.{type(network).__qualname__}"
         self.backbone = backbone_for(network, trainer.configuration_manager.patch_size)
         self.grid = self.backbone.grid
-        self.folder = os.path.join(trainer.output_folder, "pretraining")
+        self.folder = folder or os.path.join(trainer.output_folder, "pretraining")
         self.current_epoch = 0
+        overrides = knobs.scheme_config()
+        config = scheme_config(scheme_class, overrides)  # the user's settings, checked now
+        own = config.recipe(scheme_class.name)
+        self.recipe = self.backbone.recipe(own)  # the optimiser settings: nowhere else (recipes.py)
+        refuse_unused(scheme_class, overrides, used_optimiser=self.recipe is own, why=self.recipe.source)
+        self.config = with_recipe_ratio(config, scheme_class, self.recipe.mask_ratio, overrides)
         self.model = self.scheme = self.loop = self.log = None
-        self.callbacks: list[Stage1Callback] = []
+        self.added: list[Stage1Callback] = []  # a tool's callbacks (add_callback)
+        self.callbacks: list[Stage1Callback] = []  # every callback of the run, set by build()
         self.picture_scales: dict = {}  # colour scales fixed at each quantity's first picture (compare by eye)
+        self.initial = self.initial_report = None  # where stage 1 started from, if given (docs/interop.md)
 
     @property
     def final_checkpoint(self) -> str:
@@ -100,9 +115,19 @@ class Stage1Runner:
     def latest_checkpoint(self) -> str:
         return os.path.join(self.folder, "checkpoint_latest.pth")
 
+    @property
+    def best_checkpoint(self) -> str:
+        """The epoch with the lowest held-out loss (stage1_heldout.py); stage 2 starts from final regardless."""
+        return os.path.join(self.folder, "checkpoint_best.pth")
+
     def add_callback(self, callback: Stage1Callback) -> None:
-        """Join the loop (stage1_callbacks.py); callbacks run in the order they were added."""
-        self.callbacks.append(callback)
+        """Join the loop (stage1_callbacks.py): after the default ones (stage1_watch.py), before the experiment
+        logger; added callbacks run in the order they were added."""
+        self.added.append(callback)
+
+    def notify(self, event: str, *args) -> list:
+        """Call ``event`` (a Stage1Callback method) of every callback, in order; their return values."""
+        return [getattr(callback, event)(self, *args) for callback in self.callbacks]
 
     def compatibility(self) -> dict:
         """What a stage-1 checkpoint must share with the run that uses it (docs/architecture.md)."""
@@ -115,7 +140,7 @@ class Stage1Runner:
     def check_settings(self, ckpt: dict, source: str) -> None:
         """The checkpoint's scheme settings equal this run's, setting by setting (a setting the checkpoint does not
         know, e.g. one added later, is not compared; checkpoints from before settings existed have none)."""
-        saved, own = ckpt.get("scheme_config") or {}, plain(self.config)
+        saved, own = ckpt.get("scheme_settings") or {}, plain(self.config)
         differ = [f"{k} {saved[k]!r} (checkpoint) vs {own[k]!r} (this run)" for k in own
                   if k in saved and checkpoint_io.plain(saved[k]) != checkpoint_io.plain(own[k])]
         if differ:
@@ -134,30 +159,39 @@ class Stage1Runner:
         channels = self.input_channels()
         return trainer_network(self.trainer, channels, channels, deep_supervision=False)
 
-    def build(self) -> None:
-        """Masked model (backbone), scheme, the loop (AdamW over both); compiled where nnU-Net compiles."""
+    def build(self, initial_weights: str = None) -> None:
+        """Masked model (backbone) from ``initial_weights`` if given (before the scheme copies the student into a
+        teacher), scheme, the loop (AdamW over both by the backbone's recipe); compiled where nnU-Net compiles."""
         tr = self.trainer
         self.model = self.backbone.masked_model(self.build_network()).to(self.device)
+        if initial_weights is not None:
+            self.initial_report, self.initial = interop.start_from(initial_weights, self.model.network, tr,
+                                                                   self.grid.patch_size)
         self.scheme = self.scheme_class(self.model, self.grid, self.num_epochs, foreground_threshold(tr),
                                         self.config).to(self.device)
         compiled = self.device.type == "cuda" and tr._do_i_compile()  # nnU-Net's rule (CUDA, nnUNet_compile)
-        self.loop = Stage1Loop(self.model, self.scheme, self.device, compiled)
+        self.loop = Stage1Loop(self.model, self.scheme, self.device, self.recipe, compiled)
         log_class = stage1_ddp.log_class()  # rank 0 writes the log; other ranks keep figures only
         self.log = log_class(self.folder, f"stage 1: {self.scheme.name} on {tr.plans_manager.dataset_name} "
                              f"{tr.configuration_name} fold {tr.fold}")
+        self.callbacks = watch_callbacks(self.added)
         self.current_epoch = 0
 
     # --- the loop -------------------------------------------------------------------------------------
-    def run(self, resume: bool = False) -> str:
-        """Run (or resume) stage 1 to the end; returns the final checkpoint's path."""
+    def run(self, resume: bool = False, initial_weights: str = None) -> str:
+        """Run (or resume) stage 1 to the end, from ``initial_weights`` (a checkpoint, ours or nnssl's) instead
+        of random weights if given; returns the final checkpoint's path."""
         tr = self.trainer
         prepare_trainer(tr)  # not tr.initialize(): stage 2's network and optimiser are built after stage 1
         check_batch(tr, self.scheme_class)
-        self.build()
-        if resume and os.path.isfile(self.latest_checkpoint):
+        resuming = resume and os.path.isfile(self.latest_checkpoint)
+        self.build(None if resuming else initial_weights)
+        if resuming:
             self.load(self.latest_checkpoint)
             self.log.print(f"Resuming stage 1 ({self.scheme.name}) from {self.latest_checkpoint} "
                            f"at epoch {self.current_epoch}")
+        elif initial_weights is not None:
+            self.log.print(self.initial_report.line())
         stage1_ddp.unpack_dataset(tr)
         crop_scale = self.config.crop_scale
         crop = "" if crop_scale == 1 else f", loader crops {crop_scale:.3g} x the patch"
@@ -166,9 +200,13 @@ class Stage1Runner:
                        f"{self.grid.cell_size} voxels, batch size {tr.batch_size}{crop}")
         self.log.print(f"Stage 1 settings ({self.scheme.name}; * = set by {knobs.SCHEME_CONFIG}): "
                        f"{describe(self.config)}")
+        ratios = [getattr(self.scheme, "ratio", lambda e: None)(e) for e in (0, self.num_epochs - 1)]
+        self.log.print(self.recipe.describe(*ratios))
         if stage1_ddp.is_distributed():
             self.log.print(stage1_ddp.describe(tr))
+        self.log.print(stage1_cases(tr)[2])
         batches = stage1_batches(tr, crop_scale, self.device)
+        self.notify("on_run_start")  # callbacks: fixed crops, best so far, probe at initialisation, logger run
         start = time()
         try:
             for epoch in range(self.current_epoch, self.num_epochs):
@@ -182,14 +220,13 @@ class Stage1Runner:
         lr = self.loop.set_lr(epoch, self.num_epochs)
         stage1_ddp.reseed_ranks(self.device)  # different masks and crops on every rank
         self.model.train()
-        for callback in self.callbacks:
-            callback.on_epoch_start(self, epoch)
+        self.notify("on_epoch_start", epoch)  # callbacks: progress bar
         start, sums = time(), {}
         for _ in range(self.iterations):
             batch = next(batches)
             out = self.loop.train_step(batch, epoch)
-            for callback in self.callbacks:
-                out.figures.update(callback.on_step_end(self, epoch, batch, out) or {})
+            for extra in self.notify("on_step_end", epoch, batch, out):  # callbacks: progress bar, a tool's figures
+                out.figures.update(extra or {})
             for name, value in out.figures.items():
                 sums[name] = sums.get(name, 0.0) + value
         means = {name: (value / self.iterations).item() for name, value in sums.items()}
@@ -197,9 +234,9 @@ class Stage1Runner:
         self.check_finite(epoch, means)
         figures = {"loss": means.pop("loss"), "lr": lr, **self.scheme.epoch_figures(epoch), **means,
                    "epoch_time": time() - start}
-        for callback in self.callbacks:
-            callback.on_epoch_end(self, epoch, figures)
+        self.notify("on_epoch_end", epoch, figures)  # callbacks: held-out loss, probe (they add figures)
         self.end_epoch(epoch, figures, out.picture)
+        self.notify("on_epoch_logged", epoch, figures)  # callbacks: checkpoint_best, experiment logger
 
     def check_finite(self, epoch: int, means: dict) -> None:
         """A NaN/Inf loss stops the run (without a grad scaler to skip such steps); the last checkpoint stays."""
@@ -216,7 +253,7 @@ class Stage1Runner:
 
     def end_epoch(self, epoch: int, figures: dict, picture: Picture) -> None:
         self.log.record(epoch, figures)
-        self.print_epoch(epoch, figures)
+        self.log.print_epoch(epoch, self.num_epochs, self.scheme.name, figures)
         self.current_epoch = epoch + 1
         last = epoch == self.num_epochs - 1
         if self.current_epoch % self.save_every == 0 and not last:
@@ -224,17 +261,6 @@ class Stage1Runner:
         if (epoch % max(1, self.num_epochs // 10) == 0 or last) and stage1_ddp.rank() == 0:
             self.save_picture(epoch, picture)
         self.log.plot()
-
-    def print_epoch(self, epoch: int, figures: dict) -> None:
-        """One epoch in nnU-Net's log style: a blank line, the epoch, learning rate, loss, the scheme's figures,
-        the epoch time."""
-        rest = {k: v for k, v in figures.items() if k not in ("loss", "lr", "epoch_time")}
-        self.log.print("")
-        self.log.print(f"Epoch {epoch} (stage 1: {self.scheme.name} pretraining, epochs 0-{self.num_epochs - 1})")
-        self.log.print(f"Current learning rate: {figures['lr']:.5g}")
-        self.log.print(f"train_loss {figures['loss']:.4f}")
-        self.log.print(", ".join(f"{k} {v:.4g}" for k, v in rest.items()))
-        self.log.print(f"Epoch time: {figures['epoch_time']:.2f} s")
 
     def finish(self, wall_time: float) -> None:
         self.save(self.final_checkpoint)
@@ -254,6 +280,7 @@ class Stage1Runner:
                    "final_loss_is": FINAL_LOSS_IS,
                    "train_time_s": round(sum(values.get("epoch_time", [])), 2),
                    "wall_time_s": round(wall_time, 2), "checkpoint": self.final_checkpoint}
+        self.notify("on_run_end", summary)  # callbacks: best held-out loss, probe Dice; logger summary
         with open(os.path.join(self.folder, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         self.log.print(f"Stage 1 done: {self.final_checkpoint}")
@@ -279,18 +306,28 @@ class Stage1Runner:
             "optimizer_state": checkpoint_io.to_cpu(self.loop.optimizer.state_dict()),
             "grad_scaler_state": self.loop.grad_scaler.state_dict() if self.loop.grad_scaler is not None else None,
             "current_epoch": self.current_epoch,
+            "heldout_loss": (self.log.values.get("heldout_loss") or [None])[-1],  # this epoch's, where there is one
             "logging": self.log.state(),
             "init_args": init_args,
             "trainer_name": tr.__class__.__name__,
-            "scheme_config": plain(self.config),
             **self.compatibility(),
+            **self.interop_fields(),
         }
+
+    def interop_fields(self) -> dict:
+        """nnssl's adaptation plan, citations, the scheme's settings and the budget (docs/interop.md)."""
+        budget = {"epochs": self.num_epochs, "iterations_per_epoch": self.iterations,
+                  "batch_size": self.trainer.configuration_manager.batch_size}
+        return interop.checkpoint_fields(self.model.network, self.trainer, self.scheme_class.name, plain(self.config),
+                                         self.input_channels(), budget, self.initial)
 
     def save(self, path: str) -> None:
         if stage1_ddp.rank() == 0:  # the same rank-0 test as the log, pictures and summary
-            checkpoint_io.atomic_save(self.checkpoint(), path)
-            for callback in self.callbacks:
-                callback.on_checkpoint(self, path)
+            ckpt = self.checkpoint()
+            checkpoint_io.atomic_save(ckpt, path)
+            if ADAPTATION_PLAN_KEY in ckpt:  # nnssl writes it beside its checkpoints too
+                write_beside(path, ckpt[ADAPTATION_PLAN_KEY])
+            self.notify("on_checkpoint", path)  # callbacks: a tool's
 
     def load(self, path: str) -> None:
         """Restore network, mask tokens, scheme state (teacher...), optimiser, scaler, epoch, log and RNGs."""
@@ -301,10 +338,10 @@ class Stage1Runner:
         state = ckpt["scheme_state"]
         self.model.load_extra_state_dict(state["model_extra"])
         self.scheme.load_state_dict(state["scheme"])
-        self.loop.optimizer.load_state_dict(ckpt["optimizer_state"])
-        if self.loop.grad_scaler is not None and ckpt["grad_scaler_state"] is not None:
-            self.loop.grad_scaler.load_state_dict(ckpt["grad_scaler_state"])
+        self.loop.load_state(ckpt["optimizer_state"], ckpt["grad_scaler_state"], path)
         self.current_epoch = ckpt["current_epoch"]
         self.log.load_state(ckpt["logging"])
         self.picture_scales = dict(state.get("picture_scales", {}))  # absent in checkpoints before 0.2
+        if "initial_weights" in ckpt:  # a resumed run still names where it started, and its citations
+            self.initial = {**ckpt["initial_weights"], CITATIONS_KEY: ckpt.get(CITATIONS_KEY, [])}
         checkpoint_io.set_rng_state(state["rng"])

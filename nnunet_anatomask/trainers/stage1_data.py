@@ -2,7 +2,8 @@
 
 Ours: spatial (nnU-Net's rotation/scaling), mirroring and mild multiplicative brightness only. Noise, blur,
 gamma and low-resolution simulation are left out because they would corrupt the reconstruction target.
-No foreground oversampling: labels never influence which patches stage 1 sees. A scheme may ask for crops larger
+No foreground oversampling: labels never influence which patches stage 1 sees. Which cases a process draws
+from, and how often (DDP shards, pool source weights): ``stage1_sampling.py``. A scheme may ask for crops larger
 than the plans' patch (``crop_scale``, e.g. GL-MAE's global views), at the plans' spacing; it cuts and resizes
 its views itself, on the device (docs/architecture.md).
 """
@@ -22,6 +23,8 @@ from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTransform
 from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+
+from nnunet_anatomask.trainers.stage1_sampling import stage1_cases
 
 
 def stage1_transforms(patch_size, rotation, mirror_axes, do_dummy_2d: bool) -> ComposeTransforms:
@@ -61,17 +64,21 @@ def initial_crop_size(crop, rotation, do_dummy_2d: bool) -> list[int]:
 
 
 def stage1_batches(trainer, crop_scale: float = 1.0, device: Optional[torch.device] = None):
-    """An endless iterator of stage-1 batches over the fold's training cases, built from the trainer's plans:
-    crops of the plans' patch x ``crop_scale``, pinned for a CUDA ``device`` (default: the trainer's)."""
+    """An endless iterator of stage-1 batches over the fold's training cases (this rank's shard under DDP, drawn
+    with the pool's source weights if it has them), built from the trainer's plans: crops of the plans' patch x
+    ``crop_scale``, pinned for a CUDA ``device`` (default: the trainer's)."""
     rotation, do_dummy_2d, initial_patch_size, mirror_axes = \
         trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
     crop = crop_size(trainer.configuration_manager.patch_size, crop_scale)
     if crop_scale != 1:
         initial_patch_size = initial_crop_size(crop, rotation, do_dummy_2d)
-    dataset_tr, _ = trainer.get_tr_and_val_datasets()
+    cases, probabilities, _ = stage1_cases(trainer)
+    previous_stage = trainer.folder_with_segs_from_previous_stage  # nnU-Net's cascade, as get_tr_and_val_datasets
+    dataset_tr = trainer.dataset_class(trainer.preprocessed_dataset_folder, cases,
+                                       folder_with_segs_from_previous_stage=previous_stage)
     loader = nnUNetDataLoader(dataset_tr, trainer.batch_size, initial_patch_size, crop,
                               trainer.label_manager, oversample_foreground_percent=0.0,
-                              sampling_probabilities=None, pad_sides=None,
+                              sampling_probabilities=probabilities, pad_sides=None,
                               transforms=stage1_transforms(crop, rotation, mirror_axes, do_dummy_2d))
     n_proc = get_allowed_n_proc_DA()
     if n_proc == 0:

@@ -123,7 +123,7 @@ def log_class() -> type[Stage1Log]:
 def stage1_device(trainer) -> torch.device:
     """Where stage 1 runs: the device the trainer was asked for. nnU-Net puts every DDP rank on cuda:<rank>; a CPU
     request (nnUNetv2_pretrain -device cpu -num_gpus N: gloo processes) keeps stage 1 on the CPU (ours; nnU-Net's own
-    DDP, stage 2, is CUDA-only)."""
+    DDP, stage 2, is CUDA-only). On CUDA the trainer's device (our scheme trainers take the GPU the launcher set)."""
     requested = torch.device(trainer.my_init_kwargs.get("device", trainer.device))
     return requested if trainer.is_ddp and requested.type == "cpu" else trainer.device
 

@@ -1,12 +1,15 @@
 """Stage 1's own log: a timestamped training_log file, per-epoch values, progress.png (nnU-Net's style).
 
-Kept apart from nnU-Net's MetaLogger, which asserts a fixed key set and is restored by stage-2 `--c`.
+Kept apart from nnU-Net's LocalLogger, which asserts a fixed key set and is restored by stage-2 `--c`; the same
+figures reach nnU-Net's experiment-logger backends (W&B) through experiment_log.py.
 """
 import os
 from collections import defaultdict
 from datetime import datetime
 
 from nnunet_anatomask.plotting import plot_progress
+
+EXTRA_TIMES = {"heldout_time": "held-out loss", "probe_time": "probe"}  # seconds after the epoch's steps
 
 
 class Stage1Log:
@@ -23,6 +26,22 @@ class Stage1Log:
         with open(self.log_file, "a+") as f:
             f.write(line + "\n")
         print(line, flush=True)
+
+    def print_epoch(self, epoch: int, num_epochs: int, scheme: str, figures: dict[str, float]) -> None:
+        """One epoch in nnU-Net's log style: a blank line, the epoch, learning rate, training loss, held-out loss
+        (where there is one), the scheme's figures, the epoch time (the steps; then the held-out loss and the probe).
+        The probe prints its own line."""
+        extra = [f"{what} {figures[key]:.2f} s" for key, what in EXTRA_TIMES.items() if key in figures]
+        rest = {k: v for k, v in figures.items()
+                if k not in ("loss", "heldout_loss", "lr", "epoch_time", *EXTRA_TIMES) and not k.startswith("probe_")}
+        self.print("")
+        self.print(f"Epoch {epoch} (stage 1: {scheme} pretraining, epochs 0-{num_epochs - 1})")
+        self.print(f"Current learning rate: {figures['lr']:.5g}")
+        self.print(f"train_loss {figures['loss']:.4f}")
+        if "heldout_loss" in figures:
+            self.print(f"heldout_loss {figures['heldout_loss']:.4f}")
+        self.print(", ".join(f"{k} {v:.4g}" for k, v in rest.items()))
+        self.print(f"Epoch time: {figures['epoch_time']:.2f} s" + (f" (then {', '.join(extra)})" if extra else ""))
 
     def record(self, epoch: int, figures: dict[str, float]) -> None:
         """Store one epoch's figures at index `epoch`: a resumed epoch is replaced, a figure that starts late

@@ -3,7 +3,8 @@ needs no nnU-Net trainer, so tools and tests build it from a model and a scheme 
 
 Per step: the scheme's step on the loader's batch (labels removed: stage 1 never sees them) under autocast where
 nnU-Net uses it (CUDA), backward (grad scaler on CUDA), the gradient norm of every parameter the optimiser trains
-clipped, AdamW's step, then the scheme's on_step_end and, under DDP, its state merge.
+clipped, AdamW's step, then the scheme's on_step_end and, under DDP, its state merge. The optimiser settings are
+the backbone's recipe (recipes.py: the scheme's own on CNNs, nnssl's on Primus).
 """
 from typing import Optional
 
@@ -11,22 +12,26 @@ import torch
 from nnunetv2.utilities.helpers import dummy_context
 from torch import nn
 
-from nnunet_anatomask.pretraining.schedules import warmup_cosine_lr
+from nnunet_anatomask.errors import PluginError
+from nnunet_anatomask.pretraining.recipes import Stage1Recipe
 from nnunet_anatomask.pretraining.schemes.base import Scheme, StepOutput
 import nnunet_anatomask.trainers.stage1_ddp as stage1_ddp
 
 LABELS = "target"  # the loader's label key: never handed to a scheme
 
 
-class Stage1Loop:
-    """AdamW over the model and the scheme's heads at the scheme's settings; compiled where ``compiled`` says (the
-    runner passes nnU-Net's rule); under a process group the model and the scheme are one DDP module."""
+class OptimizerStateMismatchError(PluginError, ValueError):
+    """A stage-1 checkpoint's optimiser state does not fit this run's parameter groups."""
 
-    def __init__(self, model: nn.Module, scheme: Scheme, device: torch.device, compiled: bool = False):
-        self.model, self.scheme, self.device = model, scheme, device
-        c = scheme.config
-        params = list(model.parameters()) + scheme.trainable_parameters()
-        self.optimizer = torch.optim.AdamW(params, lr=c.base_lr, betas=c.betas, weight_decay=c.weight_decay)
+
+class Stage1Loop:
+    """AdamW over the model and the scheme's heads by ``recipe``; compiled where ``compiled`` says (the runner
+    passes nnU-Net's rule); under a process group the model and the scheme are one DDP module."""
+
+    def __init__(self, model: nn.Module, scheme: Scheme, device: torch.device, recipe: Stage1Recipe,
+                 compiled: bool = False):
+        self.model, self.scheme, self.device, self.recipe = model, scheme, device, recipe
+        self.optimizer = recipe.optimizer(list(model.parameters()) + scheme.trainable_parameters())
         self.grad_scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
         self.forward = model
         if compiled:
@@ -35,9 +40,8 @@ class Stage1Loop:
         self.ddp: Optional[nn.Module] = stage1_ddp.wrap(model, scheme, self.forward, device)  # None in one process
 
     def set_lr(self, epoch: int, num_epochs: int) -> float:
-        """Warm-up then cosine (schedules.warmup_cosine_lr) at the scheme's settings; returns this epoch's lr."""
-        c = self.scheme.config
-        lr = warmup_cosine_lr(epoch, num_epochs, c.base_lr, c.min_lr, c.warmup_fraction)
+        """The recipe's warm-up then cosine or poly (Stage1Recipe.lr_at); returns this epoch's lr."""
+        lr = self.recipe.lr_at(epoch, num_epochs)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
@@ -67,9 +71,24 @@ class Stage1Loop:
         if scaler is not None:
             scaler.unscale_(self.optimizer)
         trained = [p for group in self.optimizer.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(trained, self.scheme.config.grad_clip)
+        torch.nn.utils.clip_grad_norm_(trained, self.recipe.grad_clip)
         if scaler is not None:
             scaler.step(self.optimizer)
             scaler.update()
         else:
             self.optimizer.step()
+
+    def load_state(self, optimizer_state: dict, grad_scaler_state: Optional[dict], path: str) -> None:
+        """A checkpoint's optimiser and grad-scaler state, or an error that names the fix when its parameter groups
+        differ (a checkpoint written before the recipe split biases and norms into their own group, e.g.
+        SelfMedHPM's)."""
+        saved = [len(group["params"]) for group in optimizer_state["param_groups"]]
+        ours = [len(group["params"]) for group in self.optimizer.param_groups]
+        if saved != ours:
+            raise OptimizerStateMismatchError(
+                f"The stage-1 checkpoint {path} holds optimiser state for parameter groups of sizes {saved}, this "
+                f"run's optimiser has {ours}: it was written by an earlier version with another optimiser recipe. "
+                f"Fix: finish that stage 1 with the version that wrote it, or start stage 1 anew (remove {path}).")
+        self.optimizer.load_state_dict(optimizer_state)
+        if self.grad_scaler is not None and grad_scaler_state is not None:
+            self.grad_scaler.load_state_dict(grad_scaler_state)

@@ -1,6 +1,8 @@
 """nnUNetv2_plan_and_preprocess_unlabelled -d POOL [-c CONFIGS] [-pl PLANNER] [-np N]: plan and preprocess an
 image-only dataset (imagesTr, no labelsTr) with nnU-Net's own planner and preprocessor, for stage 1
 (``nnUNetv2_pretrain POOL 3d_fullres all -tr ...``). Flags as nnUNetv2_plan_and_preprocess.
+
+``-d A B C --as P [--source_weights wA wB wC]``: the sources planned as one pool P (``pool.py``).
 """
 import argparse
 import os
@@ -8,19 +10,25 @@ import os
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from nnunet_anatomask.unlabelled.fingerprint import extract_fingerprint
+from nnunet_anatomask.unlabelled.pool import PoolError, build_pool
 from nnunet_anatomask.unlabelled.preprocessing import UnlabelledPreprocessor
 
 DEFAULT_NP = {"2d": 8, "3d_fullres": 4, "3d_lowres": 8}  # nnUNetv2_plan_and_preprocess's defaults
 
 
-class PoolError(RuntimeError):
-    """A raw dataset this command cannot plan; the message names the problem and the fix."""
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="nnUNetv2_plan_and_preprocess_unlabelled",
                                 description="Plan and preprocess an image-only dataset (no labelsTr) for stage 1.")
-    p.add_argument("-d", nargs="+", type=int, required=True, help="Dataset IDs of image-only datasets")
+    p.add_argument("-d", nargs="+", type=int, required=True,
+                   help="Dataset IDs of image-only datasets (each planned on its own), or with --as the sources of "
+                        "one pool")
+    p.add_argument("--as", dest="pool", type=int, default=None, metavar="POOL_ID",
+                   help="Plan the -d datasets as one pool with this new dataset ID: images linked, channels matched "
+                        "by name, one fingerprint over all sources (labels of labelled sources are ignored)")
+    p.add_argument("--pool_name", default="Pool", help="Name of the --as dataset (Dataset<ID>_<name>). Default: Pool")
+    p.add_argument("--source_weights", type=float, nargs="+", default=None,
+                   help="With --as: one stage-1 sampling weight per source, in the order of -d (a source's share "
+                        "of the draws is its weight over the sum). Default: every case drawn alike")
     p.add_argument("-c", nargs="+", default=["2d", "3d_fullres", "3d_lowres"],
                    help="Configurations to preprocess. Default: 2d 3d_fullres 3d_lowres")
     p.add_argument("-pl", default="ExperimentPlanner", help="nnU-Net experiment planner class. Default: "
@@ -114,6 +122,14 @@ def plan_and_preprocess_unlabelled(dataset_id: int, configurations: list[str], p
 def main(argv=None) -> None:
     args = parse_args(argv)
     try:
+        if args.pool is not None:
+            build_pool(args.d, args.pool, args.pool_name, args.source_weights)
+            plan_and_preprocess_unlabelled(args.pool, args.c, args.pl, args.np, args.npfp, args.gpu_memory_target,
+                                           args.overwrite_plans_name, not args.no_pp)
+            return
+        if args.source_weights is not None:
+            raise PoolError("--source_weights needs --as (the weights are the sources' shares within one pool). "
+                            "Fix: add --as POOL_ID.")
         for dataset_id in args.d:
             plan_and_preprocess_unlabelled(dataset_id, args.c, args.pl, args.np, args.npfp, args.gpu_memory_target,
                                            args.overwrite_plans_name, not args.no_pp)

@@ -18,6 +18,8 @@ from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from
 from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
+from nnunet_anatomask.unlabelled.checks import check_channel_files, check_finite
+
 INTENSITY_REGION = "nonzero mask (image-only dataset, no labels; nnunet-anatomask)"
 SAMPLED_VOXELS = 10e7  # nnU-Net's num_foreground_voxels_for_intensitystats, spread over the cases
 
@@ -26,6 +28,7 @@ def analyse_case(image_files: list[str], reader_writer_class, num_samples: int) 
     """Shape after cropping, spacing, sampled intensities per channel, relative size after cropping (nnU-Net's
     analyze_case, with the nonzero mask in place of the label foreground)."""
     images, properties = reader_writer_class().read_images(image_files)
+    check_finite(images, image_files)  # before anything is written: the fingerprint is saved after all cases
     cropped, nonzero_seg, _ = crop_to_nonzero(images)  # nonzero_seg: 0 inside the nonzero mask, -1 outside
     inside = (nonzero_seg == 0).astype(np.int8)
     samples, _ = DatasetFingerprintExtractor.collect_foreground_intensities(inside, cropped, num_samples=num_samples)
@@ -45,6 +48,7 @@ def extract_fingerprint(raw_folder: str, output_file: str, num_processes: int) -
     """Write and return the fingerprint of the image-only raw dataset in ``raw_folder``."""
     dataset_json = load_json(os.path.join(raw_folder, "dataset.json"))
     cases = get_filenames_of_train_images_and_targets(raw_folder, dataset_json)  # label paths are not read
+    check_channel_files(cases, dataset_json["channel_names"], dataset_json["file_ending"])
     images = [case["images"] for case in cases.values()]
     reader_writer = determine_reader_writer_from_dataset_json(dataset_json, images[0][0])
     per_case = int(SAMPLED_VOXELS // len(images))

@@ -3,15 +3,19 @@ tests/data/scheme_identity.json, for tests/pretraining/schemes/test_identity.py 
 identical, to 1e-6, through refactors).
 
 It is written against the scheme API BEFORE the seams refactor (issue 24): scheme settings as class attributes,
-``step(images, model, epoch)``. Run it on a snapshot of the reference commit, with this repository's venv:
+``step(images, model, epoch)``, the backbone's Stage1Recipe (issue 22). Run it on a snapshot of the reference
+commit (main 3bc7a9c, after issue 22 changed AnatoMask's, SelfMedHPM's and AMLP's masks on purpose), with this
+repository's venv:
 
-    git archive <commit> | tar -x -C /tmp/ref && cd /tmp/ref && \\
-        PYTHONPATH=/tmp/ref PYTHONDONTWRITEBYTECODE=1 <repo>/.venv/bin/python tests/data/record_scheme_identity.py OUT.json
+    git worktree add --detach /tmp/ref <commit> && cp tests/data/record_scheme_identity.py /tmp/ref/tests/data/ && \\
+        cd /tmp/ref && PYTHONPATH=/tmp/ref PYTHONDONTWRITEBYTECODE=1 <repo>/.venv/bin/python \\
+        tests/data/record_scheme_identity.py OUT.json
 
 Each case: seed 0, build the tiny network (the tests' CNN: 3-stage PlainConvUNet on 16³, 4³ cells; the tests'
-Primus: 2 EVA blocks on 32³, 4³ tokens), the masked model, the scheme (3 epochs) and AdamW at the scheme's lr;
+Primus: 2 EVA blocks on 32³, 4³ tokens), the masked model, the backbone's recipe (the scheme's own on the CNN,
+nnssl's on Primus, with its mask ratio where the paper fixes none), the scheme (3 epochs) and AdamW by the recipe;
 seed 1; then one step per epoch 0, 1, 2 (random crops of 2 samples at the scheme's crop size): zero_grad, step,
-backward, clip, AdamW step, on_step_end. One torch thread (one summation order).
+backward, clip over the optimiser's parameters, AdamW step, on_step_end. One torch thread (one summation order).
 """
 import json
 import sys
@@ -19,6 +23,7 @@ import sys
 import torch
 
 from nnunet_anatomask.pretraining.backbones import backbone_for
+from nnunet_anatomask.pretraining.backbones.primus import set_stochastic_depth
 from nnunet_anatomask.pretraining.schemes import SCHEMES
 from tests.pretraining.backbones.test_primus import PATCH as PRIMUS_PATCH, tiny_primus
 from tests.pretraining.schemes.conftest import tiny_model
@@ -28,9 +33,11 @@ CASES = {
     "RandomMask": ("RandomMask", {}),
     "AnatoMask": ("AnatoMask", {}),
     "AnatoMask_complementary": ("AnatoMask", {"error_map": "complementary"}),
+    "AnatoMask_normalized": ("AnatoMask", {"difficulty_space": "normalized"}),
     "SelfMedHPM": ("SelfMedHPM", {}),
     "GLMAE": ("GLMAE", {}),
     "AMLP": ("AMLP", {}),
+    "AMLP_intensity": ("AMLP", {"cell_features": "intensity"}),
     "AMLP_encoder": ("AMLP", {"cell_features": "encoder"}),
     "AMLP_no_mps": ("AMLP", {"use_mps": False}),
     "AMLP_no_arl": ("AMLP", {"use_arl": False}),
@@ -38,23 +45,33 @@ CASES = {
     "AMLP_no_amr": ("AMLP", {"use_amr": False}),
 }
 EPOCHS = 3
+# On Primus these run without stochastic depth: AMLP's encoder features come from an encoder-only forward since
+# issue 24 (the decoder no longer runs and is thrown away), so with drop-path on, the decoder's drop-path draws are
+# missing from the random stream and every later draw differs, by design; without it the steps must be identical.
+NO_DROP_PATH = ("AMLP_encoder",)
 
 
 def masked_model(backbone: str):
+    """(masked model, patch, the backbone's recipe for a scheme class)."""
     torch.manual_seed(0)
     if backbone == "cnn":
-        return tiny_model(), (16, 16, 16)
+        return tiny_model(), (16, 16, 16), lambda scheme_class: scheme_class.recipe()
     network = tiny_primus()
-    return backbone_for(network, PRIMUS_PATCH).masked_model(network), PRIMUS_PATCH
+    primus = backbone_for(network, PRIMUS_PATCH)
+    return primus.masked_model(network), PRIMUS_PATCH, primus.recipe
 
 
 def record(case: str, backbone: str) -> dict:
     name, settings = CASES[case]
-    model, patch = masked_model(backbone)
+    model, patch, recipe_of = masked_model(backbone)
+    if backbone == "primus" and case in NO_DROP_PATH:
+        set_stochastic_depth(model.network.eva.blocks, 0.0)
+        set_stochastic_depth(model.decoder_blocks, 0.0)
     scheme_class = type(f"{name}Variant", (SCHEMES[name],), dict(settings)) if settings else SCHEMES[name]
-    scheme = scheme_class(model, model.grid, total_epochs=EPOCHS)
-    params = list(model.parameters()) + scheme.trainable_parameters()
-    optimizer = torch.optim.AdamW(params, lr=scheme.base_lr, betas=scheme.betas, weight_decay=scheme.weight_decay)
+    recipe = recipe_of(scheme_class)
+    scheme = scheme_class(model, model.grid, total_epochs=EPOCHS, recipe_ratio=recipe.mask_ratio)
+    optimizer = recipe.optimizer(list(model.parameters()) + scheme.trainable_parameters())
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     crop = [int(round(p * scheme.crop_scale)) for p in patch]  # stage1_data.crop_size
     torch.manual_seed(1)
     steps = []
@@ -63,7 +80,7 @@ def record(case: str, backbone: str) -> dict:
         optimizer.zero_grad(set_to_none=True)
         out = scheme.step(images, model, epoch)
         out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, scheme.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
         optimizer.step()
         scheme.on_step_end(epoch)
         steps.append({"loss": out.loss.item(), "figures": {k: float(v) for k, v in out.figures.items()},

@@ -1,7 +1,7 @@
 """Smoke test: `python -m nnunet_anatomask.evaluate --size tiny` end to end through the real nnU-Net code (plan,
 stage 1 per scheme, stage 2 per fraction and seed for every scheme and for Scratch, predict, evaluate, report),
 then a rerun that skips every finished step. It checks the report (every scheme run, the seeds, finite intervals,
-the learning curves), not which scheme wins (1 epoch x 2 iterations).
+the learning curves), not which scheme wins (1 and 4 epochs x 2 iterations).
 
 The default suite runs RandomMask against Scratch: every further scheme adds 1 + fractions x seeds real CLI calls
 (about 20 s each, most of it nnU-Net's import and trainer lookup), which the CI budget cannot take for five schemes.
@@ -107,8 +107,9 @@ def test_runs_are_folds_on_identical_splits_and_seeded(tiny):
     other = next(f for f in folds if f["seed"] == TINY.seeds[1] and f["fraction"] == first["fraction"])
     again = out / "again"
     env = clean_env(nnUNet_raw=str(out / "nnUNet_raw"), nnUNet_preprocessed=str(out / "nnUNet_preprocessed"),
-                    nnUNet_results=str(again), nnUNet_n_proc_DA="0", nnUNet_anatomask_finetune_epochs="1",
-                    nnUNet_anatomask_iters_per_epoch="2", nnUNet_anatomask_save_every="1")
+                    nnUNet_results=str(again), nnUNet_n_proc_DA="0",
+                    nnUNet_anatomask_finetune_epochs=str(TINY.finetune_epochs), nnUNet_anatomask_iters_per_epoch="2",
+                    nnUNet_anatomask_save_every="1")
     subprocess.run([sys.executable, "-m", "nnunet_anatomask.evaluation.launch", "train", "980", "2d",
                     str(first["fold"]), "-tr", SCRATCH, "-p", TINY.plans_name, "-device", "cpu", "--seed",
                     str(first["seed"]), "--threads", "1"], env=env, check=True, capture_output=True, timeout=600)
@@ -134,7 +135,7 @@ def test_start_lr_of_the_lr_comparison_reaches_the_optimiser(tiny):
     logged = lambda folder: torch.load(folder / "fold_0" / "checkpoint_final.pth",  # noqa: E731
                                        weights_only=False)["logging"]["lrs"]
     assert logged(again / "Dataset980_EvalTiny" / name) == [pytest.approx(0.00123)]
-    assert logged(out / "nnUNet_results" / "Dataset980_EvalTiny" / name) == [pytest.approx(1e-2)]  # nnU-Net's
+    assert logged(out / "nnUNet_results" / "Dataset980_EvalTiny" / name)[0] == pytest.approx(1e-2)  # nnU-Net's
 
 
 def test_each_scheme_pretrained_once_and_kept_apart(tiny):
@@ -147,6 +148,30 @@ def test_each_scheme_pretrained_once_and_kept_apart(tiny):
             log = "".join(p.read_text() for p in (folder / f"fold_{fold}").glob("training_log_*.txt"))
             assert "Using the stage-1 checkpoint" in log and "fold_all" in log
     assert not (base / f"{SCRATCH}__{TINY.plans_name}__2d" / "fold_all").exists()
+
+
+def test_recipe_axis_and_scratch_at_other_lrs_on_an_existing_run(tiny):
+    """The finished tiny run, rerun with a recipe and Scratch at another start lr (seed 0 only: 4 more CLI calls):
+    the existing folds keep their numbers and nothing finished runs again; the recipe trainer finds its scheme's
+    stage 1; the report has its row and the comparison with Scratch at its best start lr."""
+    out, _ = tiny
+    before = json.loads((out / "folds.json").read_text())
+    stdout = evaluate(out, 1200, "--schemes", *SCHEMES, "--recipes", "full", "frozenEnc", "--scratch-lrs", "1e-3",
+                      "--seeds", "0")
+    folds = json.loads((out / "folds.json").read_text())
+    assert folds[:len(before)] == before and folds[len(before):] == [
+        {"fold": len(before), "fraction": TINY.fractions[0], "seed": 0, "initial_lr": 1e-3}]
+    recipe = scheme_trainers()[0] + "_frozenEnc"
+    ran = [line for line in stdout.splitlines() if line.startswith("[run ]")]
+    assert len(ran) == 4 and all(recipe in line or f"{short_name(SCRATCH)} fold" in line or SCRATCH in line
+                                 for line in ran), ran
+    base = out / "nnUNet_results" / "Dataset980_EvalTiny"
+    log = "".join(p.read_text() for p in (base / f"{recipe}__{TINY.plans_name}__2d" / "fold_0").glob("training_log_*"))
+    assert f"{scheme_trainers()[0]}__{TINY.plans_name}__2d/fold_all/pretraining/checkpoint_final.pth" in log
+    assert "Recipe frozenEnc, phase warmup_decoder" in log and "loading encoder" in log
+    text = (out / "report" / "results.md").read_text()
+    assert any(line.startswith(f"| {short_name(recipe)} |") for line in text.splitlines())
+    assert "## Against Scratch at its own best start lr" in text and "Scratch also at 0.001" in text
 
 
 def test_rerun_skips_finished_steps(tiny):

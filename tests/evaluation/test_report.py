@@ -86,7 +86,35 @@ def test_lr_comparison_against_scratch_at_its_best(run):
                                                                   for lr in (None, 1e-3)}
     assert all(r["vs"] == SCRATCH and r["vs_initial_lr"] == 1e-3 for r in lr_rows if "vs" in r)
     text = open(os.path.join(run.layout.report, "results.md")).read()
-    assert "Stage-2 start learning rate at 50 %" in text
+    assert "Against Scratch at its own best start lr, at 50 % of the labels" in text
+
+
+def test_recipes_and_scratch_at_its_best_start_lr(tmp_path):
+    """A recipe axis (full, nnssl) and Scratch at two more start lrs: the recipe trainers join the main table as
+    their own rows, Scratch's extra folds are Scratch's alone, and every trainer is compared with Scratch at its best
+    start lr (here 3e-3, where Scratch scores highest)."""
+    run = Run(SIZES["tiny"], str(tmp_path), SCHEMES[:1], [0.5], [0, 1], "cpu", log=lambda m: None,
+              recipes=["full", "nnssl"], scratch_lrs=[1e-3, 3e-3])
+    os.makedirs(run.layout.raw_dataset)
+    with open(os.path.join(run.layout.raw_dataset, "dataset.json"), "w") as f:
+        json.dump({"labels": {"background": 0, "a": 1, "b": 2}}, f)
+    table, wanted = run.fold_table()
+    save_folds(run.folds_file, table)
+    assert [run.trainers_for(r) for r in wanted] == [[SCRATCH, SCHEMES[0], SCHEMES[0] + "_nnssl"]] * 2 + [[SCRATCH]] * 4
+    rng = np.random.default_rng(0)
+    for r in wanted:
+        for tr in run.trainers_for(r):
+            write_summary(run.layout.summary(tr, r.fold), rng, 0.2 if r.initial_lr == 3e-3 else 0.0)
+            write_curve(run.curve_file(tr, r.fold), 0.6)
+    text = open(write_report(run, None)).read()
+    assert any(line.startswith("| RandomMask_nnssl |") for line in text.splitlines())
+    res = json.load(open(os.path.join(run.layout.report, "results.json")))
+    assert res["recipes"] == ["full", "nnssl"] and res["scratch_lrs"] == [1e-3, 3e-3]
+    rows = {(r["trainer"], r["initial_lr"]): r for r in res["lr_comparison"]}
+    assert set(rows) == {(SCRATCH, None), (SCRATCH, 1e-3), (SCRATCH, 3e-3), (SCHEMES[0], None),
+                         (SCHEMES[0] + "_nnssl", None)}
+    assert rows[(SCHEMES[0] + "_nnssl", None)]["vs_initial_lr"] == 3e-3 and "vs" not in rows[(SCRATCH, 3e-3)]
+    assert "Scratch also at 0.001, 0.003" in text and "best start lr (0.003)" in text
 
 
 def test_files_plateaus_costs(run):

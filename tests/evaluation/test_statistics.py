@@ -81,3 +81,16 @@ def test_bad_input():
         paired_interval([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="one shape"):
         difference(np.zeros((2, 3)), np.zeros((3, 3)))
+
+
+def test_smallest_detectable_difference():
+    """MDE = (z_0.975 + z_0.8) x se = 2.8016 se (Bloom 1995), se the std of the two-way bootstrap means."""
+    from nnunet_anatomask.evaluation.statistics import minimum_detectable, two_way_means
+    assert minimum_detectable(1.0) == pytest.approx(1.959964 + 0.841621, abs=1e-5)
+    assert minimum_detectable(0.01, level=0.90, power=0.5) == pytest.approx(0.01 * 1.644854, abs=1e-6)
+    rng = np.random.default_rng(1)
+    scheme, scratch = rng.normal(0.7, 0.05, (5, 30)), rng.normal(0.7, 0.05, (5, 30))
+    d = difference(scheme, scratch)
+    assert d.se == pytest.approx(np.std(two_way_means(scheme - scratch), ddof=1))
+    assert d.detectable == pytest.approx(2.8016 * d.se, rel=1e-4)
+    assert difference(np.full((3, 4), 0.8), np.full((3, 4), 0.7)).detectable == pytest.approx(0.0)

@@ -2,7 +2,8 @@
 import pytest
 
 from nnunet_anatomask.evaluation.errors import EvaluationError
-from nnunet_anatomask.evaluation.trainer_names import SCRATCH, scheme_trainers, short_name
+from nnunet_anatomask.evaluation.trainer_names import SCRATCH, scheme_trainers, short_name, stage1_trainer, \
+    with_recipes
 from nnunet_anatomask.pretraining.schemes import SCHEMES
 
 
@@ -21,3 +22,11 @@ def test_a_newly_registered_scheme_joins(monkeypatch):
 def test_unknown_scheme_names_the_known_ones():
     with pytest.raises(EvaluationError, match="unknown scheme.*RandomMask"):
         scheme_trainers(["NoSuchScheme"])
+
+
+def test_recipes_are_trainer_suffixes_sharing_the_schemes_stage1():
+    assert with_recipes(["nnUNetTrainerA", "nnUNetTrainerB"], ["full", "frozenEnc"]) == [
+        "nnUNetTrainerA", "nnUNetTrainerA_frozenEnc", "nnUNetTrainerB", "nnUNetTrainerB_frozenEnc"]
+    assert stage1_trainer("nnUNetTrainerA_frozenEnc") == stage1_trainer("nnUNetTrainerA") == "nnUNetTrainerA"
+    with pytest.raises(EvaluationError, match="layerDecay.*from full, nnssl, sawtooth, frozenEnc, linearProbe"):
+        with_recipes(["nnUNetTrainerA"], ["layerDecay"])  # a Primus recipe: the harness trains the plans' CNN

@@ -54,3 +54,39 @@ def test_masked_mean_and_to_image_space():
     assert losses.masked_mean(values, torch.zeros_like(mask)).item() == 0.0  # nothing masked: no division by 0
     normalised = GRID.unpatchify(losses.normalized_target(IMAGE, GRID))
     torch.testing.assert_close(losses.to_image_space(normalised, IMAGE, GRID), IMAGE, rtol=1e-5, atol=1e-5)
+
+
+def test_difficulty_spaces_by_hand():
+    """Every cell predicted as its normalised target + 1: normalised error 1 everywhere; raw error = the cell's
+    variance (unbiased + 1e-6, the normalisation's): 20/3, 0, 0, 100/3. Catches: raw error without the variance
+    factor, the biased variance, an unknown space accepted."""
+    prediction = GRID.unpatchify(losses.normalized_target(IMAGE, GRID) + 1.0)
+    torch.testing.assert_close(losses.cell_difficulty(prediction, IMAGE, GRID, "normalized"), torch.ones(1, 4))
+    torch.testing.assert_close(losses.cell_difficulty(prediction, IMAGE, GRID, "raw"),
+                               torch.tensor([[20 / 3, 0.0, 0.0, 100 / 3]]) + 1e-6)
+    torch.testing.assert_close(losses.cell_difficulty(prediction, IMAGE, GRID, "normalized"),
+                               losses.per_cell_error(prediction, IMAGE, GRID))
+    with pytest.raises(ValueError, match="difficulty space"):
+        losses.cell_difficulty(prediction, IMAGE, GRID, "absolute")
+
+
+def test_raw_error_is_the_error_of_the_prediction_mapped_back_to_intensities():
+    """raw = mean((to_image_space(p) - x)²) per cell, for any prediction p."""
+    torch.manual_seed(0)
+    prediction = torch.randn_like(IMAGE)
+    mapped = losses.to_image_space(prediction, IMAGE, GRID)
+    expected = GRID.patchify(mapped - IMAGE).square().mean(dim=(-1, -2))
+    torch.testing.assert_close(losses.cell_difficulty(prediction, IMAGE, GRID, "raw"), expected)
+
+
+def test_equal_normalised_error_different_raw_error():
+    """The pin of the two spaces (docs/architecture.md): cell 3 is cell 0 x 10 + 3 (same pattern, 100x the variance),
+    so a flat prediction (each cell's mean) has the same normalised error on both, and 100x the raw error on cell
+    3. Catches: one space computed as the other."""
+    image = IMAGE.clone()
+    image[..., 2:, 2:] = 10 * image[..., :2, :2] + 3
+    flat = torch.zeros_like(image)
+    normalised = losses.cell_difficulty(flat, image, GRID, "normalized")
+    raw = losses.cell_difficulty(flat, image, GRID, "raw")
+    assert normalised[0, 3] == pytest.approx(normalised[0, 0].item(), rel=1e-5)
+    assert raw[0, 3] / raw[0, 0] == pytest.approx(100.0, rel=1e-4)

@@ -254,7 +254,7 @@ def tiny_run(rank: int, scheme_name: str, optimiser: str, out: str) -> None:
     model = tiny_model()
     scheme_class = HeadAndBuffers if scheme_name == "HeadAndBuffers" else SCHEMES[scheme_name]
     scheme = scheme_class(model, model.grid, total_epochs=max(EPOCHS) + 1)
-    loop = Stage1Loop(model, scheme, torch.device("cpu"))  # DDP around model + scheme under a process group
+    loop = Stage1Loop(model, scheme, torch.device("cpu"), scheme.config.recipe(scheme.name))  # DDP: model + scheme
     global_batch = max(GLOBAL_BATCH, scheme.min_batch * stage1_ddp.world_size())  # GL-MAE: 2 views per rank
     use_optimiser(loop, optimiser)
     deterministic_keys(scheme)
@@ -287,6 +287,37 @@ def tiny_two_ranks(rank: int, schemes: list[str], out: str) -> None:
 
 
 def paper_schemes_two_ranks(rank: int, schemes: list[str], out: str) -> None:
-    """The registered schemes with heads, teachers or buffers, each on two ranks with the runner's AdamW."""
+    """The registered schemes with heads, teachers or buffers, each on two ranks with the runner's AdamW; then
+    AMLP's choice of the lesion-like cluster on rank-specific clusterings."""
     for scheme in schemes:
         tiny_run(rank, scheme, "adamw", out)
+    amlp_cluster_choice(rank, out)
+
+
+# Per rank: 64 cells, how many in cluster 1, and the mean cluster-space coordinate of cluster 1's and cluster 0's
+# cells. Alone, rank 0 would take cluster 1 as the smaller (8 < 56) and as the more focal (2.0 > -0.2), rank 1
+# cluster 0 as the smaller (20 < 44) and as the more focal (1.0 > -0.5). Over both ranks cluster 1 is the smaller
+# (52 < 76) and cluster 0 the more focal (8.8 / 76 = 0.116 > -6 / 52 = -0.115): for each rule one rank alone
+# would choose otherwise.
+AMLP_RANK_CLUSTERS = {0: (8, 2.0, -0.2), 1: (44, -0.5, 1.0)}
+
+
+def amlp_rank_points(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank ``rank``'s clustering of one 64-cell sample: points [1, 64, 3] and assignment [1, 64]."""
+    n_one, mean_one, mean_zero = AMLP_RANK_CLUSTERS[rank]
+    assignment = (torch.arange(64) < n_one).long()[None]
+    points = torch.where(assignment[..., None] == 1, mean_one, mean_zero).expand(1, 64, 3).clone()
+    return points, assignment
+
+
+def amlp_cluster_choice(rank: int, out: str) -> None:
+    """Each feature kind's lesion-like cluster index from this rank's clustering (amlp/categories.lesion_like: the
+    most focal cluster for blob features, the smallest for intensity features)."""
+    from nnunet_anatomask.pretraining.schemes.amlp import categories
+
+    points, assignment = amlp_rank_points(rank)
+    chosen = {}
+    for features in ("blob", "intensity"):
+        index, lesion_like = categories.lesion_like(points, assignment, 2, 1, most_focal=features == "blob")
+        chosen[features] = (index.item(), lesion_like)
+    torch.save(chosen, os.path.join(out, f"amlp_choice_{stage1_ddp.world_size()}_rank{rank}.pt"))

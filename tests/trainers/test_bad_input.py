@@ -23,10 +23,12 @@ def good_weights(demo3d, monkeypatch, tmp_path) -> dict:
 
 
 def finetune_trainer(demo3d, monkeypatch, tmp_path, path):
-    """nnUNetTrainerFinetune as `nnUNet_anatomask_pretrained_weights=PATH nnUNetv2_train ...` builds it: the file
-    is checked in __init__, before any work."""
+    """nnUNetTrainerFinetune as `nnUNet_anatomask_pretrained_weights=PATH nnUNetv2_train ...` builds and initializes
+    it: the file is checked in initialize(), before any training."""
     monkeypatch.setenv("nnUNet_anatomask_pretrained_weights", str(path))
-    return make_trainer(demo3d, nnUNetTrainerFinetune, monkeypatch, tmp_path)
+    trainer = make_trainer(demo3d, nnUNetTrainerFinetune, monkeypatch, tmp_path)
+    trainer.initialize()
+    return trainer
 
 
 def test_shape_mismatch_names_key_and_shapes(demo3d, good_weights, monkeypatch, tmp_path):
@@ -69,12 +71,11 @@ def test_matching_weights_pass_validation_and_reach_the_network(demo3d, good_wei
     """Matching weights named by the setting pass our checks and end up in the network at the start of stage 2:
     every tensor but the seg_layers equals the file's, while the trainer's own random init differed from them in
     every conv weight (so equality is no accident). Mutation caught: the weights not loaded (the load in
-    start_from_pretrained_weights removed)."""
+    load_pretrained removed)."""
     torch.save(good_weights, tmp_path / "good.pth")
     trainer = finetune_trainer(demo3d, monkeypatch, tmp_path, tmp_path / "good.pth")
-    trainer.initialize()
     own_init = {k: v.clone() for k, v in trainer.network.state_dict().items()}
-    trainer.start_from_pretrained_weights()
+    trainer.load_pretrained()
     loaded, expected = trainer.network.state_dict(), good_weights["network_weights"]
     keys = transferred_keys(loaded)
     assert all(not torch.equal(own_init[k], expected[k]) for k in keys if k.endswith("conv.weight"))
@@ -89,20 +90,20 @@ def test_nnunets_own_pretrained_weights_flag_still_works(demo3d, good_weights, m
     torch.save(good_weights, tmp_path / "good.pth")
     trainer = make_trainer(demo3d, nnUNetTrainerFinetune, monkeypatch, tmp_path)
     maybe_load_checkpoint(trainer, False, False, str(tmp_path / "good.pth"))  # what nnUNetv2_train does
-    trainer.start_from_pretrained_weights()
+    trainer.load_pretrained()
     for key in transferred_keys(trainer.network.state_dict()):
         assert torch.equal(trainer.network.state_dict()[key], good_weights["network_weights"][key]), key
     both = finetune_trainer(demo3d, monkeypatch, tmp_path, tmp_path / "good.pth")
     maybe_load_checkpoint(both, False, False, str(tmp_path / "good.pth"))
-    with pytest.raises(ConfigurationError, match="both nnUNet_anatomask_pretrained_weights and nnU-Net's"):
-        both.start_from_pretrained_weights()
+    with pytest.raises(ConfigurationError, match="-pretrained_weights was given, and so was .*good.pth"):
+        both.load_pretrained()
 
 
 def test_scheme_trainer_refuses_pretrained_weights(demo3d, good_weights, monkeypatch, tmp_path):
     """Stage 1 would silently replace them: refused as a setting (at once) and through nnU-Net's flag (when
     stage 2 would start, before stage 1 runs)."""
     monkeypatch.setenv("nnUNet_anatomask_pretrained_weights", "x.pth")
-    with pytest.raises(ConfigurationError, match="pretrains its own weights.*nnUNetTrainerFinetune"):
+    with pytest.raises(ConfigurationError, match="nnUNetTrainerRandomMask does not start from it.*nnUNetTrainerFinetune"):
         make_trainer(demo3d, nnUNetTrainerRandomMask, monkeypatch, tmp_path)
     monkeypatch.delenv("nnUNet_anatomask_pretrained_weights")
     torch.save(good_weights, tmp_path / "good.pth")
@@ -114,13 +115,13 @@ def test_scheme_trainer_refuses_pretrained_weights(demo3d, good_weights, monkeyp
 
 def test_scratch_refuses_the_pretrained_weights_setting(demo3d, monkeypatch, tmp_path):
     monkeypatch.setenv("nnUNet_anatomask_pretrained_weights", "x.pth")
-    with pytest.raises(ConfigurationError, match="nnUNetTrainerScratch starts from random weights.*Fix"):
+    with pytest.raises(ConfigurationError, match="nnUNetTrainerScratch does not start from it.*Fix"):
         make_trainer(demo3d, nnUNetTrainerScratch, monkeypatch, tmp_path)
 
 
 def test_finetune_requires_pretrained_weights(demo3d, monkeypatch, tmp_path):
     trainer = make_trainer(demo3d, nnUNetTrainerFinetune, monkeypatch, tmp_path)
-    with pytest.raises(ConfigurationError, match="needs pretrained weights: set nnUNet_anatomask_pretrained_weights"):
+    with pytest.raises(ConfigurationError, match="needs -pretrained_weights PATH.*nnUNet_anatomask_pretrained_weights=PATH"):
         trainer.run_training()
 
 

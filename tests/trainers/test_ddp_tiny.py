@@ -70,3 +70,21 @@ def test_paper_schemes_stay_identical_on_both_ranks(paper_out, scheme):
                     for r in (0, 1))
     assert h.max_difference(rank0["state"], rank1["state"]) == 0.0
     assert rank0["losses"] != rank1["losses"]  # the ranks did see different samples
+
+
+def test_amlp_ranks_choose_the_same_lesion_like_cluster(paper_out):
+    """Each rank clusters its own cells; the lesion-like cluster (the most focal with blob features, the smallest
+    with intensity features) is chosen from sizes and sums over both ranks, so both ranks choose what one process
+    would choose on all cells (the concatenation), although each rank alone would choose the other cluster for one
+    of the rules (ddp_helpers.AMLP_RANK_CLUSTERS). Catches: a choice from each rank's own clustering (the averaged
+    centroids would then mix a lesion-like with a background centroid)."""
+    from nnunet_anatomask.pretraining.schemes.amlp import categories
+    choices = [torch.load(os.path.join(paper_out, f"amlp_choice_2_rank{r}.pt")) for r in (0, 1)]
+    parts = [h.amlp_rank_points(r) for r in (0, 1)]
+    points, assignment = torch.cat([p for p, _ in parts], 1), torch.cat([a for _, a in parts], 1)
+    for features, expected in (("blob", 0), ("intensity", 1)):
+        assert categories.lesion_like(points, assignment, 2, 2, most_focal=features == "blob")[0].item() == expected
+        for rank, choice in enumerate(choices):
+            index, lesion_like = choice[features]
+            assert index == expected, (features, rank)
+            assert torch.equal(lesion_like, parts[rank][1].view(1, -1) == expected)

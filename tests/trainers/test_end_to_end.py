@@ -61,10 +61,13 @@ def test_stage1_outputs_and_anatomask_teacher(pretrained_all):
 def test_fold_reuses_fold_all_and_starts_stage2_from_it(demo3d, pretrained_all, fold0, monkeypatch, tmp_path):
     """Stage 2 of fold 0 starts from fold_all's stage-1 weights (relative distance of every conv weight, as in
     test_finetune_cli_from_stage1_checkpoint), found without running stage 1 again; the log reads stage 1's
-    lookup before stage 2's optimiser. Catches: a hand-over that loads nothing or only part of the network."""
+    lookup, with both budgets (fold_all's 2 epochs, this run's 1), before stage 2's optimiser. Catches: a hand-over
+    that loads nothing or only part of the network."""
     _, ckpt = pretrained_all
     fold_dir, stdout, _ = fold0
-    assert f"Using the stage-1 checkpoint {ckpt}" in stage2_log_text(fold_dir)
+    assert (f"Using the stage-1 checkpoint {ckpt} (AnatoMask, 2 epochs x 2 iterations; this run's stage-1 budget: "
+            f"1 epochs x 2 iterations). The budgets differ; the checkpoint is used as it is. To pretrain with this "
+            f"run's budget instead, move {os.path.dirname(ckpt)} away") in stage2_log_text(fold_dir)
     assert not os.path.isdir(os.path.join(fold_dir, "pretraining"))  # stage 1 did not run again
     assert stdout.index("Using the stage-1 checkpoint") < stdout.index("Initialized warmup_all optimizer")
     final = torch.load(os.path.join(fold_dir, "checkpoint_final.pth"), weights_only=False)["network_weights"]
@@ -122,7 +125,7 @@ def test_finetune_cli_from_stage1_checkpoint(demo3d, pretrained_all, monkeypatch
 def test_scratch_cli(demo3d, tmp_path):
     """nnUNetTrainerScratch runs stage 2's recipe with the knobs' budget and no stage-1 weights.
 
-    Checked: no stage 1 (no pretraining folder, no stage-1 or pretrained-weights line in the log); nnssl's recipe
+    Checked: no stage 1 (no pretraining folder, no stage-1 or pretrained-weights line in the log); the full recipe
     (nnUNetTrainer_warmup's warm-up optimiser line); the knob budget (1 epoch: current_epoch 1, one train loss
     logged); and the trainer name nnU-Net predicts with. Mutation caught: nnUNetTrainerStage2Recipe built on
     nnUNetTrainer instead of nnUNetTrainer_warmup (no warm-up), or Scratch getting a scheme trainer's stage 1."""
@@ -137,3 +140,29 @@ def test_scratch_cli(demo3d, tmp_path):
     assert "Initialized warmup_all optimizer and lr_scheduler at epoch 0" in log
     assert final["trainer_name"] == "nnUNetTrainerScratch"
     assert final["current_epoch"] == 1 and len(final["logging"]["train_losses"]) == 1
+
+
+def test_recipe_trainer_shares_stage1_and_predicts(demo3d, pretrained_all, tmp_path):
+    """nnUNetv2_train -tr nnUNetTrainerAnatoMask_frozenEnc (2 epochs: one per phase) finds nnUNetTrainerAnatoMask's
+    fold_all stage 1 instead of running its own, trains in its own fold folder, logs the transfer report and its
+    phases; after real training its encoder is stage 1's bit for bit (frozen) and its decoder is not (loaded fresh,
+    trained); nnUNetv2_predict -tr finds it. Mutation caught: a recipe trainer looking for stage 1 under its own
+    name (stage 1 runs again), or an encoder that moves."""
+    results, ckpt = pretrained_all
+    name = "nnUNetTrainerAnatoMask_frozenEnc"
+    run_cli(["nnUNetv2_train", demo3d.dataset_id, "3d_fullres", 0, "-tr", name, "-device", "cpu"],
+            demo3d.train_env(results, nnUNet_anatomask_finetune_epochs="2"))
+    fold = fold_folder(results, demo3d.dataset_name, name, "3d_fullres", 0)
+    log = stage2_log_text(fold)
+    assert f"Using the stage-1 checkpoint {ckpt}" in log and not os.path.isdir(os.path.join(fold, "pretraining"))
+    assert f"Transfer report: stage-1 checkpoint {ckpt} -> this network (transfer strict, loading encoder)" in log
+    assert "Recipe frozenEnc, phase warmup_decoder (epochs 0-0)" in log and "phase train_decoder (epochs 1-1)" in log
+    final = torch.load(os.path.join(fold, "checkpoint_final.pth"), weights_only=False)["network_weights"]
+    stage1 = load_weights_only(ckpt)["network_weights"]
+    encoder = [k for k in final if k.startswith("encoder.")]
+    assert encoder and all(torch.equal(final[k], stage1[k]) for k in encoder)
+    assert all(not torch.equal(final[k], stage1[k]) for k in final if k.startswith("decoder.stages.") and
+               k.endswith("conv.weight"))
+    out = tmp_path / "pred"
+    predict(demo3d, results, out, name)
+    check_predictions(demo3d, out)

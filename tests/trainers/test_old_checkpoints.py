@@ -52,7 +52,7 @@ def test_a_checkpoint_with_other_scheme_settings_is_not_reused(old_plans, monkey
 
     plans, dataset_json = old_plans
     saved = torch.load(os.path.join(DATA, "old_stage1_RandomMask.pth"), map_location="cpu", weights_only=True)
-    torch.save({**saved, "scheme_config": {"mask_ratio": 0.75, "a_setting_added_later": 1}}, tmp_path / "c.pth")
+    torch.save({**saved, "scheme_settings": {"mask_ratio": 0.75, "a_setting_added_later": 1}}, tmp_path / "c.pth")
     trainer = SCHEME_TRAINERS["nnUNetTrainerRandomMask"](
         plans={**plans, "continue_training": True}, configuration="3d_fullres", fold=0, dataset_json=dataset_json,
         device=torch.device("cpu"))

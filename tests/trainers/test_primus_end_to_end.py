@@ -30,6 +30,7 @@ def test_primus_variant_trains_and_exports_into_nnunets_primus_trainer(demo3d, m
     stage1 = os.path.join(fold_dir, "pretraining", "checkpoint_final.pth")
     run_cli(["nnUNetv2_export_pretrained", stage1, "-d", demo3d.dataset_id, "-c", "3d_fullres", "-tr",
              "nnUNet_Primus_S_Trainer", "-o", exported], demo3d.env(str(results)))
+    assert sorted(os.listdir(os.path.join(results, demo3d.dataset_name))) == [f"{TRAINER}__nnUNetPlans__3d_fullres"]
     target = make_trainer(demo3d, nnUNet_Primus_S_Trainer, monkeypatch, tmp_path / "target")
     maybe_load_checkpoint(target, continue_training=False, validation_only=False, pretrained_weights_file=str(exported))
     state, weights = target.network.state_dict(), load_weights_only(stage1)["network_weights"]

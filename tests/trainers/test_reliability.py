@@ -8,11 +8,12 @@ import torch.distributed as dist
 
 from nnunet_anatomask.checkpoint_io import CheckpointError
 from nnunet_anatomask.pretraining import schedules
+from nnunet_anatomask.run_lock import LOCK_NAME, read_holder
 from nnunet_anatomask.pretraining.schemes.random_mask import RandomMaskScheme
 from nnunet_anatomask.trainers.registry import nnUNetTrainerAnatoMask, nnUNetTrainerRandomMask
 from nnunet_anatomask.trainers.stage1 import NonFiniteLossError
 from nnunet_anatomask.trainers.stage2 import ConfigurationError
-from tests.conftest import run_cli
+from tests.conftest import TINY_RUN, run_cli
 from tests.trainers.helpers import assert_same, fold_folder, load_weights_only, make_trainer, stage1_log_text, \
     stage2_log_text
 
@@ -28,6 +29,11 @@ def killing_env(planned, results, write: int, log, **knobs) -> dict:
                              CHECKPOINT_WRITE_LOG=str(log), **knobs)
 
 
+def a_pid(log) -> int:
+    """The pid of the process that wrote the log's checkpoints (the killed run)."""
+    return int(log.read_text().splitlines()[-1].split(" ", 1)[0])
+
+
 def killed_write(log) -> str:
     """The path of the last checkpoint write of the log: the one the process died in."""
     return log.read_text().splitlines()[-1].split(" ", 2)[2]
@@ -41,7 +47,8 @@ def test_kill_in_a_stage1_write_then_continue_both_stages(demo3d, tmp_path, monk
     checkpoint_latest), a resume that drops part of the state, schedules restarted at epoch 0."""
     tr, epochs = "nnUNetTrainerAnatoMask", 3
     results = tmp_path / "results"
-    knobs = dict(nnUNet_anatomask_pretrain_epochs=str(epochs))
+    knobs = dict(nnUNet_anatomask_pretrain_epochs=str(epochs),
+                 nnUNet_anatomask_heldout_crops="0")  # no checkpoint_best writes: the 2nd write is epoch 1's latest
     cmd = ["nnUNetv2_train", demo3d.dataset_id, "3d_fullres", 0, "-tr", tr, "-device", "cpu"]
     fold = fold_folder(results, demo3d.dataset_name, tr, "3d_fullres", 0)
     latest = os.path.join(fold, "pretraining", "checkpoint_latest.pth")
@@ -52,10 +59,12 @@ def test_kill_in_a_stage1_write_then_continue_both_stages(demo3d, tmp_path, monk
     assert os.path.dirname(killed_write(log_a)) == os.path.dirname(latest)
     saved = load_weights_only(latest)
     assert saved["current_epoch"] == 1  # the 1st write survived the cut 2nd one
+    assert read_holder(os.path.join(fold, LOCK_NAME))["pid"] == a_pid(log_a)  # SIGKILL left A's lock behind
 
-    for name, value in knobs.items():
+    for name, value in {**TINY_RUN, **knobs}.items():  # the budget of run A (in the checkpoint)
         monkeypatch.setenv(name, value)
-    trainer = make_trainer(demo3d, nnUNetTrainerAnatoMask, monkeypatch, results, continue_training=True)
+    trainer = make_trainer(demo3d, nnUNetTrainerAnatoMask, monkeypatch, tmp_path / "restore",
+                           continue_training=True)  # another fold folder: A's stale lock stays for run B
     trainer.stage1.build()
     trainer.stage1.load(latest)
     restored = trainer.stage1.checkpoint()
@@ -66,6 +75,8 @@ def test_kill_in_a_stage1_write_then_continue_both_stages(demo3d, tmp_path, monk
 
     run_cli(cmd + ["--c"], demo3d.train_env(results, **knobs))
     assert "Resuming stage 1 (AnatoMask) from" in stage1_log_text(fold) and "at epoch 1" in stage1_log_text(fold)
+    assert f"Taking over the lock of {fold}: its holder, pid {a_pid(log_a)} on host" in stage2_log_text(fold)
+    assert not os.path.exists(os.path.join(fold, LOCK_NAME))  # run B released it
     log = load_weights_only(os.path.join(fold, "pretraining", "checkpoint_final.pth"))["logging"]
     assert len(log["loss"]) == epochs
     for e in range(epochs):
@@ -87,7 +98,8 @@ def test_kill_during_checkpoint_writes_then_continue(demo3d, tmp_path):
     + os.replace, in checkpoint_io.atomic_save or in stage 2's save_checkpoint) leaves a half checkpoint that run
     A's or run B's checks (or the resume) fail on."""
     results = tmp_path / "results"
-    knobs = dict(nnUNet_anatomask_pretrain_epochs="3", nnUNet_anatomask_finetune_epochs="3")
+    knobs = dict(nnUNet_anatomask_pretrain_epochs="3", nnUNet_anatomask_finetune_epochs="3",
+                 nnUNet_anatomask_heldout_crops="0")  # the write count below has no stage-1 checkpoint_best
     cmd = ["nnUNetv2_train", demo3d.dataset_id, "3d_fullres", 0, "-tr", TR, "-device", "cpu"]
     fold = fold_folder(results, demo3d.dataset_name, TR, "3d_fullres", 0)
     pre = os.path.join(fold, "pretraining")

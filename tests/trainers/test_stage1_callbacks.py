@@ -13,6 +13,9 @@ class Recorder(Stage1Callback):
     def __init__(self):
         self.calls = []
 
+    def on_run_start(self, runner):
+        self.calls.append(("run start",))
+
     def on_epoch_start(self, runner, epoch):
         self.calls.append(("start", epoch))
 
@@ -27,17 +30,27 @@ class Recorder(Stage1Callback):
     def on_checkpoint(self, runner, path):
         self.calls.append(("checkpoint", os.path.basename(path)))
 
+    def on_epoch_logged(self, runner, epoch, figures):
+        self.calls.append(("logged", epoch))
+
+    def on_run_end(self, runner, summary):
+        self.calls.append(("run end",))
+
 
 def test_callbacks_are_called_in_order_and_their_figures_logged(demo3d, monkeypatch, tmp_path):
     for knob, value in (("pretrain_epochs", "2"), ("iters_per_epoch", "2"), ("save_every", "1")):
         monkeypatch.setenv(f"nnUNet_anatomask_{knob}", value)
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    monkeypatch.setenv("nnUNet_anatomask_heldout_crops", "0")  # no checkpoint_best: a fixed order of checkpoints
     trainer = make_trainer(demo3d, nnUNetTrainerRandomMask, monkeypatch, tmp_path)
     recorder = Recorder()
     trainer.stage1.add_callback(recorder)
     log = load_weights_only(trainer.run_pretraining())["logging"]
-    assert recorder.calls == [("start", 0), ("step", 0), ("step", 0), ("end", 0), ("checkpoint", "checkpoint_latest.pth"),
-                              ("start", 1), ("step", 1), ("step", 1), ("end", 1), ("checkpoint", "checkpoint_final.pth")]
+    assert recorder.calls == [("run start",),
+                              ("start", 0), ("step", 0), ("step", 0), ("end", 0), ("checkpoint", "checkpoint_latest.pth"),
+                              ("logged", 0),
+                              ("start", 1), ("step", 1), ("step", 1), ("end", 1), ("logged", 1),
+                              ("checkpoint", "checkpoint_final.pth"), ("run end",)]
     assert log["held_out_loss"] == [1.5, 2.5]
     assert len(log["foreground_voxels"]) == 2 and all(0 < v < 1 for v in log["foreground_voxels"])
     assert "held_out_loss 1.5" in stage1_log_text(trainer.output_folder)

@@ -83,7 +83,8 @@ def test_other_checkpoints_are_left_to_the_shape_check(demo3d, pool):
 
 
 def test_finetune_refuses_before_training(demo3d, monkeypatch, tmp_path):
-    """Wired into nnUNetTrainerFinetune's check of the pretrained-weights setting, at construction."""
+    """Wired into nnUNetTrainerFinetune's check of the pretrained-weights setting, in initialize() (before any
+    training)."""
     trainer = make_trainer(demo3d, nnUNetTrainerScratch, monkeypatch, tmp_path)
     trainer.initialize()
     pool_json = dict(demo3d.dataset_json(), channel_names={"0": "CT"})
@@ -91,8 +92,9 @@ def test_finetune_refuses_before_training(demo3d, monkeypatch, tmp_path):
             "init_args": {"plans": demo3d.plans(), "dataset_json": pool_json}}
     torch.save(ckpt, tmp_path / "pool.pth")
     monkeypatch.setenv("nnUNet_anatomask_pretrained_weights", str(tmp_path / "pool.pth"))
+    finetune = make_trainer(demo3d, nnUNetTrainerFinetune, monkeypatch, tmp_path)
     with pytest.raises(CheckpointError, match=r"channels \['CT'\]"):
-        make_trainer(demo3d, nnUNetTrainerFinetune, monkeypatch, tmp_path)
+        finetune.initialize()
 
 
 def test_stage1_lookup_names_what_differs_in_the_plans(demo3d, pool):

@@ -17,6 +17,7 @@ from torch import nn
 
 from nnunet_anatomask.errors import PluginError
 from nnunet_anatomask.pretraining.grid import MaskGrid
+from nnunet_anatomask.pretraining.recipes import Stage1Recipe
 
 
 class BackboneError(PluginError, ValueError):
@@ -116,7 +117,8 @@ class MaskedModel(nn.Module, ABC):
 
 
 class Backbone(ABC):
-    """One network family. Subclasses set ``name`` and implement the four methods below."""
+    """One network family. Subclasses set ``name`` and implement the four methods below; ``recipe`` is the
+    scheme's own unless the family has its own (Primus: nnssl's)."""
 
     name: ClassVar[str]
 
@@ -136,6 +138,11 @@ class Backbone(ABC):
     @abstractmethod
     def masked_model(self, network: nn.Module) -> MaskedModel:
         """The stage-1 model around ``network``."""
+
+    def recipe(self, own: Stage1Recipe) -> Stage1Recipe:
+        """Stage 1's optimiser recipe on this network family, given the scheme's ``own`` (its settings'
+        ``SchemeConfig.recipe``; recipes.py): the scheme's own unless the family has its own."""
+        return own
 
     @abstractmethod
     def handover(self, checkpoint_path: str, network: nn.Module) -> list[str]:

@@ -4,10 +4,10 @@ MAE (He et al., CVPR 2022; facebookresearch/mae ``models_mae.py``): masked token
 which processes only the visible ones (its cost falls with 1 - mask ratio); a light decoder sees every position,
 mask tokens where the encoder saw nothing, and reconstructs. Here the encoder is Primus' own: its patch embedding
 (the mask cell = the patch-embedding size, 8³), absolute position embedding, rotary position embedding (kept in
-step with the kept tokens) and EVA blocks; the light decoder is two EVA blocks of the encoder's width (ours) before
-Primus' own patch decoder (``up_projection``). Drop and restore are one batched gather / scatter each (Primus'
-``restore_full_sequence`` loops over the samples). Stochastic depth is off in stage 1 (ours; MAE pretrains its
-ViTs without it).
+step with the kept tokens) and EVA blocks; the light decoder is two EVA blocks of the encoder's width (nnssl's
+EvaMAE: decoder depth 2) before Primus' own patch decoder (``up_projection``). Drop and restore are one batched
+gather / scatter each (Primus' ``restore_full_sequence`` loops over the samples). Stage 1 follows nnssl's recipe
+for Primus (recipes.NNSSL_EVA_MAE): its optimiser, mask ratio 0.75 and stochastic depth 0.2 in encoder and decoder.
 """
 from __future__ import annotations
 
@@ -16,14 +16,15 @@ from typing import Optional
 
 import torch
 from torch import nn
-from timm.layers import apply_keep_indices_nlc, trunc_normal_
+from timm.layers import DropPath, apply_keep_indices_nlc, trunc_normal_
 
 from nnunet_anatomask.checkpoint_io import load_checkpoint_file
 from nnunet_anatomask.pretraining.backbones.base import (Backbone, BackboneError, Encoding, MaskedModel,
                                                           register_backbone, unwrapped)
 from nnunet_anatomask.pretraining.grid import MaskGrid
+from nnunet_anatomask.pretraining.recipes import NNSSL_EVA_MAE, Stage1Recipe
 
-DECODER_DEPTH = 2  # ours: MAE's decoder is 8 blocks of width 512 for ViT-L; two blocks of the encoder's width here
+DECODER_DEPTH = 2  # nnssl's EvaMAE (decoder_eva_depth 2, the encoder's width); MAE's is 8 blocks of width 512
 DECODER = "up_projection."  # Primus' patch decoder: every width depends on the number of output channels
 
 
@@ -51,7 +52,11 @@ class PrimusBackbone(Backbone):
         return MaskGrid(patch_size, cell)  # one cell = one token; MaskGrid checks divisibility, >= 2 per axis
 
     def masked_model(self, network: nn.Module) -> "TokenDroppingModel":
-        return TokenDroppingModel(network, self.grid)
+        return TokenDroppingModel(network, self.grid, drop_path_rate=NNSSL_EVA_MAE.drop_path_rate)
+
+    def recipe(self, own: Stage1Recipe) -> Stage1Recipe:
+        """nnssl's recipe for every scheme on Primus (docs/backbones.md: why, and what each scheme keeps)."""
+        return NNSSL_EVA_MAE
 
     def handover(self, checkpoint_path: str, network: nn.Module) -> list[str]:
         """Every stage-1 tensor whose name and shape the stage-2 Primus shares: the encoder (patch embedding,
@@ -70,6 +75,13 @@ class PrimusBackbone(Backbone):
         return sorted(moved)
 
 
+def set_stochastic_depth(blocks: nn.ModuleList, rate: float) -> None:
+    """Drop-path rates rising linearly from 0 to ``rate`` over ``blocks`` (timm's Eva and nnssl's EvaMAE
+    decoder: np.linspace(0, drop_path_rate, depth)); identity where the rate is 0."""
+    for block, block_rate in zip(blocks, torch.linspace(0, rate, len(blocks)).tolist()):
+        block.drop_path1 = block.drop_path2 = DropPath(block_rate) if block_rate > 0 else nn.Identity()
+
+
 def visible_indices(cell_mask: torch.Tensor) -> torch.Tensor:
     """[B, n_visible] indices of the visible cells, in cell order (MAE: ids_keep). Token dropping needs the same
     number of masked cells in every sample, as every scheme's mask has; one host sync reads that number."""
@@ -86,17 +98,18 @@ class TokenDroppingModel(MaskedModel):
 
     extra_state = ("mask_token", "decoder_blocks", "decoder_norm")
 
-    def __init__(self, network: nn.Module, grid: MaskGrid, decoder_depth: int = DECODER_DEPTH) -> None:
+    def __init__(self, network: nn.Module, grid: MaskGrid, decoder_depth: int = DECODER_DEPTH,
+                 drop_path_rate: float = 0.0) -> None:
         super().__init__(network, grid)
         eva = network.eva
-        for block in eva.blocks:  # stochastic depth off in stage 1
-            block.drop_path1, block.drop_path2 = nn.Identity(), nn.Identity()
         width = network.embed_dim
         self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
         trunc_normal_(self.mask_token, std=0.02)  # MAE: normal_(std=.02)
         self.decoder_blocks = nn.ModuleList(copy.deepcopy(eva.blocks[-1]) for _ in range(decoder_depth))
         self.decoder_blocks.apply(eva._init_weights)  # fresh weights, the encoder's block design
         self.decoder_norm = nn.LayerNorm(width)
+        set_stochastic_depth(eva.blocks, drop_path_rate)
+        set_stochastic_depth(self.decoder_blocks, drop_path_rate)
 
     @property
     def encoder_channels(self) -> list[int]:

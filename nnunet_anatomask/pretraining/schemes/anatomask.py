@@ -9,8 +9,8 @@ from typing import Literal
 
 import torch
 
-from nnunet_anatomask.pretraining import losses, masking, schedules
-from nnunet_anatomask.pretraining.schemes.base import Ratio, at_least
+from nnunet_anatomask.pretraining import masking, schedules
+from nnunet_anatomask.pretraining.schemes.base import DifficultySpace, Ratio, at_least
 from nnunet_anatomask.pretraining.schemes.masked_modelling import GuidedMask, MaskingConfig, MaskingScheme
 from nnunet_anatomask.pretraining.teacher import EMATeacher
 
@@ -24,10 +24,11 @@ class AnatoMaskConfig(MaskingConfig):
     momentum_ramp_fraction: float = 0.25
     error_map: Literal["random", "complementary"] = "random"  # ours: complementary_k teacher masks cover every cell
     complementary_k: at_least(2) = 2
+    difficulty_space: DifficultySpace = "raw"  # teacher error on intensities, as the official code (the loss: not)
 
 
 class AnatoMaskScheme(MaskingScheme):
-    name, config_class = "AnatoMask", AnatoMaskConfig
+    name, config_class, ratio_from_paper = "AnatoMask", AnatoMaskConfig, True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -41,8 +42,7 @@ class AnatoMaskScheme(MaskingScheme):
 
     @torch.no_grad()
     def teacher_scores(self, images: torch.Tensor) -> torch.Tensor:
-        """Per-cell teacher error [B, N] on the normalised target, 0 on cells the teacher saw (ours: the official
-        code scores the teacher against raw patches but trains the student on normalised ones)."""
+        """Per-cell teacher error [B, N] in ``difficulty_space``, 0 on cells the teacher saw."""
         c = self.config
         if c.error_map == "complementary":
             teacher_masks = masking.complementary_masks(self.random_key(images), c.complementary_k)
@@ -52,7 +52,7 @@ class AnatoMaskScheme(MaskingScheme):
         scores = torch.zeros(images.shape[0], self.grid.num_cells, device=images.device)
         for teacher_mask in teacher_masks:
             prediction = self.ema(images, self.grid_mask(teacher_mask))
-            scores += losses.per_cell_error(prediction, images, self.grid) * teacher_mask
+            scores += self.cell_difficulty(prediction, images) * teacher_mask
         return scores
 
     def select_mask(self, images: torch.Tensor, epoch: int) -> GuidedMask:
@@ -65,7 +65,7 @@ class AnatoMaskScheme(MaskingScheme):
         hard_cells = masking.hardest_cells(scores, key, n_hard)
         hard = torch.zeros_like(key, dtype=torch.bool).scatter_(1, hard_cells, True)
         cells = masking.mask_with_cells_first(hard_cells, key, n_masked)
-        return GuidedMask(cells, {"teacher error (per-cell MSE)": scores}, scores, hard)
+        return GuidedMask(cells, {f"teacher error ({self.config.difficulty_space})": scores}, scores, hard)
 
     def loss(self, images: torch.Tensor, prediction: torch.Tensor, mask: GuidedMask, epoch: int) -> tuple:
         loss, figures = super().loss(images, prediction, mask, epoch)

@@ -8,14 +8,15 @@ schemes get their shared pieces from ``masked_modelling.MaskingScheme``; a schem
 contrastive one) subclasses ``Scheme`` directly.
 """
 from dataclasses import dataclass, fields
-from typing import Annotated, ClassVar, NamedTuple, Optional, get_type_hints
+from typing import Annotated, ClassVar, Literal, NamedTuple, Optional, get_type_hints
 
 import torch
 from torch import nn
 
 from nnunet_anatomask.errors import PluginError
-from nnunet_anatomask.pretraining import distributed
+from nnunet_anatomask.pretraining import distributed, losses
 from nnunet_anatomask.pretraining.grid import MaskGrid
+from nnunet_anatomask.pretraining.recipes import Stage1Recipe
 from nnunet_anatomask.pretraining.teacher import EMATeacher
 
 SCHEMES: dict[str, type["Scheme"]] = {}  # name -> scheme class, in registration order
@@ -53,6 +54,7 @@ Share = Annotated[float, Rule(0, 1)]  # a fraction in [0, 1]
 Positive = Annotated[float, Rule(0, low_inclusive=False)]
 NonNegative = Annotated[float, Rule(0)]
 CropScale = Annotated[float, Rule(1)]  # the loader's crops are the plans' patch x crop_scale
+DifficultySpace = Literal[losses.DIFFICULTY_SPACES]  # where a scheme scores how hard a cell is (cell_difficulty)
 
 
 def at_least(n: int):
@@ -74,6 +76,7 @@ class SchemeConfig:
     weight_decay: NonNegative = 1e-5
     warmup_fraction: Share = 0.02
     grad_clip: Positive = 12.0
+    decay_norms_and_biases: bool = True  # False: no weight decay on parameters of <= 1 dimension (HPM)
     crop_scale: CropScale = 1.0  # GL-MAE: 5/3
 
     def __post_init__(self) -> None:
@@ -85,6 +88,13 @@ class SchemeConfig:
                 if isinstance(rule, Rule) and not rule.allows(value):
                     raise SchemeConfigError(f"the {type(self).__name__} setting {f.name!r} = {value!r} is not "
                                             f"allowed: it must be {rule}. {FIX}")
+
+    def recipe(self, scheme_name: str) -> Stage1Recipe:
+        """These optimiser settings as a recipe: the one stage 1 uses on nnU-Net's CNNs (a backbone may have its
+        own: ``Backbone.recipe``; Primus uses nnssl's)."""
+        return Stage1Recipe(source=f"{scheme_name}'s settings", lr=self.base_lr, min_lr=self.min_lr,
+                            betas=self.betas, weight_decay=self.weight_decay, warmup_fraction=self.warmup_fraction,
+                            grad_clip=self.grad_clip, decay_norms_and_biases=self.decay_norms_and_biases)
 
 
 class Picture(NamedTuple):

@@ -5,8 +5,9 @@ CVPR 2022): ``select_mask`` returns a ``CellMask`` (the cells, and whatever ``lo
 choice), the masked model reconstructs, ``loss`` scores the masked cells. A scheme overrides ``select_mask`` (and
 ``loss``, or the whole ``step``). A scheme that masks nothing needs none of this (``base.Scheme``).
 """
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Collection, Optional
 
 import torch
 from torch import nn
@@ -20,6 +21,16 @@ class MaskingConfig(SchemeConfig):
     """A masking scheme's settings: the share of cells masked, and the optimiser (SchemeConfig)."""
 
     mask_ratio: Ratio = 0.6
+
+
+def with_recipe_ratio(config: MaskingConfig, scheme_class: type, recipe_ratio: Optional[float],
+                      overridden: Collection[str] = ()) -> MaskingConfig:
+    """``config`` with the backbone recipe's mask ratio (Primus: nnssl's 0.75), unless the paper fixes the ratio
+    (``ratio_from_paper``), the user set ``mask_ratio`` (``overridden``), or the recipe has none."""
+    if recipe_ratio is None or getattr(scheme_class, "ratio_from_paper", True) or "mask_ratio" in overridden \
+            or not hasattr(config, "mask_ratio"):
+        return config
+    return dataclasses.replace(config, mask_ratio=recipe_ratio)
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,11 @@ class MaskedModelling:
     def select_mask(self, images: torch.Tensor, epoch: int) -> CellMask:
         """The cells to mask in this batch, and what the loss and the picture need of that choice."""
         raise NotImplementedError
+
+    def cell_difficulty(self, prediction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """How hard each cell was to reconstruct, [B, N], in the settings' ``difficulty_space``
+        (losses.cell_difficulty: "normalized", the loss's own space, or "raw", the intensity missed)."""
+        return losses.cell_difficulty(prediction, images, self.grid, self.config.difficulty_space)
 
     def loss(self, images: torch.Tensor, prediction: torch.Tensor, mask: CellMask,
              epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -101,3 +117,6 @@ class MaskingScheme(MaskedModelling, Scheme):
     """A masking scheme: subclasses set ``name`` and ``config_class`` and override ``select_mask``."""
 
     config_class = MaskingConfig
+    # True where the paper fixes the ratio; otherwise a backbone recipe's ratio replaces the default mask_ratio
+    # (Primus: nnssl's 0.75; with_recipe_ratio).
+    ratio_from_paper: ClassVar[bool] = False

@@ -27,6 +27,20 @@ def scheme_config(scheme_class: type[Scheme], overrides: Optional[dict] = None) 
     return config_class(**values)
 
 
+OPTIMISER_SETTINGS = ("base_lr", "min_lr", "betas", "weight_decay", "warmup_fraction", "grad_clip",
+                      "decay_norms_and_biases")
+
+
+def refuse_unused(scheme_class: type[Scheme], overrides: dict, used_optimiser: bool, why: str) -> None:
+    """Refuse, by name, optimiser settings the user set where the backbone's own recipe replaces them (Primus:
+    nnssl's recipe, ``why``): they would be ignored."""
+    unused = [key for key in overrides if key in OPTIMISER_SETTINGS] if not used_optimiser else []
+    if unused:
+        raise SchemeConfigError(f"the {scheme_class.name} settings {', '.join(unused)} are not used on this network: "
+                                f"stage 1 follows {why} here (docs/backbones.md). Fix: leave them out of "
+                                f"nnUNet_anatomask_scheme_config for this trainer.")
+
+
 def checked(what: str, value: Any, hint: Any) -> Any:
     """``value`` as the type ``hint`` (int -> float for a number, list -> tuple), or a SchemeConfigError."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)

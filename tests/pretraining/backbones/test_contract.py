@@ -25,7 +25,8 @@ def decoder_modules(model: MaskedModel) -> list[torch.nn.Module]:
     decoder's parts itself, never the decoder module's own forward."""
     if hasattr(model, "decoder_blocks"):
         return [*model.decoder_blocks.modules(), *model.network.up_projection.modules()]
-    return list(model.network.decoder.modules())
+    encoder = {id(m) for m in model.network.encoder.modules()}  # nnU-Net's UNetDecoder holds the encoder too
+    return [m for m in model.network.decoder.modules() if id(m) not in encoder]
 
 
 @pytest.fixture(params=["cnn", "primus"])

@@ -4,7 +4,7 @@ import pytest
 import torch
 from dynamic_network_architectures.architectures.primus import Primus
 
-from nnunet_anatomask.pretraining.backbones import BackboneError, backbone_for
+from nnunet_anatomask.pretraining.backbones import BackboneError, Encoding, backbone_for
 from nnunet_anatomask.pretraining.backbones.primus import PrimusBackbone, TokenDroppingModel, visible_indices
 
 PATCH = (32, 32, 32)  # 4 x 4 x 4 tokens of 8³
@@ -69,12 +69,71 @@ def test_rotary_embedding_follows_the_kept_tokens(model):
                                rtol=1e-5, atol=1e-5)
 
 
-def test_reconstruction_features_and_stage1_has_no_drop_path(model):
+def test_encoder_output_at_ratio_0_equals_primus_own_forward():
+    """Nothing masked: the encoder output on the token grid (features=True) equals what Primus' own forward hands
+    its patch decoder, on a patch with three different token counts per axis. Pins the token order end to end (our
+    flattening, drop, restore and to_grid against Primus' rearrange), not only on tokens we flattened ourselves.
+    Catches: to_grid / embed with swapped axes, a restore that puts tokens back at other positions."""
+    patch = (32, 24, 16)  # 4 x 3 x 2 tokens
+    torch.manual_seed(0)
+    primus = Primus(1, 96, (8, 8, 8), 1, eva_depth=2, eva_numheads=2, input_shape=patch, drop_path_rate=0.2,
+                    scale_attn_inner=True, init_values=0.1).eval()
+    model = backbone_for(primus, patch).masked_model(primus).eval()
+    images = torch.randn(2, 1, *patch)
+    seen = []
+    hook = primus.up_projection.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        primus(images)
+        ours = model(images, torch.zeros(2, 4, 3, 2, dtype=torch.bool), features=True).encoding.stages[0]
+    hook.remove()
+    assert ours.shape == seen[0].shape == (2, 96, 4, 3, 2)
+    torch.testing.assert_close(ours, seen[0], rtol=1e-5, atol=1e-5)
+
+
+def decode_tokens(model, tokens: torch.Tensor) -> torch.Tensor:
+    """The light decoder's output tokens [B, N, C] for tokens [B, N, C] at every position (nothing masked)."""
+    grid = model.to_grid(tokens)
+    return model.decode(Encoding([grid], grid), None)[1][0].flatten(2).transpose(1, 2)
+
+
+def test_decoder_adds_the_absolute_position_embedding_to_every_token(model):
+    """Every position holds the same token (the mask token): the decoder's output must still differ between any
+    two positions, which only the absolute embedding can do (with equal tokens attention averages equal values,
+    and the rotary embedding only reweights them). Catches: the decoder without eva.pos_embed."""
+    with torch.no_grad():
+        decoded = decode_tokens(model, model.mask_token.expand(2, 64, -1))
+    distances = torch.cdist(decoded[0], decoded[0])
+    assert (distances + torch.eye(64) * 1e3).min() > 1e-3
+
+
+def test_decoder_applies_the_rotary_embedding(model):
+    """Absolute embedding zeroed; token 0 differs, the other 63 are equal: their outputs differ only through
+    attention weights that depend on the distance to token 0, i.e. the rotary embedding. Catches: the decoder's
+    blocks called without rope."""
+    with torch.no_grad():
+        model.network.eva.pos_embed.zero_()
+        tokens = torch.randn(1, 1, 96).expand(2, 64, 96).clone()
+        tokens[:, 0] = torch.randn(96)
+        decoded = decode_tokens(model, tokens)
+    distances = torch.cdist(decoded[0, 1:], decoded[0, 1:])
+    assert distances.max() > 1e-3
+
+
+def test_reconstruction_features_and_nnssl_stochastic_depth(model):
+    """Stage 1 keeps nnssl's stochastic depth (drop-path 0.2, rising linearly over the encoder's and over the light
+    decoder's blocks): random in training, deterministic in eval mode."""
     images, mask = torch.randn(2, 1, *PATCH), half_mask()
-    model.train()
+    rates = [[getattr(b.drop_path1, "drop_prob", 0.0) for b in blocks]
+             for blocks in (model.network.eva.blocks, model.decoder_blocks)]
+    assert rates == [[0.0, pytest.approx(0.2)], [0.0, pytest.approx(0.2)]]
+    model.eval()
     out1 = model(images, mask, features=True)
     out2 = model(images, mask)
-    torch.testing.assert_close(out1.reconstruction, out2)  # deterministic in train mode: no stochastic depth
+    torch.testing.assert_close(out1.reconstruction, out2)
+    model.train()
+    torch.manual_seed(0)
+    train_outputs = {tuple(model(images, mask).flatten()[:5].tolist()) for _ in range(6)}
+    assert len(train_outputs) > 1
     assert out1.reconstruction.shape == images.shape
     assert out1.decoder_features[0].shape == (2, 96, 4, 4, 4) and model.decoder_channels == [96]
     out1.reconstruction.square().mean().backward()

@@ -11,6 +11,8 @@ from nnunet_anatomask.pretraining.schemes import SCHEMES
 from nnunet_anatomask.pretraining.schemes.base import SchemeConfigError
 from nnunet_anatomask.pretraining.schemes.settings import scheme_config
 from nnunet_anatomask.pretraining.schemes.amlp import AMLPConfig, AMLPScheme, arl_weights, consistency_loss
+from nnunet_anatomask.pretraining.backbones.cnn.grid import cnn_grid
+from tests.pretraining.schemes.conftest import STRIDES
 from tests.trainers.test_stage1_loop import cpu_loop
 
 N_CELLS, N_LESION = 64, 5
@@ -19,6 +21,11 @@ N_CELLS, N_LESION = 64, 5
 def amlp(model, total_epochs: int = 5, **settings) -> AMLPScheme:
     """AMLP on the tiny model; an ablation is a config (settings), never a subclass."""
     return AMLPScheme(model, model.grid, total_epochs=total_epochs, config=AMLPConfig(**settings))
+
+
+def intensity_amlp(model, total_epochs: int = 5) -> AMLPScheme:
+    """AMLP with the mean / std / max features and the smallest-cluster rule."""
+    return amlp(model, total_epochs, cell_features="intensity")
 
 
 def planted(grid, batch: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,7 +62,7 @@ class OffsetModel(torch.nn.Module):
 def test_kmeans_separates_two_planted_intensity_populations(model):
     """Bright foci in 5 of 64 cells per sample: exactly those cells form the lesion-like cluster. Catches: the
     largest cluster taken as lesion-like."""
-    scheme = AMLPScheme(model, model.grid, total_epochs=5)
+    scheme = intensity_amlp(model)
     images, lesion = planted(model.grid)
     assert torch.equal(cluster_cells(scheme, images, model), lesion)
     assert scheme.centroids.shape == (1, 2, 3)  # one (mean, std, max) triple per channel and cluster
@@ -74,7 +81,7 @@ def test_kmeans_on_points_known_answer():
 
 def test_kmeans_is_warm_started_from_the_previous_steps_centroids(model, monkeypatch):
     """Catches: centroids re-initialised every step (not kept in the buffer)."""
-    scheme = AMLPScheme(model, model.grid, total_epochs=5)
+    scheme = intensity_amlp(model)
     images, lesion = planted(model.grid)
     cluster_cells(scheme, images, model)
     kept = scheme.centroids.clone()
@@ -114,7 +121,7 @@ def test_preferential_mask_without_preferred_cells_is_random_mask():
 
 def test_step_masks_the_planted_lesion_cells(model):
     """Through the whole step: 5 planted cells < 16 = share x 32, so every planted cell is masked."""
-    scheme = AMLPScheme(model, model.grid, total_epochs=5)
+    scheme = intensity_amlp(model)
     images, lesion = planted(model.grid)
     out = scheme.step({"data": images}, model, epoch=2)
     assert (out.picture.cell_mask & lesion).sum() == lesion.sum()
@@ -170,7 +177,7 @@ def test_ccl_is_zero_when_categories_and_difficulty_agree(model):
     """Planted lesion cells are lesion-like; an offset model makes exactly them hard (error 4 vs 0.01): CCL ~ 0.
     Making the background hard instead gives CCL ~ 1 on the disagreeing cells. Catches: hard = the lower
     2-means cluster, q taken for the background cluster, CCL over visible cells."""
-    scheme = AMLPScheme(model, model.grid, total_epochs=5)
+    scheme = intensity_amlp(model)
     images, lesion = planted(model.grid)
     agree = scheme.step({"data": images}, OffsetModel(model.grid, torch.where(lesion, 2.0, 0.1)), epoch=2)
     assert agree.figures["ccl"].item() < 1e-3
@@ -224,7 +231,7 @@ def test_encoder_features_option(model):
 
 
 def test_bad_settings_name_the_setting():
-    with pytest.raises(SchemeConfigError, match="'cell_features' must be one of 'intensity', 'encoder'"):
+    with pytest.raises(SchemeConfigError, match="'cell_features' must be one of 'blob', 'intensity', 'encoder'"):
         scheme_config(AMLPScheme, {"cell_features": "texture"})
     with pytest.raises(SchemeConfigError, match="'clusters' = 1 is not allowed: it must be >= 2"):
         scheme_config(AMLPScheme, {"clusters": 1})
@@ -262,7 +269,7 @@ def test_stage1_run_logs_amlp_figures_and_saves_centroids(demo3d, monkeypatch, t
     log = ckpt["logging"]
     assert log["mask_ratio"] == pytest.approx([0.25, 0.75])
     for name in ("lesion_cluster_size", "masked_lesion_like_share", "arl_weight_entropy", "ccl", "mse",
-                 "hard_lesion_like_share", "metric_weight_max"):
+                 "hard_lesion_like_share", "metric_weight_blob_sigma1", "metric_weight_blob_sigma2"):
         assert len(log[name]) == 2 and all(0.0 <= v < 10.0 for v in log[name]), name
     centroids = ckpt["scheme_state"]["scheme"]["centroids"]
     assert centroids.shape == (1, 2, 3) and torch.isfinite(centroids).all()
@@ -282,3 +289,39 @@ def test_nnunetv2_train_amlp_end_to_end(demo3d, tmp_path):
     assert ckpt["scheme_state"]["scheme"]["centroids"].shape == (1, 2, 3)
     log = stage1_log_text(fold_dir)
     assert "lesion_cluster_size" in log and "arl_weight_entropy" in log and "ccl" in log
+
+
+# --- which cells are lesion-like on CT-like intensities (docs/amlp.md) ---------------------------------------
+def ct_like(batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """16³ patches in CT-normalised units, as nnU-Net's CTNormalization leaves an abdomen: air / fat clipped to a
+    constant -2.5 (x < 4), soft tissue 0 with noise 0.7, a bone rod along axis 0 clipped to +3.2 (radius 1.5 around
+    y = x = 13.5), and one small hypodense lesion (radius 1.5, -2: about -28 HU) centred in a cell of the soft
+    tissue. Returns
+    the images and bool maps [B, N] of the cells holding lesion and rod voxels."""
+    gen = torch.Generator().manual_seed(seed)
+    grid = cnn_grid((16, 16, 16), STRIDES)
+    z, y, x = torch.meshgrid(*[torch.arange(16.0)] * 3, indexing="ij")
+    images = 0.7 * torch.randn(batch, 1, 16, 16, 16, generator=gen)
+    rod = (y - 13.5) ** 2 + (x - 13.5) ** 2 <= 1.5 ** 2
+    lesions = torch.zeros(batch, 1, 16, 16, 16, dtype=torch.bool)
+    for b, (cz, cy, cx) in enumerate([(5.5, 5.5, 9.5), (9.5, 5.5, 9.5), (5.5, 9.5, 9.5)][:batch]):
+        lesions[b, 0] = (z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= 1.5 ** 2
+    images = torch.where(lesions, images - 2.0, images)
+    images = torch.where(rod, torch.tensor(3.2), torch.where(x < 4, torch.tensor(-2.5), images))
+    holding = [grid.patchify(m.float()).amax(dim=(-1, -2)) > 0 for m in (lesions, rod.expand_as(lesions))]
+    return images, holding[0], holding[1]
+
+
+def test_blob_features_find_a_faint_lesion_not_the_bone_rod_or_the_air_border(model):
+    """The issue's CT-like toy: with the default blob features the lesion-like cluster holds every lesion cell and
+    no rod cell; the mean / std / max features with the smallest-cluster rule pick the rod and the air border and
+    miss the lesion (why the rule changed, docs/amlp.md). Catches: blob features without their reach (cells cut
+    by the lesion missed), a blob measure that fires on tubes (the rod). (Here the most focal cluster is also the
+    smallest; tests/trainers/test_ddp_tiny.py has clusters where the two rules differ.)"""
+    images, lesion, rod = ct_like()
+    blob_cluster = cluster_cells(AMLPScheme(model, model.grid, total_epochs=5), images, model)
+    assert (blob_cluster & lesion).sum() == lesion.sum()
+    assert not (blob_cluster & rod).any()
+    assert blob_cluster.sum() <= 2 * lesion.sum()
+    intensity_cluster = cluster_cells(intensity_amlp(model), images, model)
+    assert (intensity_cluster & lesion).sum() == 0 and (intensity_cluster & rod).any()

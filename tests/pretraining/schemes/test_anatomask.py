@@ -72,10 +72,11 @@ def test_teacher_is_in_scheme_state_not_network(model):
     assert not any(k.startswith("teacher") for k in model.network.state_dict())
 
 
-def test_teacher_sees_its_own_random_mask_and_is_scored_on_normalised_cells(model, images):
-    """Catches: a teacher that reconstructs from the un-masked image (no or an empty mask), and scores against
-    raw instead of per-cell normalised patches. The spy teacher predicts the normalised target exactly, plus a
-    known offset in every cell: each cell it masked must score offset², each cell it saw 0."""
+def test_teacher_sees_its_own_random_mask_and_is_scored_on_intensities(model, images):
+    """Catches: a teacher that reconstructs from the un-masked image (no or an empty mask), and scores in the
+    per-cell normalised space instead of on intensities (the official code's raw patches). The spy teacher predicts
+    the normalised target exactly, plus a known offset in every cell: each cell it masked must score offset² x the
+    cell's variance (the offset mapped back to intensities), each cell it saw 0."""
     scheme = AnatoMaskScheme(model, model.grid, total_epochs=5)
     grid, seen = model.grid, []
     offset = torch.arange(grid.num_cells, dtype=torch.float32).repeat(images.shape[0], 1) / grid.num_cells
@@ -90,4 +91,27 @@ def test_teacher_sees_its_own_random_mask_and_is_scored_on_normalised_cells(mode
     assert len(seen) == 1 and seen[0].shape == (images.shape[0], *grid.cells_per_axis)
     teacher_mask = seen[0].view(images.shape[0], -1)
     assert (teacher_mask.sum(1) == masking.num_masked(grid.num_cells, scheme.config.teacher_ratio)).all()
-    torch.testing.assert_close(scores, torch.where(teacher_mask, offset ** 2, 0.0))
+    variance = losses.cell_statistics(images, grid)[1].square()[..., 0, 0]
+    torch.testing.assert_close(scores, torch.where(teacher_mask, offset ** 2 * variance, 0.0))
+
+
+def test_hard_cells_are_the_bright_ones_among_cells_of_equal_normalised_error(model):
+    """The pin (docs/anatomask.md): 48 of the 64 cells are noise x 10 (+3), 16 plain noise; the teacher predicts
+    every cell's normalised target + 0.5, so every cell's normalised error is exactly 0.25 and the raw error is
+    0.25 x the cell's variance, 100x larger on the bright ones. With alpha = 0.5 (the last epoch) the 19 hard cells
+    must all be bright (the teacher masks 38 cells, about 28 of them bright). Catches: the teacher map scored in
+    the normalised space (the hard cells are then drawn by the random tie-break)."""
+    scheme = AnatoMaskScheme(model, model.grid, total_epochs=2)
+    grid = model.grid
+    torch.manual_seed(0)
+    cells = grid.patchify(torch.randn(2, 1, 16, 16, 16))
+    bright = torch.zeros(2, grid.num_cells, dtype=torch.bool)
+    bright[:, 16:] = True
+    images = grid.unpatchify(torch.where(bright[..., None, None], 10 * cells + 3, cells))
+    off_by_half = grid.unpatchify(losses.normalized_target(images, grid) + 0.5)
+    scheme.teacher.forward = lambda imgs, mask, features=False: off_by_half  # this instance only
+    normalised = losses.per_cell_error(off_by_half, images, grid)
+    torch.testing.assert_close(normalised, torch.full_like(normalised, 0.25))
+    hard = scheme.select_mask(images, epoch=1).hard
+    assert hard.sum() == 2 * int(0.5 * masking.num_masked(grid.num_cells, scheme.config.mask_ratio))
+    assert (hard & ~bright).sum() == 0

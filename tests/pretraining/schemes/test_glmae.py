@@ -138,8 +138,10 @@ def test_student_sees_every_view_masked_once_teacher_the_unmasked_global_views(m
 
     decoder_calls = []
     scheme.teacher.encode = spy(teacher_calls, scheme.teacher.encode)  # this instance only
+    encoder = {id(m) for m in scheme.teacher.network.encoder.modules()}  # nnU-Net's UNetDecoder holds it too
     for module in scheme.teacher.network.decoder.modules():  # its parts: the model runs them, not its forward
-        module.register_forward_hook(lambda *_: decoder_calls.append(1))
+        if id(module) not in encoder:
+            module.register_forward_hook(lambda *_: decoder_calls.append(1))
     scheme.step({"data": crops(4)}, spy(student_calls, model), epoch=0)
     assert len(student_calls) == 1 and len(teacher_calls) == 1 and decoder_calls == []
     student_views, student_mask = student_calls[0]
@@ -147,6 +149,41 @@ def test_student_sees_every_view_masked_once_teacher_the_unmasked_global_views(m
     assert (student_mask.view(4, -1).sum(1) == masking.num_masked(64, scheme.config.mask_ratio)).all()
     teacher_views, teacher_mask = teacher_calls[0]
     assert torch.equal(teacher_views, student_views[:2]) and not teacher_mask.any()
+
+
+def test_anchors_are_the_teachers_projection_of_the_unmasked_global_views(model):
+    """G2G and G2L are recomputed from scratch: the student's embeddings Q(P(layout)) of its masked views (the
+    spied forward's own features), the anchors P_m(layout(teacher(global view, nothing masked))). Teacher and
+    teacher projector are first moved away from the student's copies (as after training), so every part shows.
+    Catches: a step that anchors on the student's own detached global embedding (G2G would be 0), the student's
+    projector used where the teacher's belongs, a teacher that sees the masked view or a local view."""
+    scheme = GLMAEScheme(model, model.grid, total_epochs=5)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in [*scheme.teacher.parameters(), *scheme.teacher_projector.parameters()]:
+            p.add_(0.5 * torch.randn_like(p))
+    calls = []
+
+    def spy(images, grid_mask, features=False):
+        out = model(images, grid_mask, features=features)
+        calls.append((images, grid_mask, out))
+        return out
+
+    out = scheme.step({"data": crops(4)}, spy, epoch=0)
+    (all_views, grid_mask, student_out), = calls
+    cell_mask = grid_mask.view(4, -1)
+    with torch.no_grad():
+        student = scheme.predictor(scheme.projector(scheme.layout(student_out.encoding.stages[-1], cell_mask)))
+        nothing = torch.zeros(2, 64, dtype=torch.bool)
+        teacher_skip = scheme.teacher.encode(all_views[:2], scheme.grid_mask(nothing)).stages[-1]
+        anchor = scheme.teacher_projector(scheme.layout(teacher_skip, nothing))
+        wrong_head = scheme.projector(scheme.layout(teacher_skip, nothing))
+    expected_g2g = consistency(student[:2], anchor).mean()
+    expected_g2l = consistency(student[2:], anchor).mean()
+    torch.testing.assert_close(out.figures["g2g"], expected_g2g)
+    torch.testing.assert_close(out.figures["g2l"], expected_g2l)
+    assert out.figures["g2g"] > 0.01  # not the student's own embedding
+    assert (consistency(student[:2], wrong_head).mean() - expected_g2g).abs() > 1e-3  # the heads differ here
 
 
 def test_layout_readout_known_values(model):

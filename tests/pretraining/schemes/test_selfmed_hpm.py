@@ -144,12 +144,14 @@ def test_teacher_predictor_runs_on_the_unmasked_patch(model, images):
 
 def test_step_total_loss_and_figures_from_masked_cells_only(model, images):
     """L = L_rec + L_pred, with L_pred and the figures over the masked cells' predicted / actual losses (the
-    picture's maps). Catches: ranking over all cells, the predictor left out of the total."""
+    picture's maps), the actual losses on intensities (HPM's raw target). Catches: ranking over all cells, the
+    predictor left out of the total, the ranking target in the normalised space."""
     scheme = SelfMedHPMScheme(model, model.grid, total_epochs=2)
     torch.manual_seed(5)
     out = scheme.step({"data": images}, model, epoch=1)  # alpha = 0.5: the teacher ranks
     mask = out.picture.cell_mask
-    rec, errors = losses.reconstruction_loss(out.picture.prediction, images, mask, model.grid)
+    rec, _ = losses.reconstruction_loss(out.picture.prediction, images, mask, model.grid)
+    errors = losses.cell_difficulty(out.picture.prediction, images, model.grid, "raw")
     ranked = mask.nonzero()[:, 1].view(3, 48)
     predicted = out.picture.maps["predicted loss (student)"].gather(1, ranked)
     actual = errors.gather(1, ranked)
@@ -260,3 +262,35 @@ def test_selfmed_hpm_pretrain_killed_then_continued_cli(demo3d, tmp_path):
                                                      for e in range(epochs)])
     for key, values in saved["logging"].items():
         assert log[key][:len(values)] == pytest.approx(values, nan_ok=True), key
+
+
+class FlatModel(torch.nn.Module):
+    """The tiny model's features, but a flat reconstruction (every cell's mean: 0 in the normalised space)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images, cell_mask, features=False):
+        out = self.model(images, cell_mask, features=True)
+        out = out._replace(reconstruction=torch.zeros_like(out.reconstruction))
+        return out if features else out.reconstruction
+
+
+def test_ranking_target_is_raw_on_cells_of_equal_normalised_error(model):
+    """The pin (docs/selfmedhpm.md): every cell of sample 1 is sample 0's cell x 10 + 3, so a flat reconstruction
+    has the same normalised error on both and 100x the raw error on sample 1. The actual losses the predictor
+    learns to rank must be the raw ones. Catches: the ranking target taken from the normalised loss."""
+    scheme = SelfMedHPMScheme(model, model.grid, total_epochs=2)
+    torch.manual_seed(0)
+    base = torch.randn(1, 1, 16, 16, 16)
+    images = torch.cat([base, 10 * base + 3])
+    out = scheme.step({"data": images}, FlatModel(model), epoch=0)
+    actual = out.picture.maps["actual loss (raw, masked cells)"]
+    mask = out.picture.cell_mask
+    normalised = losses.per_cell_error(torch.zeros_like(images), images, model.grid)
+    torch.testing.assert_close(normalised[0], normalised[1])
+    variance = losses.cell_statistics(images, model.grid)[1].square()[..., 0, 0]
+    torch.testing.assert_close(actual, torch.where(mask, normalised * variance, 0.0))
+    ratio = actual[1][mask[1]].sum() / (normalised[1] * variance[0])[mask[1]].sum()
+    assert ratio == pytest.approx(100.0, rel=1e-3)

@@ -4,7 +4,8 @@ import pytest
 
 from nnunet_anatomask.pretraining.schemes import SCHEMES
 from nnunet_anatomask.pretraining.schemes.base import SchemeConfigError
-from nnunet_anatomask.pretraining.schemes.settings import describe, plain, scheme_config
+from nnunet_anatomask.pretraining.schemes.masked_modelling import with_recipe_ratio
+from nnunet_anatomask.pretraining.schemes.settings import describe, plain, refuse_unused, scheme_config
 
 ANATOMASK = SCHEMES["AnatoMask"]
 
@@ -28,7 +29,7 @@ def test_every_scheme_has_one_config_dataclass_with_its_defaults():
 
 @pytest.mark.parametrize("settings, message", [
     ({"mask_ration": 0.7}, "AnatoMask has no setting 'mask_ration'. Did you mean 'mask_ratio'\\? Its settings: "
-                           "base_lr, .*complementary_k. Fix: correct it in nnUNet_anatomask_scheme_config"),
+                           "base_lr, .*complementary_k, difficulty_space. Fix: correct it in nnUNet_anatomask_scheme_config"),
     ({"mask_ratio": "high"}, "the AnatoMask setting 'mask_ratio' must be a number, got 'high' \\(str\\). Fix"),
     ({"mask_ratio": True}, "the AnatoMask setting 'mask_ratio' must be a number, got True \\(bool\\)"),
     ({"complementary_k": 2.0}, "'complementary_k' must be a whole number, got 2.0 \\(float\\)"),
@@ -47,3 +48,26 @@ def test_a_bool_setting_takes_only_true_or_false():
     with pytest.raises(SchemeConfigError, match="'use_mps' must be true or false, got 0 \\(int\\)"):
         scheme_config(SCHEMES["AMLP"], {"use_mps": 0})
     assert scheme_config(SCHEMES["AMLP"], {"use_mps": False}).use_mps is False
+
+
+def test_a_backbone_recipe_ratio_replaces_only_a_default_the_paper_does_not_fix():
+    """Primus' recipe ratio (nnssl's 0.75) replaces RandomMask's default 0.6; a ratio the user set wins; a paper's
+    ratio (AnatoMask's 0.6) is kept; a recipe without a ratio changes nothing. Catches: the paper ratio replaced,
+    the user's setting overwritten."""
+    random_mask = SCHEMES["RandomMask"]
+    assert with_recipe_ratio(scheme_config(random_mask), random_mask, 0.75).mask_ratio == 0.75
+    user = {"mask_ratio": 0.5}
+    assert with_recipe_ratio(scheme_config(random_mask, user), random_mask, 0.75, user).mask_ratio == 0.5
+    assert with_recipe_ratio(scheme_config(ANATOMASK), ANATOMASK, 0.75).mask_ratio == 0.6
+    assert with_recipe_ratio(scheme_config(random_mask), random_mask, None).mask_ratio == 0.6
+
+
+def test_optimiser_settings_are_refused_where_the_backbone_has_its_own_recipe():
+    """On Primus (nnssl's recipe) a base_lr or betas in the user's settings would be ignored: refused by name,
+    with the fix; other settings, and any setting where the scheme's own recipe is used, pass."""
+    with pytest.raises(SchemeConfigError, match="RandomMask settings base_lr, betas are not used on this network: "
+                                                "stage 1 follows nnssl BaseEvaMAETrainer here.*Fix: leave them out"):
+        refuse_unused(SCHEMES["RandomMask"], {"base_lr": 1e-3, "betas": [0.9, 0.9], "mask_ratio": 0.5},
+                      used_optimiser=False, why="nnssl BaseEvaMAETrainer")
+    refuse_unused(SCHEMES["RandomMask"], {"mask_ratio": 0.5}, used_optimiser=False, why="nnssl BaseEvaMAETrainer")
+    refuse_unused(SCHEMES["RandomMask"], {"base_lr": 1e-3}, used_optimiser=True, why="RandomMask's settings")

@@ -110,7 +110,7 @@ def test_two_views_from_docs_runs_a_whole_stage1(doc_schemes, demo3d, monkeypatc
     monkeypatch.setenv("nnUNet_anatomask_scheme_config", '{"temperature": 0.2}')  # a TwoViews setting
     runner = Stage1Runner(trainer, doc_schemes[1])  # any scheme class: the runner is not changed for it
     ckpt = load_weights_only(runner.run())
-    assert ckpt["scheme"] == "TwoViews" and ckpt["scheme_config"]["temperature"] == 0.2
+    assert ckpt["scheme"] == "TwoViews" and ckpt["scheme_settings"]["temperature"] == 0.2
     assert set(ckpt["scheme_state"]["scheme"]) == {"head.0.weight", "head.0.bias", "head.2.weight", "head.2.bias"}
     assert len(ckpt["logging"]["pair_accuracy"]) == 1
     assert os.path.isfile(os.path.join(runner.folder, "reconstruction_epoch_0000.png"))

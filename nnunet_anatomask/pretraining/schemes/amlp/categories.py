@@ -6,10 +6,13 @@ from typing import NamedTuple
 
 import torch
 
-from nnunet_anatomask.pretraining import clustering, losses
+from nnunet_anatomask.pretraining import blobs, clustering, distributed, losses
 from nnunet_anatomask.pretraining.grid import MaskGrid
 
 INTENSITY_STATISTICS = ("mean", "std", "max")  # per cell and channel (ours, docs/amlp.md)
+BLOB_SCALES = (1.0, 1.5, 2.0)  # Gaussian scales of the blob strength, in voxels (ours, docs/amlp.md)
+BLOB_REACH = 1  # a cell counts a blob centred up to this many voxels outside it (ours)
+STATISTIC_NAMES = {"intensity": INTENSITY_STATISTICS, "blob": tuple(f"blob_sigma{s:g}" for s in BLOB_SCALES)}
 
 
 class Categories(NamedTuple):
@@ -29,6 +32,21 @@ def intensity_features(images: torch.Tensor, grid: MaskGrid) -> torch.Tensor:
     return torch.cat([mean, std, peak], dim=-1)
 
 
+@torch.no_grad()
+def blob_features(images: torch.Tensor, grid: MaskGrid) -> torch.Tensor:
+    """``[B, N, C, S]``: per cell, channel and scale, the largest blob strength (blobs.blob_strength) within
+    BLOB_REACH voxels of the cell (a lesion cut by a cell border still marks both cells; ours)."""
+    pool = torch.nn.functional.max_pool3d if grid.ndim == 3 else torch.nn.functional.max_pool2d
+    per_scale = [pool(blobs.blob_strength(images, sigma), 2 * BLOB_REACH + 1, 1, BLOB_REACH) for sigma in BLOB_SCALES]
+    return torch.stack([grid.patchify(b).amax(-1) for b in per_scale], dim=-1)
+
+
+# MPS's cell features from the image (ours, docs/amlp.md): "blob", each cell's strongest compact bright or dark
+# spot at BLOB_SCALES (lesion-like = the most focal cluster); "intensity", mean, std and max (lesion-like = the
+# smallest cluster). The scheme's third choice, "encoder", is the un-masked student's encoder.
+IMAGE_FEATURES = {"blob": blob_features, "intensity": intensity_features}
+
+
 def metric_weights(logits: torch.Tensor) -> torch.Tensor:
     """w = S softmax(logits): one weight per statistic, mean 1 (CCL can only move weight between them)."""
     return logits.numel() * logits.softmax(0)
@@ -44,11 +62,20 @@ def cluster_space(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
     return standardised.reshape(1, -1, features.shape[2] * features.shape[3])
 
 
-def lesion_like(assignment: torch.Tensor, clusters: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The lesion-like cluster is the smallest one (ours: lesions are the minority); returns its index ``[1]`` and
-    the bool map ``[B, N]`` of its cells."""
-    sizes = torch.nn.functional.one_hot(assignment, clusters).sum(1)  # [1, K]
-    index = sizes.argmin(1)
+@torch.no_grad()
+def lesion_like(points: torch.Tensor, assignment: torch.Tensor, clusters: int, batch: int,
+                most_focal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lesion-like cluster (ours): with ``most_focal`` (blob features) the one whose cells have the highest mean
+    cluster-space coordinate, otherwise the smallest (lesions are the minority). Sizes and sums are taken over every
+    DDP rank's cells, so all ranks choose the same cluster. Returns its index ``[1]`` and the bool map ``[B, N]`` of
+    this rank's cells in it."""
+    members = torch.nn.functional.one_hot(assignment, clusters).to(points.dtype)  # [1, M, K]
+    sizes = distributed.all_reduce_sum(members.sum(1))                             # [1, K]
+    if most_focal:
+        sums = distributed.all_reduce_sum((members * points.detach().mean(-1, keepdim=True)).sum(1))
+        index = torch.where(sizes > 0, sums / sizes.clamp_min(1.0), float("-inf")).argmax(1)
+    else:
+        index = sizes.argmin(1)
     return index, (assignment == index[:, None]).view(batch, -1)
 
 

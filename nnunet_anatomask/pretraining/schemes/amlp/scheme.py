@@ -17,7 +17,8 @@ from torch import nn
 from nnunet_anatomask.pretraining import clustering, losses, masking, schedules
 import nnunet_anatomask.pretraining.schemes.amlp.categories as mps
 from nnunet_anatomask.pretraining.schemes.amlp.terms import arl_weights, consistency_loss, hard_cells, weight_entropy
-from nnunet_anatomask.pretraining.schemes.base import NonNegative, Picture, Positive, Ratio, Share, StepOutput, at_least
+from nnunet_anatomask.pretraining.schemes.base import (DifficultySpace, NonNegative, Picture, Positive, Ratio, Share,
+                                                       StepOutput, at_least)
 from nnunet_anatomask.pretraining.schemes.masked_modelling import MaskingConfig, MaskingScheme
 
 
@@ -30,11 +31,12 @@ class AMLPConfig(MaskingConfig):
     ratio_start: Ratio = 0.25  # AMR (ours: linear from ratio_start to ratio_end)
     ratio_end: Ratio = 0.75
     mask_ratio: Ratio = 0.5  # without AMR: the ramp's mean (ours)
-    cell_features: Literal["intensity", "encoder"] = "intensity"  # MPS (ours); encoder: the un-masked student's
+    cell_features: Literal["blob", "intensity", "encoder"] = "blob"  # MPS (ours): categories.py, docs/amlp.md
     clusters: at_least(2) = 2
     kmeans_iterations: at_least(1) = 3
     lesion_share: Share = 0.5  # share of the masked cells drawn from the lesion-like cluster
     arl_temperature: Positive = 1.0  # ARL (ours): relative to the sample's mean masked loss
+    difficulty_space: DifficultySpace = "normalized"  # of ARL's weights and CCL's hard cells (measured, docs/amlp.md)
     ccl_weight: NonNegative = 0.1  # CCL (ours): weight in the total loss, temperature of the soft assignment
     ccl_temperature: Positive = 1.0
 
@@ -43,14 +45,13 @@ class AMLPScheme(MaskingScheme):
     """AMLP: clustering-based lesion-cell masking, attention reconstruction loss, category consistency loss,
     adaptive masking ratio."""
 
-    name, config_class = "AMLP", AMLPConfig
+    name, config_class, ratio_from_paper = "AMLP", AMLPConfig, True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         c = self.config
-        stats = len(mps.INTENSITY_STATISTICS) if c.cell_features == "intensity" else self.student.cell_channels
-        # CCL's learnable part (ours): one weight per feature statistic in the clustering distance.
-        self.metric_logits = nn.Parameter(torch.zeros(stats), requires_grad=c.use_ccl)
+        stats = len(mps.STATISTIC_NAMES.get(c.cell_features, ())) or self.student.cell_channels
+        self.metric_logits = nn.Parameter(torch.zeros(stats), requires_grad=c.use_ccl)  # CCL's metric (ours)
         self.register_buffer("centroids", torch.zeros(0))  # [1, K, D], made at the first step (D from data)
 
     def ratio(self, epoch: int) -> float:
@@ -60,10 +61,10 @@ class AMLPScheme(MaskingScheme):
             else c.mask_ratio
 
     def raw_cell_features(self, images: torch.Tensor, model: nn.Module) -> torch.Tensor:
-        """Per-cell features ``[B, N, G, S]``: intensity statistics (G channels x S = mean, std, max) or the
-        un-masked student's encoder at the cells' resolution (G = 1 x S channels, no gradient)."""
-        if self.config.cell_features == "intensity":
-            return mps.intensity_features(images, self.grid)
+        """Per-cell features ``[B, N, G, S]``: from the image (categories.IMAGE_FEATURES), or the un-masked
+        student's encoder at the cells' resolution (G = 1 x S channels, no gradient)."""
+        if self.config.cell_features in mps.IMAGE_FEATURES:
+            return mps.IMAGE_FEATURES[self.config.cell_features](images, self.grid)
         with torch.no_grad():  # the encoder alone
             cells = model.encode(images, self.grid_mask(self.nothing_masked(images))).cells
         return cells.float().flatten(2).transpose(1, 2).unsqueeze(2)           # [B, N, 1, C]
@@ -77,7 +78,8 @@ class AMLPScheme(MaskingScheme):
             if self.centroids.shape != (1, c.clusters, points.shape[-1]):
                 self.centroids = clustering.spread_centroids(points.detach(), c.clusters)
             self.centroids, assignment = clustering.kmeans(points.detach(), self.centroids, c.kmeans_iterations)
-        index, lesion_like = mps.lesion_like(assignment, c.clusters, images.shape[0])
+        index, lesion_like = mps.lesion_like(points, assignment, c.clusters, images.shape[0],
+                                             most_focal=c.cell_features == "blob")
         return mps.Categories(points, assignment, index, lesion_like)
 
     def select_cells(self, lesion_like: torch.Tensor, key: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -97,7 +99,8 @@ class AMLPScheme(MaskingScheme):
         cell_mask = self.select_cells(lesion_like, key, epoch)
         prediction = model(images, self.grid_mask(cell_mask))
         errors = losses.per_cell_error(prediction, images, self.grid)
-        loss, figures, maps = self.reconstruction_term(errors, cell_mask)
+        difficulty = self.cell_difficulty(prediction.detach(), images)  # ARL's weights and CCL's hard cells
+        loss, figures, maps = self.reconstruction_term(errors, difficulty, cell_mask)
         figures.update(self.mask_figures(images, cell_mask))
         if categories is not None:
             lesion_f, mask_f = lesion_like.float(), cell_mask.float()
@@ -105,35 +108,38 @@ class AMLPScheme(MaskingScheme):
             figures["masked_lesion_like_share"] = (lesion_f * mask_f).sum() / mask_f.sum().clamp_min(1.0)
             maps = {"lesion-like cluster": lesion_f, **maps}
         if c.use_ccl:
-            ccl, hard = self.consistency_term(categories, errors, cell_mask)
+            ccl, hard = self.consistency_term(categories, difficulty, cell_mask)
             loss = loss + c.ccl_weight * ccl
             figures["ccl"] = ccl.detach()
             figures["hard_lesion_like_share"] = (hard & lesion_like).sum() / hard.sum().clamp_min(1)
             maps["hard (CCL)"] = hard.float()
         return StepOutput(loss, figures, Picture(images, cell_mask, prediction.detach(), maps))
 
-    def reconstruction_term(self, errors: torch.Tensor, cell_mask: torch.Tensor) -> tuple[torch.Tensor, dict, dict]:
-        """ARL (or plain masked MSE without it), its figures and the ARL weight map."""
+    def reconstruction_term(self, errors: torch.Tensor, difficulty: torch.Tensor,
+                            cell_mask: torch.Tensor) -> tuple[torch.Tensor, dict, dict]:
+        """ARL (or plain masked MSE without it): the loss's per-cell errors weighted by their difficulty, its
+        figures and the ARL weight map."""
         mse = losses.masked_mean(errors, cell_mask)
         if not self.config.use_arl:
             return mse, {"mse": mse.detach()}, {}
-        weights, p = arl_weights(errors, cell_mask, self.config.arl_temperature)
+        weights, p = arl_weights(difficulty, cell_mask, self.config.arl_temperature)
         figures = {"mse": mse.detach(), "arl_weight_entropy": weight_entropy(p, cell_mask)}
         return losses.masked_mean(weights * errors, cell_mask), figures, {"ARL weight": weights}
 
-    def consistency_term(self, categories: Optional[mps.Categories], errors: torch.Tensor,
+    def consistency_term(self, categories: Optional[mps.Categories], difficulty: torch.Tensor,
                          cell_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """CCL between the soft category q and the hard cells of this step, and the hard cells."""
-        hard = hard_cells(errors, cell_mask, self.config.kmeans_iterations)
+        """CCL between the soft category q and the hard cells of this step (by difficulty), and the hard cells."""
+        hard = hard_cells(difficulty, cell_mask, self.config.kmeans_iterations)
         q = mps.soft_category(categories, self.centroids, self.config.ccl_temperature)
         return consistency_loss(q, hard, cell_mask), hard
 
     def epoch_figures(self, epoch: int) -> dict[str, float]:
-        """Masking ratio (AMR) and, for intensity features with CCL, the learned weight of each statistic."""
+        """Masking ratio (AMR) and, for blob or intensity features with CCL, the learned weight of each statistic."""
         figures = super().epoch_figures(epoch)
-        if self.config.use_ccl and self.config.cell_features == "intensity":
+        names = mps.STATISTIC_NAMES.get(self.config.cell_features)
+        if self.config.use_ccl and names:
             weights = mps.metric_weights(self.metric_logits).detach().cpu().tolist()
-            figures.update({f"metric_weight_{s}": w for s, w in zip(mps.INTENSITY_STATISTICS, weights)})
+            figures.update({f"metric_weight_{s}": w for s, w in zip(names, weights)})
         return figures
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

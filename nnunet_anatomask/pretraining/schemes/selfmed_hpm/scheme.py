@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from nnunet_anatomask.pretraining import losses, masking, schedules
-from nnunet_anatomask.pretraining.schemes.base import NonNegative, Picture, Positive, Ratio, Share, StepOutput, at_least
+from nnunet_anatomask.pretraining.schemes.base import (DifficultySpace, NonNegative, Picture, Positive, Ratio, Share,
+                                                       StepOutput, at_least)
 from nnunet_anatomask.pretraining.schemes.masked_modelling import GuidedMask, MaskingConfig, MaskingScheme
 from nnunet_anatomask.pretraining.schemes.selfmed_hpm.predictor import CellLossPredictor
 from nnunet_anatomask.pretraining.schemes.selfmed_hpm.ranking import (ranked_cells, ranking_accuracy,
@@ -29,6 +30,9 @@ class SelfMedHPMConfig(MaskingConfig):
     momentum_ramp_fraction: float = 1 / 8
     predictor_hidden: at_least(1) = 128  # ours
     max_ranked_cells: at_least(2) = 2048  # ours: at most this many masked cells per image enter the pairwise loss
+    # HPM ranks the cells by their raw reconstruction loss (norm_pix_loss=False in main_pretrain.py); our
+    # reconstruction loss stays per-cell normalised, the ranking target is its error on intensities.
+    difficulty_space: DifficultySpace = "raw"
     # HPM's optimiser (main_pretrain.py): AdamW (0.9, 0.95), wd 0.05, warm-up 40 of 800 epochs, cosine to 0;
     # an absolute lr of 1e-4 instead of 1.5e-4 * batch / 256 (~1e-6 at nnU-Net's batch 2; ours).
     base_lr: Positive = 1e-4
@@ -36,10 +40,11 @@ class SelfMedHPMConfig(MaskingConfig):
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: NonNegative = 0.05
     warmup_fraction: Share = 0.05
+    decay_norms_and_biases: bool = False  # HPM main_pretrain.py: timm's add_weight_decay exempts biases and norms
 
 
 class SelfMedHPMScheme(MaskingScheme):
-    name, config_class = "SelfMedHPM", SelfMedHPMConfig
+    name, config_class, ratio_from_paper = "SelfMedHPM", SelfMedHPMConfig, True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -80,7 +85,8 @@ class SelfMedHPMScheme(MaskingScheme):
         mask = self.select_mask(images, epoch)
         cell_mask = mask.cells
         out = model(images, self.grid_mask(cell_mask), features=True)
-        reconstruction_loss, errors = losses.reconstruction_loss(out.reconstruction, images, cell_mask, self.grid)
+        reconstruction_loss, _ = losses.reconstruction_loss(out.reconstruction, images, cell_mask, self.grid)
+        errors = self.cell_difficulty(out.reconstruction.detach(), images)  # the ranking target (raw, as HPM)
         predicted = self.predictor(out.decoder_features)
         ranked = ranked_cells(cell_mask, self.n_masked(epoch), self.config.max_ranked_cells)
         ranked_predicted, ranked_errors = predicted.gather(1, ranked), errors.gather(1, ranked)
@@ -90,7 +96,7 @@ class SelfMedHPMScheme(MaskingScheme):
                    "rank_accuracy": ranking_accuracy(ranked_predicted, ranked_errors),
                    "spearman": spearman(ranked_predicted, ranked_errors)}
         maps = {"predicted loss (student)": predicted.detach().float(),
-                "actual loss (masked cells)": torch.where(cell_mask, errors, 0.0)}
+                f"actual loss ({self.config.difficulty_space}, masked cells)": torch.where(cell_mask, errors, 0.0)}
         if mask.scores is not None:  # how well the ranking that chose the hard cells orders the actual losses
             teacher_ranked = mask.scores.gather(1, ranked)
             figures.update({"teacher_rank_accuracy": ranking_accuracy(teacher_ranked, ranked_errors),
