@@ -71,7 +71,8 @@ def plan_from_setting(ckpt: dict, path: str, trainer, mode: str) -> tuple[dict, 
     refuse_primus_into_cnn(ckpt, path, trainer)
     fix = _fix(ckpt, path, trainer) + f" Or set {knobs.TRANSFER}=adapt to load what fits and start the rest fresh."
     cm = trainer.configuration_manager
-    state, report = transfer_plan(ckpt, plain(trainer.network), cm.patch_size, path, fix, mode=mode)
+    source = f"{knobs.PRETRAINED_WEIGHTS}={path}"
+    state, report = transfer_plan(ckpt, plain(trainer.network), cm.patch_size, source, fix, mode=mode)
     report.notes += pretraining_notes(ckpt, cm.spacing, cm.normalization_schemes)
     return state, report
 

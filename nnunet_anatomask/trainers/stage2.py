@@ -255,8 +255,9 @@ class nnUNetTrainerFinetune(nnUNetTrainerStage2Recipe):
         if mode == "strict":
             self.validate_pretrained_weights(path, knobs.PRETRAINED_WEIGHTS, ckpt)
         state, report = transfer.transfer_state(
-            ckpt["network_weights"], network, mode=mode, loading=self.pretrained_loading(), source=path,
-            source_patch=ckpt.get("patch_size"), target_patch=self.configuration_manager.patch_size)
+            ckpt["network_weights"], network, mode=mode, loading=self.pretrained_loading(),
+            source=f"{knobs.PRETRAINED_WEIGHTS}={path}", source_patch=ckpt.get("patch_size"),
+            target_patch=self.configuration_manager.patch_size)
         if mode == "adapt":
             plans = (ckpt.get("init_args") or {}).get("plans")
             if isinstance(plans, dict) and self.configuration_name in plans.get("configurations", {}):
