@@ -69,10 +69,15 @@ def plan_from_setting(ckpt: dict, path: str, trainer, mode: str) -> tuple[dict, 
     network (stem and encoder; strict unless ``mode`` is 'adapt') and the report, with a note where its
     pretraining spacing or normalisation differs from the plans'. Loaded at epoch 0 by the trainer."""
     refuse_primus_into_cnn(ckpt, path, trainer)
-    fix = _fix(ckpt, path, trainer) + f" Or set {knobs.TRANSFER}=adapt to load what fits and start the rest fresh."
+    fix = _fix(ckpt, path, trainer)
     cm = trainer.configuration_manager
     source = f"{knobs.PRETRAINED_WEIGHTS}={path}"
-    state, report = transfer_plan(ckpt, plain(trainer.network), cm.patch_size, source, fix, mode=mode)
+    state, report = transfer_plan(ckpt, plain(trainer.network), cm.patch_size, source,
+                                  f"{fix} Or set {knobs.TRANSFER}=adapt to load what fits and start the rest fresh.",
+                                  mode=mode)
+    if not state:
+        raise checkpoint_io.CheckpointError(f"{source}: no tensor of its stem and encoder fits this network, even "
+                                            f"adapted. {fix}")
     report.notes += pretraining_notes(ckpt, cm.spacing, cm.normalization_schemes)
     return state, report
 

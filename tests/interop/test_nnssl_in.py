@@ -154,7 +154,8 @@ def test_finetune_takes_it_through_the_setting(resenc_target, monkeypatch, tmp_p
 
 def test_setting_with_another_network_says_what_differs_and_both_fixes(resenc_target, monkeypatch, tmp_path):
     """The setting with the dataset's own plans (PlainConvUNet): strict stops at initialize() with the differences,
-    the plans route and the adapting transfer."""
+    the plans route and the adapting transfer; adapting, none of the ResEnc's tensors fits (other names and
+    widths), which is said with the plans route."""
     planned, path = resenc_target
     monkeypatch.setenv("nnUNet_anatomask_pretrained_weights", path)
     trainer = make_trainer(planned, nnUNetTrainerFinetune, monkeypatch, tmp_path)
@@ -164,6 +165,12 @@ def test_setting_with_another_network_says_what_differs_and_both_fixes(resenc_ta
     assert message.startswith(f"nnUNet_anatomask_pretrained_weights={path} does not fit this network: ")
     assert "The checkpoint's network is ResidualEncoderUNet" in message and "nnUNetv2_plan_like_pretrained" in message
     assert message.endswith("Or set nnUNet_anatomask_transfer=adapt to load what fits and start the rest fresh.")
+    monkeypatch.setenv("nnUNet_anatomask_transfer", "adapt")
+    adapting = make_trainer(planned, nnUNetTrainerFinetune, monkeypatch, tmp_path / "adapt")
+    with pytest.raises(CheckpointError, match=r"no tensor of its stem and encoder fits this network, even adapted\. "
+                                              r"The checkpoint's network is ResidualEncoderUNet.*-plans_name P, then "
+                                              r"train with -p P\.$"):
+        adapting.initialize()
 
 
 def test_finetune_refuses_it_as_pretrained_weights_with_the_routes_that_take_it(resenc_target, monkeypatch,

@@ -84,7 +84,8 @@ def test_primus_fixture_continued_fine_tuned_and_exported(demo3d, monkeypatch, t
            "trilinearly" in log
     run_cli(["nnUNetv2_train", planned.dataset_id, "3d_fullres", 0, "-tr", trainer, "-device", "cpu"], env)
     log = stage2_log_text(fold_folder(results, planned.dataset_name, trainer, "3d_fullres", 0))
-    assert "Using the stage-1 checkpoint" in log and "tensors (down_projection 2, eva " in log
+    assert "Using the stage-1 checkpoint" in log and "Transfer report: stage-1 checkpoint " in log
+    assert "tensors transferred (stem 2, encoder 279, decoder 1), 10 left at their fresh start" in log
 
     exported = tmp_path / "for_nnunet_primus.pth"
     run_cli(["nnUNetv2_export_pretrained", path, "-d", planned.dataset_id, "-c", "3d_fullres", "-tr",
