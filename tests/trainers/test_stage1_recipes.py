@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from nnunet_anatomask.pretraining.recipes import NNSSL_EVA_MAE
+from nnunet_anatomask.trainers.recipe_trainer import RecipeMixin
 from tests.pretraining.schemes.conftest import tiny_model
 from tests.trainers.helpers import make_trainer
 from tests.trainers.test_stage2_optimisers import TRAINERS
@@ -29,11 +30,22 @@ RATIOS = {
     "SelfMedHPM": ((0.75, 0.75), (0.75, 0.75)),  # HPM's
     "AMLP": ((0.25, 0.75), (0.25, 0.75)),       # AMR
 }
-SCHEME_TRAINERS = {name: cls for name, cls in TRAINERS.items() if hasattr(cls, "scheme_class")}
+# Recipe trainers (<trainer>_<recipe>) share their recipe-less trainer's stage 1 (docs/recipes.md): checked there.
+SCHEME_TRAINERS = {name: cls for name, cls in TRAINERS.items()
+                   if hasattr(cls, "scheme_class") and not issubclass(cls, RecipeMixin)}
 
 
 def test_every_scheme_trainer_has_a_recipe_here():
     assert len(SCHEME_TRAINERS) == 5 * len(CNN) and {c.scheme_class.name for c in SCHEME_TRAINERS.values()} == set(CNN)
+
+
+def test_every_recipe_trainer_pretrains_as_its_recipe_less_trainer():
+    """A recipe trainer's stage 1 is its base's: the same scheme class, and a base that the test above covers."""
+    recipe_trainers = {n: c for n, c in TRAINERS.items() if hasattr(c, "scheme_class") and issubclass(c, RecipeMixin)}
+    assert recipe_trainers
+    for name, cls in recipe_trainers.items():
+        base = name.rsplit("_", 1)[0]
+        assert base in SCHEME_TRAINERS and SCHEME_TRAINERS[base].scheme_class is cls.scheme_class, name
 
 
 @pytest.mark.parametrize("name", sorted(SCHEME_TRAINERS))
