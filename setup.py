@@ -145,7 +145,7 @@ setup(
         "scipy",
         "SimpleITK",
         "matplotlib",
-        "tqdm",  # progress bars of the long runs (progress.py)
+        "tqdm",  # stage 1's progress bar (trainers/stage1_progress.py); nnU-Net brings it too
     ],
     extras_require={
         # the docs build is checked; --push's offline error; W&B offline (docs/watching.md)

@@ -20,7 +20,8 @@ import torch
 
 from nnunet_anatomask import checkpoint_io
 from nnunet_anatomask.errors import PluginError
-from nnunet_anatomask.interop.transfer import is_foreign_nnssl, transfer_nnssl
+from nnunet_anatomask.interop.weights_in import is_foreign_nnssl, transfer
+from nnunet_anatomask.transfer.report import FRESH
 
 
 def target_network(dataset: str, configuration: str, trainer_name: str, plans: str) -> tuple[torch.nn.Module, list]:
@@ -54,15 +55,15 @@ def merged_weights(stage1: dict, fresh: dict) -> tuple[dict, list[str]]:
 
 def export(stage1_path: str, dataset: str, configuration: str, trainer_name: str, plans: str, out: str) -> list[str]:
     """Write OUT; returns the keys that kept their fresh initialisation. A stage-1 checkpoint of ours gives every
-    tensor of the same name and shape; an nnssl-format checkpoint its stem and encoder (interop/transfer.py)."""
+    tensor of the same name and shape; an nnssl-format checkpoint its stem and encoder (interop/weights_in.py)."""
     ckpt = checkpoint_io.load_checkpoint_file(stage1_path, "stage-1 checkpoint")
     network, patch_size = target_network(dataset, configuration, trainer_name, plans)
     if is_foreign_nnssl(ckpt):
         fix = (f"Fix: nnUNetv2_plan_like_pretrained -d {dataset} -c {configuration} -pc {stage1_path}, then export to "
                f"the plans it prints (-p).")
-        report = transfer_nnssl(ckpt, network, patch_size, stage1_path, fix)
-        print(report.line())
-        weights, kept = network.state_dict(), report.fresh_keys
+        report = transfer(ckpt, network, patch_size, stage1_path, fix)
+        print(report.summary())
+        weights, kept = network.state_dict(), report.keys(FRESH)
     else:
         fresh = network.state_dict()
         weights, kept = merged_weights(ckpt["network_weights"], fresh)

@@ -27,7 +27,7 @@ from nnunet_anatomask import checkpoint_io
 from nnunet_anatomask.errors import PluginError
 from nnunet_anatomask.interop.adaptation_plan import CITATIONS_KEY, first_configuration
 from nnunet_anatomask.interop.architectures import describe, differences, dynamic_form, summary
-from nnunet_anatomask.interop.transfer import check_plan
+from nnunet_anatomask.interop.weights_in import check_plan
 
 PRETRAIN_INFO = "pretrain_info"  # nnU-Net main's key (nnunetv2/experiment_planning/like_nnssl.py)
 DEFAULT_NAME = "nnUNetPlans_pretrained"

@@ -13,7 +13,8 @@ from nnunet_anatomask import checkpoint_io
 from nnunet_anatomask.interop.adaptation_plan import ADAPTATION_PLAN_KEY, CITATIONS_KEY, adaptation_plan
 from nnunet_anatomask.interop.citations import merged, stage1_citations
 from nnunet_anatomask.interop.plan_like_pretrained import mismatch_fix
-from nnunet_anatomask.interop.transfer import TransferReport, transfer
+from nnunet_anatomask.interop.weights_in import transfer
+from nnunet_anatomask.transfer.report import TransferReport
 
 def dataset_images(preprocessed_folder: str) -> Optional[int]:
     """How many preprocessed cases the dataset (or pool) holds, or None where the folder cannot be read."""
@@ -44,12 +45,13 @@ def checkpoint_fields(network: nn.Module, trainer, scheme_name: str, settings: d
 
 
 def start_from(path: str, network: nn.Module, trainer, patch_size: Sequence[int]) -> tuple[TransferReport, dict]:
-    """Load ``path`` (ours or nnssl's) into the stage-1 ``network``; returns the report and what the checkpoint
-    fields keep of it (path, report line, the source's citations)."""
+    """Load ``path`` (ours or nnssl's) into the stage-1 ``network`` (strictly; a stage-1 checkpoint of ours with its
+    reconstruction head, the same output layer); returns the report and what the checkpoint fields keep of it
+    (path, the report in one line, the source's citations)."""
     ckpt = checkpoint_io.load_checkpoint_file(path, "initial checkpoint")
     channels = network.get_submodule(network.keys_to_in_proj[0]).weight.shape[1]
     fix = mismatch_fix(ckpt, network, trainer.configuration_manager, trainer.plans_manager.dataset_name,
                        trainer.configuration_name, path, channels)
-    result = transfer(ckpt, network, patch_size, f"The initial checkpoint {path}", fix)
-    return result, {"path": os.path.abspath(path), "transfer": result.line(),
+    result = transfer(ckpt, network, patch_size, f"initial checkpoint {path}", fix, with_output=True)
+    return result, {"path": os.path.abspath(path), "transfer": result.summary(),
                     CITATIONS_KEY: list(ckpt.get(CITATIONS_KEY) or [])}

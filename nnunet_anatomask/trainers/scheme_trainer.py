@@ -105,7 +105,7 @@ class Stage1Mixin:
         transfer.load_state(network, fresh)
         first = aliases(network)
         loaded = {first[k] for k in keys if k in first} - set(fresh)
-        parts = Counter(key.split(".")[0] for key in sorted(loaded))  # the same line on every run
+        parts = Counter(key.split(".")[0] for key in network.state_dict() if key in loaded)  # network order
         self.print_to_log_file(f"Stage 2 starts from the stage-1 weights of {path}: {len(loaded)} tensors ("
                                + ", ".join(f"{part} {n}" for part, n in parts.items()) + "); the rest starts fresh")
         report = transfer.loaded_report(network, loaded, f"stage-1 checkpoint {path}", loading=loading)

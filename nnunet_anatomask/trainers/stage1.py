@@ -191,7 +191,8 @@ class Stage1Runner:
             self.log.print(f"Resuming stage 1 ({self.scheme.name}) from {self.latest_checkpoint} "
                            f"at epoch {self.current_epoch}")
         elif initial_weights is not None:
-            self.log.print(self.initial_report.line())
+            for line in self.initial_report.lines():
+                self.log.print(line)
         stage1_ddp.unpack_dataset(tr)
         crop_scale = self.config.crop_scale
         crop = "" if crop_scale == 1 else f", loader crops {crop_scale:.3g} x the patch"

@@ -31,6 +31,7 @@ from nnunet_anatomask import checkpoint_io, environment, knobs
 from nnunet_anatomask.errors import PluginError
 from nnunet_anatomask.interop import stage2 as interop
 from nnunet_anatomask.interop.plan_like_pretrained import checkpoint_from_plans
+from nnunet_anatomask.interop.weights_in import is_foreign_nnssl
 from nnunet_anatomask.trainers import stage1_ddp
 from nnunet_anatomask.trainers.experiment_log import name_runs, run_name
 from nnunet_anatomask.trainers.run_folder import RunFolder, describe_run, outermost_missing
@@ -193,14 +194,15 @@ class Stage2Mixin:
         encoder, nnssl's choice) when nnUNet_anatomask_pretrained_parts says so (docs/recipes.md)."""
         return knobs.pretrained_parts() or "all"
 
-    def validate_pretrained_weights(self, path: str, given_as: str = "-pretrained_weights") -> dict:
+    def validate_pretrained_weights(self, path: str, given_as: str = "-pretrained_weights",
+                                    ckpt: Optional[dict] = None) -> dict:
         """Readable, a checkpoint, right configuration, for our stage-1 checkpoints the same channels, plans and CT
         statistics (transfer_checks.py), every key and shape matching: else one clear error. ``given_as``: how the
-        user named the file (nnU-Net's flag or our setting), for the messages. An nnssl-format checkpoint is refused
-        here, before nnU-Net's loader would fail on it, with the route that takes it (docs/interop.md)."""
+        user named the file (nnU-Net's flag or our setting), for the messages; ``ckpt``: the file, if read already.
+        (An nnssl-format checkpoint never reaches it: the setting takes it through interop.plan_from_setting.)"""
         source = f"-pretrained_weights {path}" if given_as == "-pretrained_weights" else f"{given_as}={path}"
-        ckpt = checkpoint_io.load_checkpoint_file(path, f"{given_as} file")
-        interop.refuse_nnssl_format(ckpt, path, self.plans_manager.dataset_name, self.configuration_name)
+        if ckpt is None:
+            ckpt = checkpoint_io.load_checkpoint_file(path, f"{given_as} file")
         checkpoint_io.check_same(ckpt, {"configuration": self.configuration_name}, source)
         check_transfer(ckpt, self.plans_manager.plans, self.dataset_json, self.configuration_name, source)
         network = self.network._orig_mod if isinstance(self.network, OptimizedModule) else self.network
@@ -217,17 +219,17 @@ class nnUNetTrainerScratch(nnUNetTrainerStage2Recipe):
 
 
 class nnUNetTrainerFinetune(nnUNetTrainerStage2Recipe):
-    """Stage 2 alone, from a required checkpoint (ours or any nnU-Net-compatible one): the setting
-    nnUNet_anatomask_pretrained_weights=PATH (loaded here, also with nnUNet_anatomask_transfer=adapt for weights from
-    other plans, docs/recipes.md), nnU-Net's -pretrained_weights PATH (loaded by nnU-Net after initialize(), found
-    as weights changed since; identical plans), or the checkpoint the plans were written for
-    (nnUNetv2_plan_like_pretrained: ours or nnssl's, loaded here; docs/interop.md)."""
+    """Stage 2 alone, from a required checkpoint: the setting nnUNet_anatomask_pretrained_weights=PATH (ours,
+    nnU-Net's or nnssl's, loaded here, also with nnUNet_anatomask_transfer=adapt for weights from other plans;
+    docs/recipes.md, docs/interop.md), nnU-Net's -pretrained_weights PATH (ours or any nnU-Net-compatible one,
+    loaded by nnU-Net after initialize(), found as weights changed since; identical plans), or the checkpoint the
+    plans were written for (nnUNetv2_plan_like_pretrained: ours or nnssl's, loaded here; docs/interop.md)."""
 
     takes_pretrained_weights = True
 
     def initialize(self):
         super().initialize()
-        self.pretrained = None   # (state, report) to load at epoch 0; None: nnU-Net's loader or a resumed run
+        self.pretrained = None   # (state, report, citations) to load at epoch 0; None: nnU-Net's loader or --c
         self.fresh_decoder = None  # the decoder's fresh start, restored after nnU-Net's loader (encoder-only)
         setting = knobs.pretrained_weights()
         self.planned = checkpoint_from_plans(self.plans_manager.plans)
@@ -243,15 +245,18 @@ class nnUNetTrainerFinetune(nnUNetTrainerStage2Recipe):
             self.fresh_decoder = transfer.snapshot(network)  # in case nnU-Net's -pretrained_weights loads next
 
     def plan_transfer(self, path: str, mode: str, network) -> tuple:
-        """Check the setting's checkpoint (strict: every key and shape, as nnU-Net's loader needs) and work out what
-        loads."""
+        """Check the setting's checkpoint and work out what loads: (state, report, citation lines). An nnssl-format
+        checkpoint gives its stem and encoder (docs/interop.md); ours or nnU-Net's are checked, strictly as
+        -pretrained_weights with the same messages (docs/recipes.md)."""
+        ckpt = checkpoint_io.load_checkpoint_file(path, f"{knobs.PRETRAINED_WEIGHTS} file")
+        if is_foreign_nnssl(ckpt):
+            return (*interop.plan_from_setting(ckpt, path, self, mode), interop.citation_lines(ckpt))
         if mode == "strict":
-            ckpt = self.validate_pretrained_weights(path, knobs.PRETRAINED_WEIGHTS)
-        else:
-            ckpt = checkpoint_io.load_checkpoint_file(path, f"{knobs.PRETRAINED_WEIGHTS} file")
+            self.validate_pretrained_weights(path, knobs.PRETRAINED_WEIGHTS, ckpt)
         state, report = transfer.transfer_state(
-            ckpt["network_weights"], network, mode=mode, loading=self.pretrained_loading(), source=path,
-            source_patch=ckpt.get("patch_size"), target_patch=self.configuration_manager.patch_size)
+            ckpt["network_weights"], network, mode=mode, loading=self.pretrained_loading(),
+            source=f"{knobs.PRETRAINED_WEIGHTS}={path}", source_patch=ckpt.get("patch_size"),
+            target_patch=self.configuration_manager.patch_size)
         if mode == "adapt":
             plans = (ckpt.get("init_args") or {}).get("plans")
             if isinstance(plans, dict) and self.configuration_name in plans.get("configurations", {}):
@@ -261,7 +266,7 @@ class nnUNetTrainerFinetune(nnUNetTrainerStage2Recipe):
                 raise checkpoint_io.CheckpointError(
                     f"{knobs.PRETRAINED_WEIGHTS}={path}: no tensor of it fits this network, even adapted (another "
                     f"architecture or dimensionality?). Fix: use a checkpoint of the same network family.")
-        return state, report
+        return state, report, []
 
     def check_outside_weights(self) -> bool:
         """Whether nnU-Net's -pretrained_weights loaded weights after initialize(); refused next to another source
@@ -288,8 +293,9 @@ class nnUNetTrainerFinetune(nnUNetTrainerStage2Recipe):
             for line in interop.load_from_plans(self.planned, self):
                 self.print_to_log_file(line)
             return
+        citations = []
         if self.pretrained is not None:
-            state, report = self.pretrained
+            state, report, citations = self.pretrained
             transfer.load_state(network, state)
         elif outside:
             if self.fresh_decoder is not None:
@@ -299,7 +305,7 @@ class nnUNetTrainerFinetune(nnUNetTrainerStage2Recipe):
                                             loading=self.pretrained_loading())
         else:
             raise ConfigurationError(self.missing_weights_message())
-        for line in report.lines():
+        for line in [*report.lines(), *citations]:
             self.print_to_log_file(line)
 
     def missing_weights_message(self) -> str:

@@ -6,28 +6,36 @@ keep their messages. ``adapt`` (opt-in, for weights from other plans) also adapt
 convolution across channel counts, convolution kernels of another size, Primus' position embedding across token
 grids; with another number of CNN stages, encoder stages load by index and decoder stages by the encoder stage
 whose skip they take (ours), so the shared resolutions load and the rest start fresh. Loading ``encoder`` (nnssl's
-choice) leaves the whole decoder fresh; ``all`` (ours) loads it too. The CNN's ``seg_layers`` never load (nnU-Net).
+choice) leaves the whole decoder fresh; ``all`` (ours) loads it too. The CNN's ``seg_layers`` do not load (nnU-Net),
+but for stage 1 continued from a stage-1 checkpoint (``with_output``: there they are the same reconstruction head).
+``always_adapted`` names tensors adapted in strict mode too: nnU-Net main adapts an nnssl checkpoint's input
+projection and position embedding whatever else it checks (docs/interop.md). ``check_complete`` turns strict into
+"every tensor that should load did", with the first differences and the caller's fix.
 """
 from __future__ import annotations
 
 import re
-from typing import Optional, Sequence
+from typing import Callable, Collection, Optional, Sequence
 
 import torch
 from torch import nn
 
-from nnunet_anatomask.errors import PluginError
+from nnunet_anatomask.checkpoint_io import CheckpointError
 from nnunet_anatomask.transfer import adapt
 from nnunet_anatomask.transfer.parts import DECODER, STEM, aliases, is_output, part_of
 from nnunet_anatomask.transfer.report import ADAPTED, AS_IS, FRESH, TransferReport
 
-class TransferError(PluginError, ValueError):
-    """Weights that no mode can move into this network; the message names the difference and the fix."""
+
+class TransferError(CheckpointError, ValueError):
+    """Weights that cannot move into this network; the message names the difference and the fix."""
 
 
 MODES = ("strict", "adapt")
 LOADING = ("all", "encoder")
 NEVER_LOADED = (".seg_layers.",)  # nnU-Net's load_pretrained_weights skips these too
+ENCODER_ONLY = "decoder: loading the encoder only"  # the reasons for a fresh tensor that are a choice, not a misfit
+OUTPUT_NOT_LOADED = "output layer: never transferred"
+NOT_IN_CHECKPOINT = "not in the checkpoint"
 _STAGE = re.compile(r"^(encoder\.stages|decoder\.stages|decoder\.transpconvs|decoder\.seg_layers)\.(\d+)(\.|$)")
 
 
@@ -101,9 +109,11 @@ def check_dimensions(weights: dict, own: dict, source: str) -> None:
 
 def transfer_state(weights: dict, network: nn.Module, *, mode: str = "strict", loading: str = "all",
                    source: str = "checkpoint", source_patch: Optional[Sequence[int]] = None,
-                   target_patch: Optional[Sequence[int]] = None) -> tuple[dict, TransferReport]:
+                   target_patch: Optional[Sequence[int]] = None, with_output: bool = False,
+                   always_adapted: Collection[str] = ()) -> tuple[dict, TransferReport]:
     """The tensors to load into ``network`` (every name of each, aliases included) and the report of every tensor
-    of the network. Nothing is loaded here: ``load_state(network, state)`` does that."""
+    of the network. Nothing is loaded here: ``load_state(network, state)`` does that. ``with_output``: load the
+    ``seg_layers`` too where their shape matches; ``always_adapted``: first keys adapted in strict mode too."""
     if mode not in MODES or loading not in LOADING:
         raise ValueError(f"mode {mode!r} / loading {loading!r}: expected one of {MODES} / {LOADING}")
     report = TransferReport(source, mode, loading)
@@ -121,15 +131,15 @@ def transfer_state(weights: dict, network: nn.Module, *, mode: str = "strict", l
         part, target = part_of(network, key), own[key]
         src = source_key(key, offset)
         if loading == "encoder" and part == DECODER:
-            report.add(key, part, FRESH, "decoder: loading the encoder only")
-        elif any(s in key for s in NEVER_LOADED):
-            report.add(key, part, FRESH, "output layer: never transferred")
+            report.add(key, part, FRESH, ENCODER_ONLY)
+        elif not with_output and any(s in key for s in NEVER_LOADED):
+            report.add(key, part, FRESH, OUTPUT_NOT_LOADED)
         elif src is None or src not in weights:
-            report.add(key, part, FRESH, "not in the checkpoint")
+            report.add(key, part, FRESH, NOT_IN_CHECKPOINT)
         elif tuple(weights[src].shape) == tuple(target.shape):
             state[key], _ = weights[src], used.add(src)
             report.add(key, part, AS_IS)
-        elif mode == "adapt":
+        elif mode == "adapt" or key in always_adapted:
             tensor, note = adapt_tensor(network, key, weights[src], target, source_patch, target_patch)
             used.add(src)
             if tensor is None:
@@ -142,18 +152,36 @@ def transfer_state(weights: dict, network: nn.Module, *, mode: str = "strict", l
     for key, first in names.items():
         if key != first and first in state:
             state[key] = state[first]
-    report.unused = unused(weights, used, network, loading)
+    report.unused = unused(weights, used, network, loading, with_output)
     return state, report
 
 
-def unused(weights: dict, used: set, network: nn.Module, loading: str) -> list[str]:
+def check_complete(report: TransferReport, may_stay_fresh: Callable[[str], bool], fix: str,
+                   unused_allowed: bool = True) -> None:
+    """Strict: every tensor left fresh for another reason than a choice (encoder-only loading, the output layer) or
+    ``may_stay_fresh(key)`` is a misfit, and so (unless ``unused_allowed``) is a checkpoint tensor that went nowhere:
+    one error with the first three of each and ``fix``."""
+    misfits = [e for e in report.entries if e.status == FRESH and e.note not in (ENCODER_ONLY, OUTPUT_NOT_LOADED)
+               and not may_stay_fresh(e.key)]
+    extra = [] if unused_allowed else report.unused
+    if not misfits and not extra:
+        return
+    details = "; ".join(filter(None, [
+        ", ".join(f"{e.key} ({e.note})" for e in misfits[:3]) + (f" +{len(misfits) - 3} more" if len(misfits) > 3
+                                                                  else ""),
+        f"not in this network: {', '.join(extra[:3])}" + (f" +{len(extra) - 3} more" if len(extra) > 3 else "")
+        if extra else ""]))
+    raise TransferError(f"{report.source} does not fit this network: {details}. {fix}")
+
+
+def unused(weights: dict, used: set, network: nn.Module, loading: str, with_output: bool = False) -> list[str]:
     """Checkpoint tensors that went nowhere although this loading would take them; a tensor saved under several
     names (the CNN's ``decoder.encoder.x`` is its ``encoder.x``) counts once, under its first name."""
     first: dict = {}
     names = {k: first.setdefault((v.data_ptr(), tuple(v.shape), v.dtype), k) for k, v in weights.items()}
     used_first = {names[k] for k in used}
-    skipped = lambda k: any(s in k for s in NEVER_LOADED) or (loading == "encoder"  # noqa: E731
-                                                              and part_of(network, k) == DECODER)
+    skipped = lambda k: (not with_output and any(s in k for s in NEVER_LOADED)) or (  # noqa: E731
+        loading == "encoder" and part_of(network, k) == DECODER)
     return [k for k, f in names.items() if k == f and f not in used_first and not skipped(k)]
 
 
@@ -189,9 +217,9 @@ def loaded_report(network: nn.Module, loaded: set, source: str, mode: str = "str
         if key in loaded:
             report.add(key, part, AS_IS)
         elif loading == "encoder" and part == DECODER:
-            report.add(key, part, FRESH, "decoder: loading the encoder only")
+            report.add(key, part, FRESH, ENCODER_ONLY)
         elif is_output(network, key):
-            report.add(key, part, FRESH, "output layer: never transferred")
+            report.add(key, part, FRESH, OUTPUT_NOT_LOADED)
         else:
             report.add(key, part, FRESH, "not in the checkpoint or of another shape")
     return report

@@ -62,3 +62,10 @@ def output_layer(network: nn.Module) -> str:
 
 def is_output(network: nn.Module, key: str) -> bool:
     return under(key, output_layer(network))
+
+
+def follows_classes(network: nn.Module, key: str) -> bool:
+    """A tensor whose shape may follow the number of output channels: the CNN's ``seg_layers``, and the whole of
+    Primus' patch decoder (dna's ``PatchDecode`` derives every width from the output channels). A checkpoint made
+    for another class count may lack these, and only these, in the same shape."""
+    return ".seg_layers." in key or (under(key, "up_projection") and hasattr(network, "up_projection"))

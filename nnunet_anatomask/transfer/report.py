@@ -1,5 +1,7 @@
 """The transfer report: per part (stem, encoder, decoder), how many tensors were loaded as they are, adapted or left
-at their fresh initialisation, and why; printed to the console and the fold's log (docs/recipes.md, Transfer)."""
+at their fresh initialisation, and why; printed to the console and the fold's log (docs/recipes.md, Transfer).
+One report for every load: stage 2's, stage 1 started from a checkpoint, nnssl-format checkpoints (docs/interop.md).
+Counts are unique tensors (a tensor with several names in the state dict counts once)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,10 +41,26 @@ class TransferReport:
     def keys(self, status: str) -> list[str]:
         return [e.key for e in self.entries if e.status == status]
 
+    def transferred(self, part: str) -> int:
+        """Tensors of ``part`` that came from the checkpoint, as they were or adapted."""
+        return self.count(part, AS_IS) + self.count(part, ADAPTED)
+
+    def counts(self) -> str:
+        """'N tensors transferred (stem a, encoder b, decoder c), F left at their fresh start'."""
+        per_part = [self.transferred(p) for p in PARTS]
+        return (f"{sum(per_part)} tensors transferred ({', '.join(f'{p} {n}' for p, n in zip(PARTS, per_part))}), "
+                f"{len(self.keys(FRESH))} left at their fresh start")
+
+    def summary(self) -> str:
+        """The report in one line (a checkpoint's record of where it started, a command's output)."""
+        return f"{self.source}: {self.counts()}" + "".join(f"; adapted {e.key}: {e.note}" for e in self.entries
+                                                           if e.status == ADAPTED)
+
     def lines(self) -> list[str]:
-        """The report as log lines: a table of counts, then the adapted tensors and the reasons for fresh ones."""
-        out = [f"Transfer report: {self.source} -> this network (transfer {self.mode}, loading {self.loading}); "
-               f"tensors per part:",
+        """The report as log lines: the counts, a table per part, then the adapted tensors and the reasons for fresh
+        ones."""
+        out = [f"Transfer report: {self.source} -> this network (transfer {self.mode}, loading {self.loading}): "
+               f"{self.counts()}; tensors per part:",
                f"  {'part':<8}{AS_IS:>8}{ADAPTED:>9}{FRESH:>7}"]
         out += [f"  {p:<8}{self.count(p, AS_IS):>8}{self.count(p, ADAPTED):>9}{self.count(p, FRESH):>7}"
                 for p in PARTS]

@@ -2,6 +2,7 @@
 copy of the planned demo dataset (nnUNetv2_plan_like_pretrained and nnUNetv2_preprocess are the real CLIs; the
 trainers are nnU-Net trainer objects built as nnUNetv2_train builds them). The whole chain through the real
 nnUNetv2_pretrain / nnUNetv2_train, and the Primus fixture, are in test_nnssl_in_slow.py."""
+import json
 import os
 import shutil
 
@@ -44,14 +45,15 @@ def resenc_target(demo3d, tmp_path_factory):
 
 
 def expected_line(source: str) -> str:
-    """The report for the fixture's network, counted independently: unique tensors of its stem, its encoder
-    stages, and the rest of a 2-class network."""
+    """The report's first line for the fixture's network, counted independently: unique tensors of its stem, its
+    encoder stages, and the rest of a 2-class network."""
     arch = fx.resenc_checkpoint()["nnssl_adaptation_plan"]["architecture_plans"]
     network = build(arch, 1, 2, [32, 32, 32], deep_supervision=True)
     count = lambda module: len({v.data_ptr() for v in module.state_dict().values()})  # noqa: E731
     stem, encoder, total = count(network.encoder.stem), count(network.encoder.stages), count(network)
-    return (f"{source}: {stem + encoder} tensors transferred (stem {stem}, encoder {encoder}, decoder 0), "
-            f"{total - stem - encoder} left at their fresh start")
+    return (f"Transfer report: {source} -> this network (transfer strict, loading encoder): {stem + encoder} tensors "
+            f"transferred (stem {stem}, encoder {encoder}, decoder 0), {total - stem - encoder} left at their fresh "
+            f"start; tensors per part:")
 
 
 def assert_encoder_from(state: dict, ckpt: dict) -> None:
@@ -85,7 +87,7 @@ def test_stage1_continues_from_the_checkpoint_the_plans_name(resenc_target, monk
     trainer = make_trainer(planned, nnUNetTrainerAnatoMask, monkeypatch, tmp_path, plans=planned.plans(PLANS),
                            fold="all")
     final = trainer.run_pretraining()
-    assert expected_line(f"The initial checkpoint {path}") in stage1_log_text(trainer.output_folder)
+    assert expected_line(f"initial checkpoint {path}") in stage1_log_text(trainer.output_folder)
     ckpt, source = load_weights_only(final), fx.resenc_checkpoint()
     assert ckpt["initial_weights"]["path"] == path
     assert "Fixture MAE" in [c["name"] for c in ckpt["citations"]]
@@ -109,20 +111,63 @@ def test_finetune_loads_the_checkpoint_the_plans_name(resenc_target, monkeypatch
     trainer.run_training()
     assert_encoder_from(trainer.network.state_dict(), fx.resenc_checkpoint())
     log = stage2_log_text(trainer.output_folder)
-    assert expected_line(f"The plans' pretrained checkpoint {path}") in log
+    assert expected_line(f"pretrained checkpoint {path} (named by the plans)") in log
     assert "Please cite (Pre-training method 'Fixture MAE'): Fixture (2026)." in log
 
 
-def test_finetune_refuses_it_as_pretrained_weights_with_the_route_that_takes_it(resenc_target, monkeypatch,
-                                                                               tmp_path):
-    """Given as the pretrained-weights setting: refused in initialize(), before any training, with the route that
-    takes it (nnU-Net's own -pretrained_weights loads the file itself, with nnU-Net's message)."""
+def plans_without_checkpoint(planned: Planned, name: str) -> str:
+    """The plans nnUNetv2_plan_like_pretrained wrote (the checkpoint's network, the same preprocessed data) under
+    another name and without ``pretrain_info``: plans that name no checkpoint."""
+    plans = planned.plans(PLANS)
+    plans.pop("pretrain_info")
+    plans["plans_name"] = name
+    with open(os.path.join(planned.preprocessed, planned.dataset_name, name + ".json"), "w") as f:
+        json.dump(plans, f)
+    return name
+
+
+def test_finetune_takes_it_through_the_setting(resenc_target, monkeypatch, tmp_path):
+    """nnUNet_anatomask_pretrained_weights=<nnssl checkpoint> with nnUNetTrainerFinetune on plans with the
+    checkpoint's network that name no checkpoint: nothing loads at initialize() (--val never loads it); when
+    training starts, stem and encoder are the fixture's and the fold's log has the counts (stem, encoder, decoder
+    0, the rest fresh: the decoder, as nnssl loads), why the decoder is fresh, and the checkpoint's citation (the
+    first step is stopped by a 0-epoch budget). The real CLI: test_nnssl_in_slow.py. Mutation caught: the report
+    printed but the weights not loaded."""
+    planned, path = resenc_target
+    plans = plans_without_checkpoint(planned, "nnUNetPlans_resencNoCkpt")
+    monkeypatch.setenv("nnUNet_anatomask_pretrained_weights", path)
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    trainer = make_trainer(planned, nnUNetTrainerFinetune, monkeypatch, tmp_path, plans=planned.plans(plans))
+    trainer.initialize()
+    assert "transferred" not in stage2_log_text(trainer.output_folder)
+    trainer.num_epochs = 0
+    trainer.run_training()
+    assert_encoder_from(trainer.network.state_dict(), fx.resenc_checkpoint())
+    log = stage2_log_text(trainer.output_folder)
+    assert expected_line(f"nnUNet_anatomask_pretrained_weights={path}") in log
+    assert "  fresh (decoder: loading the encoder only): decoder.stages.0, decoder.stages.1" in log
+    assert "Please cite (Pre-training method 'Fixture MAE'): Fixture (2026)." in log
+
+
+def test_setting_with_another_network_says_what_differs_and_both_fixes(resenc_target, monkeypatch, tmp_path):
+    """The setting with the dataset's own plans (PlainConvUNet): strict stops at initialize() with the differences,
+    the plans route and the adapting transfer; adapting, none of the ResEnc's tensors fits (other names and
+    widths), which is said with the plans route."""
     planned, path = resenc_target
     monkeypatch.setenv("nnUNet_anatomask_pretrained_weights", path)
     trainer = make_trainer(planned, nnUNetTrainerFinetune, monkeypatch, tmp_path)
-    with pytest.raises(CheckpointError, match=r"nnssl-format checkpoint.*nnUNetv2_plan_like_pretrained -d "
-                                              r"Dataset990_Demo -c 3d_fullres -pc .*-tr nnUNetTrainerFinetune"):
+    with pytest.raises(CheckpointError) as info:
         trainer.initialize()
+    message = str(info.value)
+    assert message.startswith(f"nnUNet_anatomask_pretrained_weights={path} does not fit this network: ")
+    assert "The checkpoint's network is ResidualEncoderUNet" in message and "nnUNetv2_plan_like_pretrained" in message
+    assert message.endswith("Or set nnUNet_anatomask_transfer=adapt to load what fits and start the rest fresh.")
+    monkeypatch.setenv("nnUNet_anatomask_transfer", "adapt")
+    adapting = make_trainer(planned, nnUNetTrainerFinetune, monkeypatch, tmp_path / "adapt")
+    with pytest.raises(CheckpointError, match=r"no tensor of its stem and encoder fits this network, even adapted\. "
+                                              r"The checkpoint's network is ResidualEncoderUNet.*-plans_name P, then "
+                                              r"train with -p P\.$"):
+        adapting.initialize()
 
 
 def test_other_architecture_says_what_differs_and_gives_the_command(resenc_target, monkeypatch, tmp_path):
@@ -187,7 +232,7 @@ def test_continue_resumes_from_latest_not_from_the_initial_checkpoint(resenc_tar
     final = load_weights_only(resumed.run_pretraining())
     log = stage1_log_text(resumed.output_folder)
     assert "Resuming stage 1 (RandomMask)" in log and "at epoch 1" in log
-    assert log.count(f"The initial checkpoint {path}") == 0
+    assert log.count(f"initial checkpoint {path}") == 0
     assert final["current_epoch"] == 2 and final["initial_weights"]["path"] == path
     stem = final["network_weights"]["encoder.stem.convs.0.conv.weight"]
     assert (stem - 0.123).abs().max() < 0.01  # one AdamW step (lr <= 1e-4) from the resumed value

@@ -1,8 +1,8 @@
 """Theirs in, through the real console scripts (slow): the ResEnc fixture continued by nnUNetv2_pretrain and
-fine-tuned by nnUNetv2_train -tr nnUNetTrainerFinetune from the plans nnUNetv2_plan_like_pretrained wrote; the Primus
-fixture (pretrained at 64^3, so its position embedding is interpolated to the demo's 32^3) continued by
-nnUNetv2_pretrain -pretrained_weights, fine-tuned by our Primus trainer's stage 2, and exported for nnU-Net's own
-nnUNet_Primus_S_Trainer."""
+fine-tuned by nnUNetv2_train -tr nnUNetTrainerFinetune from the plans nnUNetv2_plan_like_pretrained wrote, and from
+the setting nnUNet_anatomask_pretrained_weights; the Primus fixture (pretrained at 64^3, so its position embedding
+is interpolated to the demo's 32^3) continued by nnUNetv2_pretrain -pretrained_weights, fine-tuned by our Primus
+trainer's stage 2, and exported for nnU-Net's own nnUNet_Primus_S_Trainer."""
 import os
 
 import pytest
@@ -13,7 +13,8 @@ from nnunetv2.training.nnUNetTrainer.primus.primus_trainers import nnUNet_Primus
 
 from tests.conftest import run_cli
 from tests.interop import nnssl_fixtures as fx
-from tests.interop.test_nnssl_in import PLANS, copy_planned, expected_line, resenc_target  # noqa: F401 - fixture
+from tests.interop.test_nnssl_in import PLANS, copy_planned, expected_line, plans_without_checkpoint, \
+    resenc_target  # noqa: F401 - fixture
 from tests.trainers.helpers import fold_folder, load_weights_only, make_trainer, relative_distances, \
     stage1_log_text, stage2_log_text
 
@@ -31,11 +32,11 @@ def test_resenc_fixture_through_pretrain_and_finetune_clis(resenc_target, monkey
     run_cli(["nnUNetv2_pretrain", planned.dataset_id, "3d_fullres", "all", "-p", PLANS, "-tr",
              "nnUNetTrainerAnatoMask", "-device", "cpu"], env)
     fold_all = fold_folder(results, planned.dataset_name, "nnUNetTrainerAnatoMask", "3d_fullres", "all", PLANS)
-    assert expected_line(f"The initial checkpoint {path}") in stage1_log_text(fold_all)
+    assert expected_line(f"initial checkpoint {path}") in stage1_log_text(fold_all)
     run_cli(["nnUNetv2_train", planned.dataset_id, "3d_fullres", 0, "-p", PLANS, "-tr", "nnUNetTrainerFinetune",
              "-device", "cpu"], env)
     fold0 = fold_folder(results, planned.dataset_name, "nnUNetTrainerFinetune", "3d_fullres", 0, PLANS)
-    assert expected_line(f"The plans' pretrained checkpoint {path}") in stage2_log_text(fold0)
+    assert expected_line(f"pretrained checkpoint {path} (named by the plans)") in stage2_log_text(fold0)
     final = torch.load(os.path.join(fold0, "checkpoint_final.pth"), weights_only=False)["network_weights"]
     source = {k[len(fx.PREFIX):]: v for k, v in fx.resenc_checkpoint()["network_weights"].items()}
     to_source = relative_distances({k: final[k] for k in source}, source)
@@ -44,6 +45,28 @@ def test_resenc_fixture_through_pretrain_and_finetune_clis(resenc_target, monkey
     to_random = relative_distances({k: final[k] for k in source},
                                    {k: v for k, v in random_init.network.state_dict().items() if k in source})
     assert max(to_source.values()) < 0.25 and min(to_random.values()) > 1.0
+
+
+def test_resenc_fixture_through_the_setting_on_the_cli(resenc_target, tmp_path):
+    """nnUNet_anatomask_pretrained_weights=<nnssl checkpoint> nnUNetv2_train ... -tr nnUNetTrainerFinetune (real
+    CLI, 1 epoch x 2 iterations) on plans with the checkpoint's network that name no checkpoint: the fold's log has
+    the counts (stem, encoder, decoder 0, the rest fresh: the decoder, as nnssl loads), why the decoder is fresh,
+    and the checkpoint's citation; after the 2 SGD steps the encoder is within 0.25 (relative) of the fixture's,
+    where a fresh initialisation is about 1.4 away (tests/trainers/helpers.relative_distances). Mutation caught:
+    the report printed but the weights not loaded."""
+    planned, path = resenc_target
+    plans = plans_without_checkpoint(planned, "nnUNetPlans_resencNoCkpt")
+    results = tmp_path / "results"
+    run_cli(["nnUNetv2_train", planned.dataset_id, "3d_fullres", 0, "-p", plans, "-tr", "nnUNetTrainerFinetune",
+             "-device", "cpu"], planned.train_env(results, nnUNet_anatomask_pretrained_weights=path))
+    fold = fold_folder(results, planned.dataset_name, "nnUNetTrainerFinetune", "3d_fullres", 0, plans)
+    log = stage2_log_text(fold)
+    assert expected_line(f"nnUNet_anatomask_pretrained_weights={path}") in log
+    assert "  fresh (decoder: loading the encoder only): decoder.stages.0, decoder.stages.1" in log
+    assert "Please cite (Pre-training method 'Fixture MAE'): Fixture (2026)." in log
+    final = torch.load(os.path.join(fold, "checkpoint_final.pth"), weights_only=False)["network_weights"]
+    source = {k[len(fx.PREFIX):]: v for k, v in fx.resenc_checkpoint()["network_weights"].items()}
+    assert max(relative_distances({k: final[k] for k in source}, source).values()) < 0.25
 
 
 def test_primus_fixture_continued_fine_tuned_and_exported(demo3d, monkeypatch, tmp_path):
@@ -55,11 +78,14 @@ def test_primus_fixture_continued_fine_tuned_and_exported(demo3d, monkeypatch, t
     run_cli(["nnUNetv2_pretrain", planned.dataset_id, "3d_fullres", "all", "-tr", trainer, "-device", "cpu",
              "-pretrained_weights", path], env)
     fold_all = fold_folder(results, planned.dataset_name, trainer, "3d_fullres", "all")
-    assert "tensors transferred (stem 2, encoder 279, decoder 0), 11 left at their fresh start; position embedding " \
-           "interpolated from a [8, 8, 8] to a [4, 4, 4] token grid" in stage1_log_text(fold_all)
+    log = stage1_log_text(fold_all)
+    assert "tensors transferred (stem 2, encoder 279, decoder 0), 11 left at their fresh start" in log
+    assert "adapted: eva.pos_embed: position embedding, token grid [8, 8, 8] -> [4, 4, 4]: interpolated " \
+           "trilinearly" in log
     run_cli(["nnUNetv2_train", planned.dataset_id, "3d_fullres", 0, "-tr", trainer, "-device", "cpu"], env)
     log = stage2_log_text(fold_folder(results, planned.dataset_name, trainer, "3d_fullres", 0))
-    assert "Using the stage-1 checkpoint" in log and "tensors (down_projection 2, eva " in log
+    assert "Using the stage-1 checkpoint" in log and "Transfer report: stage-1 checkpoint " in log
+    assert "tensors transferred (stem 2, encoder 279, decoder 1), 10 left at their fresh start" in log
 
     exported = tmp_path / "for_nnunet_primus.pth"
     run_cli(["nnUNetv2_export_pretrained", path, "-d", planned.dataset_id, "-c", "3d_fullres", "-tr",

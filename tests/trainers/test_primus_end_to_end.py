@@ -2,6 +2,7 @@
 stage 1, then nnU-Net's Primus recipe), nnUNetv2_export_pretrained, and nnU-Net's own nnUNet_Primus_S_Trainer taking
 the exported file through its -pretrained_weights code (maybe_load_checkpoint -> load_pretrained_weights)."""
 import os
+import re
 
 import torch
 from nnunetv2.run.run_training import maybe_load_checkpoint
@@ -22,7 +23,8 @@ def test_primus_variant_trains_and_exports_into_nnunets_primus_trainer(demo3d, m
     ckpt = check_stage1_outputs(fold_dir, "RandomMask")
     assert ckpt["architecture"].endswith("primus.Primus")
     assert any(k.startswith("decoder_blocks.") for k in ckpt["scheme_state"]["model_extra"])  # not network_weights
-    assert "tensors (down_projection 2, eva " in stage2_log_text(fold_dir)  # the encoder went to stage 2
+    handover = re.search(r"Stage 2 starts from the stage-1 weights of .*", stage2_log_text(fold_dir)).group(0)
+    assert "down_projection 2, eva " in handover, handover  # the encoder went to stage 2, in the network's order
     final = torch.load(os.path.join(fold_dir, "checkpoint_final.pth"), weights_only=False)
     assert final["trainer_name"] == TRAINER and final["current_epoch"] == 1
 

@@ -37,6 +37,15 @@ def test_every_scheme_trainer_has_a_recipe_here():
     assert len(SCHEME_TRAINERS) == 5 * len(CNN) and {c.scheme_class.name for c in SCHEME_TRAINERS.values()} == set(CNN)
 
 
+def test_every_recipe_trainer_pretrains_as_its_recipe_less_trainer():
+    """A recipe trainer's stage 1 is its base's: the same scheme class, and a base that the test above covers."""
+    recipe_trainers = {n: c for n, c in TRAINERS.items() if n in registry.RECIPE_TRAINERS and hasattr(c, "scheme_class")}
+    assert recipe_trainers
+    for name, cls in recipe_trainers.items():
+        base = name.rsplit("_", 1)[0]
+        assert base in SCHEME_TRAINERS and SCHEME_TRAINERS[base].scheme_class is cls.scheme_class, name
+
+
 @pytest.mark.parametrize("name", sorted(SCHEME_TRAINERS))
 def test_stage1_recipe_of_every_trainer(name, demo3d, monkeypatch, tmp_path):
     trainer_class = SCHEME_TRAINERS[name]

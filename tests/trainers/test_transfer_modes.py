@@ -45,7 +45,7 @@ def test_adapting_transfer_across_real_plans(demo3d, aniso2ch, demo_checkpoint, 
     trainer.initialize()
     trainer.load_pretrained()
     log = fold_log(trainer)
-    assert f"Transfer report: {path} -> this network (transfer adapt, loading all)" in log
+    assert f"Transfer report: {knobs.PRETRAINED_WEIGHTS}={path} -> this network (transfer adapt, loading all): " in log
     assert "adapted: encoder.stages.0.0.convs.0.conv.weight: input channels 1 -> 2: summed and spread evenly" in log
     assert "(3, 3, 3) -> (1, 3, 3): averaged" in log
     assert "note: plans differ (checkpoint vs this run): patch_size" in log

@@ -6,7 +6,8 @@ import torch
 from dynamic_network_architectures.architectures.primus import Primus
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-from nnunet_anatomask.transfer.load import TransferError, load_state, transfer_state
+from nnunet_anatomask.transfer.load import TransferError, check_complete, load_state, transfer_state
+from nnunet_anatomask.transfer.parts import follows_classes
 from nnunet_anatomask.transfer.report import ADAPTED, AS_IS, FRESH
 
 CNN = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
@@ -150,3 +151,58 @@ def test_primus_other_channels_and_classes():
     assert by_status(report, ADAPTED) == {"down_projection.proj.weight"}
     assert all(k.startswith("up_projection.") for k in by_status(report, FRESH))
     assert "  fresh (width (48, 24) there, (48, 32) here): up_projection.decode.0" in report.lines()
+
+
+def test_report_counts_and_summary():
+    """1 -> 2 channels, adapted: the one-line summary counts a tensor loaded as it is or adapted as transferred, per
+    part, and names each adaptation; the log lines start with the same counts."""
+    _, report = transfer_state(cnn(channels=1).state_dict(), cnn(channels=2), mode="adapt", source="ckpt")
+    assert [report.transferred(p) for p in ("stem", "encoder", "decoder")] == [8, 16, 20]
+    assert report.summary() == ("ckpt: 44 tensors transferred (stem 8, encoder 16, decoder 20), 4 left at their fresh "
+                                "start; adapted encoder.stages.0.0.convs.0.conv.weight: input channels 1 -> 2: "
+                                "summed and spread evenly")
+    assert report.lines()[0] == ("Transfer report: ckpt -> this network (transfer adapt, loading all): 44 tensors "
+                                 "transferred (stem 8, encoder 16, decoder 20), 4 left at their fresh start; tensors "
+                                 "per part:")
+
+
+def test_output_layer_and_always_adapted():
+    """``with_output`` loads the seg_layers where their shape matches (a stage-1 checkpoint continued in stage 1);
+    ``always_adapted`` adapts the named tensor in strict mode too (an nnssl checkpoint's input projection), and
+    only that one."""
+    source = cnn(channels=1, classes=1)
+    _, plain = transfer_state(source.state_dict(), cnn(channels=1, classes=1))
+    state, with_output = transfer_state(source.state_dict(), cnn(channels=1, classes=1), with_output=True)
+    assert {k for k in by_status(plain, FRESH)} == {k for k in state if ".seg_layers." in k} != set()
+    assert not by_status(with_output, FRESH) and not with_output.unused
+    first = "encoder.stages.0.0.convs.0.conv.weight"
+    state, report = transfer_state(source.state_dict(), cnn(channels=2, classes=1, kernel0=(1, 3, 3)),
+                                   always_adapted=[first])
+    assert by_status(report, ADAPTED) == {first} and "(3, 3, 3) -> (1, 3, 3)" in "\n".join(report.lines())
+    assert "encoder.stages.0.0.convs.1.conv.weight" in by_status(report, FRESH)  # strict for every other tensor
+
+
+def test_check_complete_names_misfits_but_not_choices():
+    """Strict completeness: fresh by choice (encoder-only loading, the output layer) or by ``may_stay_fresh`` passes;
+    a tensor of another shape is named with its reason and the caller's fix; checkpoint tensors that went nowhere
+    fail only where they must not be left over."""
+    source = cnn(classes=3)
+    _, encoder_only = transfer_state(source.state_dict(), cnn(classes=5), loading="encoder", source="ckpt")
+    check_complete(encoder_only, lambda key: False, "FIX")
+    target = cnn(channels=2)
+    _, report = transfer_state(source.state_dict(), target, source="ckpt")
+    check_complete(report, lambda key: key.startswith("encoder.stages.0.0.convs.0."), "FIX")
+    with pytest.raises(TransferError, match=r"^ckpt does not fit this network: encoder.stages.0.0.convs.0.conv.weight "
+                                            r"\(shape \(4, 1, 3, 3, 3\) there, \(4, 2, 3, 3, 3\) here\)\. FIX$"):
+        check_complete(report, lambda key: False, "FIX")
+    _, fewer = transfer_state(cnn(stages=4).state_dict(), cnn(stages=3), source="ckpt")
+    check_complete(fewer, lambda key: follows_classes(cnn(stages=3), key) or key.startswith("decoder."), "FIX")
+    with pytest.raises(TransferError, match=r"not in this network: encoder.stages.3.0.convs.0.conv.weight, "):
+        check_complete(fewer, lambda key: True, "FIX", unused_allowed=False)
+
+
+def test_follows_classes():
+    """The CNN's seg_layers; Primus' whole patch decoder (its widths follow the class count)."""
+    assert follows_classes(cnn(), "decoder.seg_layers.0.weight") and not follows_classes(cnn(), "decoder.stages.0.x")
+    assert follows_classes(primus((32, 32, 32)), "up_projection.decode.0.0.weight")
+    assert not follows_classes(primus((32, 32, 32)), "eva.pos_embed")

@@ -1,11 +1,13 @@
-"""Theirs in (interop/transfer.py) on the nnssl-schema fixtures: what goes where, the counts, the adaptations with
+"""Theirs in (interop/weights_in.py, through the transfer library) on the nnssl-schema fixtures: what goes where, the counts, the adaptations with
 known answers, and the messages for a wrong key or another architecture."""
 import pytest
 import torch
 
 from nnunet_anatomask.checkpoint_io import CheckpointError
 from nnunet_anatomask.interop.architectures import build
-from nnunet_anatomask.interop.transfer import is_foreign_nnssl, parts, transfer
+from nnunet_anatomask.interop.weights_in import is_foreign_nnssl, transfer
+from nnunet_anatomask.transfer.parts import parts
+from nnunet_anatomask.transfer.report import FRESH
 from tests.interop import nnssl_fixtures as fx
 
 PATCH = [32, 32, 32]
@@ -45,11 +47,13 @@ def test_resenc_stem_and_encoder_come_from_the_plans_keys_decoder_stays_fresh(re
     decoder = [k for k in state if k.startswith("decoder.") and not k.startswith("decoder.encoder.")]
     assert decoder and all(torch.equal(state[k], fresh[k]) for k in decoder)
     stem, stages = unique(network.encoder.stem), unique(network.encoder.stages)
-    assert (result.stem, result.encoder, result.decoder) == (stem, stages, 0)
-    assert result.fresh == unique(network.decoder) - stem - stages  # the decoder holds a reference to the encoder
-    assert result.transferred + result.fresh == len(parts(network)) == unique(network)
-    assert result.line() == (f"fixture: {stem + stages} tensors transferred (stem {stem}, encoder {stages}, decoder 0),"
-                             f" {result.fresh} left at their fresh start")
+    counts = tuple(result.transferred(part) for part in ("stem", "encoder", "decoder"))
+    assert counts == (stem, stages, 0)
+    fresh = len(result.keys(FRESH))
+    assert fresh == unique(network.decoder) - stem - stages  # the decoder holds a reference to the encoder
+    assert sum(counts) + fresh == len(parts(network)) == unique(network)
+    assert result.summary() == (f"fixture: {stem + stages} tensors transferred (stem {stem}, encoder {stages}, "
+                                f"decoder 0), {fresh} left at their fresh start")
 
 
 def test_one_channel_stem_is_spread_over_two_channels(resenc):
@@ -59,7 +63,8 @@ def test_one_channel_stem_is_spread_over_two_channels(resenc):
     source = resenc["network_weights"][f"{fx.PREFIX}encoder.stem.convs.0.conv.weight"]
     loaded = network.encoder.stem.convs[0].conv.weight
     assert loaded.shape[1] == 2 and torch.allclose(loaded, torch.cat([source, source], 1) / 2)
-    assert "input projection repeated over 2 channels" in result.line()
+    assert "; adapted encoder.stem.convs.0.conv.weight: input channels 1 -> 2: summed and spread evenly" \
+        in result.summary()
 
 
 def test_primus_position_embedding_is_interpolated_to_the_target_grid(primus):
@@ -75,8 +80,10 @@ def test_primus_position_embedding_is_interpolated_to_the_target_grid(primus):
     grid = network.eva.pos_embed.detach().reshape(4, 4, 4, width)
     assert torch.allclose(grid[:, 1, 2, 5], torch.tensor([0.5, 2.5, 4.5, 6.5]))
     assert torch.allclose(grid[2], torch.full((4, 4, width), 4.5))
-    assert (result.stem, result.decoder) == (2, 0) and result.encoder == unique(network.eva)
-    assert "interpolated from a [8, 8, 8] to a [4, 4, 4] token grid" in result.line()
+    assert (result.transferred("stem"), result.transferred("decoder")) == (2, 0)
+    assert result.transferred("encoder") == unique(network.eva)
+    assert "adapted eva.pos_embed: position embedding, token grid [8, 8, 8] -> [4, 4, 4]: interpolated trilinearly" \
+        in result.summary()
 
 
 def test_wrong_key_names_the_key_and_what_the_checkpoint_holds(resenc):
@@ -88,12 +95,17 @@ def test_wrong_key_names_the_key_and_what_the_checkpoint_holds(resenc):
 
 
 def test_other_architecture_ends_with_the_fix(resenc):
-    """A ResEnc checkpoint into a PlainConvUNet: the keys that differ, then the caller's fix sentence."""
+    """A ResEnc checkpoint into a PlainConvUNet: the tensors that differ, then the caller's fix sentence; nothing
+    is loaded. Mutation caught: a misfit left fresh silently (strict loading as the adapting one)."""
     plain = build({"arch_class_name": "PlainConvUNet", "arch_kwargs_requiring_import": ["conv_op", "norm_op", "nonlin"],
                    "arch_kwargs": {**{k: v for k, v in fx.RESENC_KWARGS.items() if k != "n_blocks_per_stage"},
                                    "n_conv_per_stage": [1, 1, 1, 1]}}, 1, 2, PATCH)
-    with pytest.raises(CheckpointError, match=r"does not fit this network's 'encoder.stages' .*THE FIX$"):
+    before = {k: v.clone() for k, v in plain.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"^fixture does not fit this network: encoder.stages.0.0.convs.0.conv"
+                                              r".weight \(not in the checkpoint\), .*; not in this network: "
+                                              r"encoder.stages.0.convs.0.conv.weight, .*THE FIX$"):
         transfer(resenc, plain, PATCH, "fixture", "THE FIX")
+    assert all(torch.equal(v, before[k]) for k, v in plain.state_dict().items())
 
 
 def test_only_checkpoints_without_a_scheme_are_foreign(resenc):
