@@ -165,8 +165,11 @@ class RunLock:
         try:
             fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            if time.time() - os.path.getmtime(guard) > TAKEOVER_GUARD_STALE_S:
-                os.remove(guard)
+            try:  # the other taker may remove its guard at any moment: then there is nothing to clear
+                if time.time() - os.path.getmtime(guard) > TAKEOVER_GUARD_STALE_S:
+                    os.remove(guard)
+            except FileNotFoundError:
+                pass
             time.sleep(0.1)
             return
         try:

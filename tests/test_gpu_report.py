@@ -21,6 +21,7 @@ def check(tmp_path_factory):
     return out.read_text()
 
 
+@pytest.mark.slow  # ~3.5 min of the default suite's 10-minute budget on a 2-core CPU; bash scripts/test.sh -m slow
 def test_every_section_ran_into_one_file(check):
     block = check.split("## Sections", 1)[1].split("\n### ", 1)[0]
     sections = [line for line in block.splitlines() if line.startswith("- ")]

@@ -204,7 +204,9 @@ def _source_copy(tmp_path: Path) -> Path:
     return src
 
 
-@pytest.mark.parametrize("editable", [False, True], ids=["pip_install", "pip_install_editable"])
+# The editable install repeats the same registration path (slow: the default suite's budget, docs/installation.md).
+@pytest.mark.parametrize("editable", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["pip_install", "pip_install_editable"])
 def test_install_into_fresh_venv_and_uninstall(tmp_path, editable):
     venv_dir = _layered_venv(tmp_path)
     py = venv_dir / "bin" / "python"

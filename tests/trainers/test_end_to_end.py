@@ -142,6 +142,8 @@ def test_scratch_cli(demo3d, tmp_path):
     assert final["current_epoch"] == 1 and len(final["logging"]["train_losses"]) == 1
 
 
+@pytest.mark.slow  # the default suite's budget: the tiny evaluation's recipe axis runs a recipe trainer on its
+# scheme's stage 1 through the real CLIs, tests/trainers/test_recipes.py pins what each phase trains
 def test_recipe_trainer_shares_stage1_and_predicts(demo3d, pretrained_all, tmp_path):
     """nnUNetv2_train -tr nnUNetTrainerAnatoMask_frozenEnc (2 epochs: one per phase) finds nnUNetTrainerAnatoMask's
     fold_all stage 1 instead of running its own, trains in its own fold folder, logs the transfer report and its
