@@ -15,29 +15,10 @@ from nnunet_anatomask.pretraining.schemes.masked_modelling import with_recipe_ra
 from nnunet_anatomask.pretraining.schemes.settings import scheme_config
 from nnunet_anatomask.trainers.stage1_loop import Stage1Loop
 from tests.pretraining.backbones.test_primus import PATCH as PRIMUS_PATCH, tiny_primus
+from tests.data.record_scheme_identity import CASES, EPOCHS, NO_DROP_PATH  # the recorder's cases, one list
 from tests.pretraining.schemes.conftest import tiny_model
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "data", "scheme_identity.json")
-CASES = {  # the recorder's cases: a scheme and the settings that differ from its defaults
-    "RandomMask": ("RandomMask", {}),
-    "AnatoMask": ("AnatoMask", {}),
-    "AnatoMask_complementary": ("AnatoMask", {"error_map": "complementary"}),
-    "AnatoMask_normalized": ("AnatoMask", {"difficulty_space": "normalized"}),
-    "SelfMedHPM": ("SelfMedHPM", {}),
-    "GLMAE": ("GLMAE", {}),
-    "AMLP": ("AMLP", {}),
-    "AMLP_intensity": ("AMLP", {"cell_features": "intensity"}),
-    "AMLP_encoder": ("AMLP", {"cell_features": "encoder"}),
-    "AMLP_no_mps": ("AMLP", {"use_mps": False}),
-    "AMLP_no_arl": ("AMLP", {"use_arl": False}),
-    "AMLP_no_ccl": ("AMLP", {"use_ccl": False}),
-    "AMLP_no_amr": ("AMLP", {"use_amr": False}),
-}
-EPOCHS = 3
-# On Primus these run without stochastic depth: AMLP's encoder features come from an encoder-only forward since
-# issue 24 (the decoder no longer runs and is thrown away), so with drop-path on, the decoder's drop-path draws are
-# missing from the random stream and every later draw differs, by design; without it the steps must be identical.
-NO_DROP_PATH = ("AMLP_encoder",)
 
 
 @pytest.fixture(scope="module")
