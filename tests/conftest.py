@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from nnunet_anatomask.example_data import make_example_dataset
 
@@ -27,6 +28,15 @@ def clean_env(**extra: str) -> dict:
 
 
 _PLUGINS = {}  # pytest's terminal reporter and capture manager, to show lines while a test runs
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (one summation order, as when a reference was recorded)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True, scope="session")

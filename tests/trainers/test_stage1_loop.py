@@ -31,14 +31,6 @@ def cpu_loop(model: nn.Module, scheme) -> Stage1Loop:
     return Stage1Loop(model, scheme, torch.device("cpu"), scheme.config.recipe(scheme.name))
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one summation order, as when the reference was recorded
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", list(REFERENCE))
 def test_losses_equal_the_last_commits(name, one_thread):
     torch.manual_seed(0)

@@ -27,14 +27,6 @@ def recorded() -> dict:
         return json.load(f)
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one summation order, as when the reference was recorded
-    yield
-    torch.set_num_threads(threads)
-
-
 def masked_model(backbone: str):
     """(masked model, patch, the backbone's recipe given the scheme's own)."""
     torch.manual_seed(0)
