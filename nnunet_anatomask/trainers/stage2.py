@@ -205,7 +205,7 @@ class Stage2Mixin:
             ckpt = checkpoint_io.load_checkpoint_file(path, f"{given_as} file")
         checkpoint_io.check_same(ckpt, {"configuration": self.configuration_name}, source)
         check_transfer(ckpt, self.plans_manager.plans, self.dataset_json, self.configuration_name, source)
-        network = self.network._orig_mod if isinstance(self.network, OptimizedModule) else self.network
+        network = transfer.plain(self.network)
         checkpoint_io.check_weights_match(network.state_dict(), ckpt["network_weights"], source)
         return ckpt
 

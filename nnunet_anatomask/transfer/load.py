@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from nnunet_anatomask.checkpoint_io import CheckpointError
+from nnunet_anatomask.pretraining.backbones.base import unwrapped as plain  # the network inside DDP/compile
 from nnunet_anatomask.transfer import adapt
 from nnunet_anatomask.transfer.parts import DECODER, STEM, aliases, is_output, part_of
 from nnunet_anatomask.transfer.report import ADAPTED, AS_IS, FRESH, TransferReport
@@ -183,12 +184,6 @@ def unused(weights: dict, used: set, network: nn.Module, loading: str, with_outp
     skipped = lambda k: (not with_output and any(s in k for s in NEVER_LOADED)) or (  # noqa: E731
         loading == "encoder" and part_of(network, k) == DECODER)
     return [k for k, f in names.items() if k == f and f not in used_first and not skipped(k)]
-
-
-def plain(network: nn.Module) -> nn.Module:
-    """The network inside nnU-Net's DDP and torch.compile wrappers."""
-    network = getattr(network, "module", network)
-    return getattr(network, "_orig_mod", network)
 
 
 @torch.no_grad()
