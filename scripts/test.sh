@@ -16,4 +16,11 @@ echo "== pytest (default suite; the slow end-to-end matrix: bash scripts/test.sh
 # -v: one line per test as it runs (long tests also print each real-CLI call they make); -rs: why tests were
 # skipped; --durations: the slowest tests at the end. No arguments: the whole tests/ folder; with arguments
 # (paths, -k, -m ...) those go to pytest.
-exec "$PY" -m pytest -v -rs --durations=15 -p no:cacheprovider "${@:-tests}"
+# --basetemp: a folder of this run's own for every tmp_path, not pytest's /tmp/pytest-of-$USER/pytest-N, which every
+# pytest on the machine numbers and cleans (CI once found a module's fresh folder already holding results of
+# another run); removed when the suite passes, kept (and named) when it fails.
+BASETEMP="$(mktemp -d "${TMPDIR:-/tmp}/nnunet-anatomask-tests.XXXXXX")"
+rc=0
+"$PY" -m pytest -v -rs --durations=15 -p no:cacheprovider --basetemp "$BASETEMP" "${@:-tests}" || rc=$?
+if [ "$rc" -eq 0 ]; then rm -rf "$BASETEMP"; else echo "== the tests' files are kept in $BASETEMP"; fi
+exit "$rc"
