@@ -121,7 +121,7 @@ class Check:
 
     def benchmark_sections(self) -> list[Section]:
         s, py = self.size, sys.executable
-        dtypes = ["bf16", "fp16"] if self.args.device == "cuda" else ["off"]
+        dtypes = self.args.dtypes if self.args.device == "cuda" else ["off"]
         nets = [("PlainConvUNet (nnUNetPlans 3d_fullres)", ["--plans", "nnUNetPlans"]),
                 ("ResEnc-L (nnUNetResEncUNetLPlans 3d_fullres)", ["--plans", RESENC_L]),
                 (f"Primus-{s.primus} (nnU-Net's Primus trainer on nnUNetPlans)", ["--plans", "nnUNetPlans",
@@ -262,6 +262,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--size", choices=sorted(SIZES), default="gpu")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES))
+    p.add_argument("--dtypes", nargs="+", choices=("bf16", "fp16"), default=["bf16", "fp16"],
+                   help="autocast dtypes of the benchmark sections on a GPU (default both; a CPU runs without)")
     p.add_argument("--limit-s", type=float, default=450.0, help="deadline of the whole check (default 450 s)")
     p.add_argument("--output", default=None, help="results file (default gpu_check_<size>_<date>.md)")
     p.add_argument("--keep-work", action="store_true", help="keep the work folder (data, plans, tiny runs' logs)")
