@@ -2,6 +2,7 @@
 nnU-Net twice, the benchmark on PlainConvUNet, ResEnc-L and Primus-S, end-to-end against step-only, a tiny
 nnUNetv2_train of a scheme) and lands in one results file. The GPU path differs only in sizes and dtypes."""
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -42,3 +43,15 @@ def test_a_section_past_the_deadline_is_skipped_not_half_written(tmp_path):
     text = out.read_text()
     assert "- data: generated volumes, nnU-Net's plans: skipped: " in text and "it needs at least 20 s" in text
     assert text.count("skipped (no data)") == 5
+
+
+@pytest.mark.parametrize("dtypes, expected", [(["bf16"], ["bf16"]), (None, ["bf16", "fp16"])])
+def test_dtypes_pick_the_benchmark_sections_of_a_gpu_run(dtypes, expected):
+    """On a GPU each dtype gets one benchmark section per network (built, not run: no GPU needed)."""
+    from nnunet_anatomask.gpu_report import Check, parse_args
+    args = parse_args(["--device", "cuda", "--output", os.devnull] + (["--dtypes", *dtypes] if dtypes else []))
+    check = Check(args)
+    shutil.rmtree(check.work)  # made by Check, used only by a run
+    sections = check.benchmark_sections()
+    assert [s.title.split(":")[0] for s in sections] == [f"benchmark, autocast {d}" for d in expected for _ in range(3)]
+    assert [s.args[s.args.index("--autocast") + 1] for s in sections] == [d for d in expected for _ in range(3)]
