@@ -122,6 +122,8 @@ def test_finetune_cli_from_stage1_checkpoint(demo3d, pretrained_all, monkeypatch
     assert min(to_random.values()) > 1.0, sorted(to_random.items(), key=lambda kv: kv[1])[:3]
 
 
+@pytest.mark.slow  # the default suite's budget: Scratch trains through nnU-Net's run_training in the tiny evaluation
+# (tests/evaluation/test_evaluate_tiny.py, no fold_all for Scratch), its optimiser and warm-up in tests/trainers/test_stage2_optimisers.py
 def test_scratch_cli(demo3d, tmp_path):
     """nnUNetTrainerScratch runs stage 2's recipe with the knobs' budget and no stage-1 weights.
 
