@@ -46,7 +46,8 @@ def build(dataset_folder: str, configuration: str, plans: str) -> tuple[GLMAESch
                                      deep_supervision=False)
     patch = tuple(config.patch_size)
     backbone = backbone_for(network, patch)
-    scheme = GLMAEScheme(backbone.masked_model(network), backbone.grid, total_epochs=1)
+    recipe = backbone.recipe(GLMAEScheme.config_class().recipe(GLMAEScheme.name))  # as stage 1 builds it
+    scheme = GLMAEScheme(backbone.masked_model(network, recipe), backbone.grid, total_epochs=1)
     files = sorted(f for f in glob.glob(os.path.join(dataset_folder, config.data_identifier, "*.b2nd"))
                    if not f.endswith("_seg.b2nd"))
     return scheme, patch, [torch.from_numpy(np.asarray(blosc2.open(f)[:])).float() for f in files]

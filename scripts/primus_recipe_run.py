@@ -2,10 +2,11 @@
 compare the two (docs/backbones.md, "Why nnssl's recipe").
 
 Runs exactly what ``nnUNetv2_pretrain DATASET CONFIG FOLD -tr TRAINER -device D`` runs (``cli.main``,
-in-process), after seeding torch, numpy and random with ``--seed``. ``--recipe scheme`` replaces, for this run
-only, the Primus backbone's recipe by the scheme's own (``SchemeConfig.recipe``: AdamW 1e-4, wd 1e-5, betas
-(0.9, 0.999), clip 12, cosine, no drop-path, the scheme's ratio), i.e. what Primus pretrained with before nnssl's
-recipe became its default. After stage 1 the final checkpoint's reconstruction loss (masked, per-cell normalised
+in-process), after seeding torch, numpy and random with ``--seed``, with the scheme setting ``primus_recipe`` set
+to ``--recipe`` (added to any ``nnUNet_anatomask_scheme_config`` of the caller; docs/backbones.md): ``scheme`` is
+the scheme's own recipe (``SchemeConfig.recipe``: AdamW 1e-4, wd 1e-5, betas (0.9, 0.999), clip 12, cosine, no
+drop-path, the scheme's ratio), i.e. what Primus pretrained with before nnssl's recipe became its default. After
+stage 1 the final checkpoint's reconstruction loss (masked, per-cell normalised
 MSE, eval mode) is measured on ``--eval-batches`` stage-1 loader batches (training cases) drawn from ``--seed``,
 at mask ratios 0.6 and 0.75 with the same masks for every run of the same seed, so runs of the two recipes
 (trained at different ratios) are compared on equal terms. Usage:
@@ -14,24 +15,23 @@ at mask ratios 0.6 and 0.75 with the same masks for every run of the same seed, 
         --recipe scheme --seed 0
 """
 import argparse
+import json
+import os
 import random
 import sys
 
 import numpy as np
 import torch
 
-from nnunet_anatomask import cli
+from nnunet_anatomask import cli, knobs
 from nnunet_anatomask.pretraining import losses, masking
-from nnunet_anatomask.pretraining.backbones import primus
 from nnunet_anatomask.trainers.stage1 import prepare_trainer
 from nnunet_anatomask.trainers.stage1_data import shutdown, stage1_batches
 
 
-def use_scheme_recipe() -> None:
-    """This tool's comparison run only: the Primus backbone returns the scheme's own recipe, stage 1 without
-    stochastic depth."""
-    primus.PrimusBackbone.recipe = lambda self, own: own
-    primus.PrimusBackbone.masked_model = lambda self, network: primus.TokenDroppingModel(network, self.grid)
+def choose_recipe(recipe: str) -> None:
+    """The scheme setting ``primus_recipe`` for this process (the run and the evaluation), beside the caller's."""
+    os.environ[knobs.SCHEME_CONFIG] = json.dumps({**knobs.scheme_config(), "primus_recipe": recipe})
 
 
 def seed_everything(seed: int) -> None:
@@ -81,8 +81,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-batches", type=int, default=8)
     args, pretrain_args = parser.parse_known_args(argv)
-    if args.recipe == "scheme":
-        use_scheme_recipe()
+    choose_recipe(args.recipe)
     seed_everything(args.seed)
     cli.main(pretrain_args)
     fixed = fixed_batch_losses(pretrain_args, args.seed, args.eval_batches)

@@ -22,10 +22,9 @@ from nnunet_anatomask.interop import stage1 as interop
 from nnunet_anatomask.interop.adaptation_plan import ADAPTATION_PLAN_KEY, CITATIONS_KEY, write_beside
 from nnunet_anatomask.pretraining.backbones import backbone_for
 from nnunet_anatomask.pretraining.schemes.base import Picture, Scheme
-from nnunet_anatomask.pretraining.schemes.masked_modelling import with_recipe_ratio
-from nnunet_anatomask.pretraining.schemes.settings import describe, plain, refuse_unused, scheme_config
+from nnunet_anatomask.pretraining.schemes.settings import describe, plain, run_settings
 import nnunet_anatomask.trainers.stage1_ddp as stage1_ddp
-from nnunet_anatomask.trainers.stage1_callbacks import Stage1Callback
+from nnunet_anatomask.trainers.stage1_callbacks import Stage1Callback, timed_call
 from nnunet_anatomask.trainers.stage1_data import shutdown, stage1_batches
 from nnunet_anatomask.trainers.networks import input_channels, trainer_network
 from nnunet_anatomask.trainers.stage1_loop import Stage1Loop
@@ -95,15 +94,12 @@ class Stage1Runner:
         self.grid = self.backbone.grid
         self.folder = folder or os.path.join(trainer.output_folder, "pretraining")
         self.current_epoch = 0
-        overrides = knobs.scheme_config()
-        config = scheme_config(scheme_class, overrides)  # the user's settings, checked now
-        own = config.recipe(scheme_class.name)
-        self.recipe = self.backbone.recipe(own)  # the optimiser settings: nowhere else (recipes.py)
-        refuse_unused(scheme_class, overrides, used_optimiser=self.recipe is own, why=self.recipe.source)
-        self.config = with_recipe_ratio(config, scheme_class, self.recipe.mask_ratio, overrides)
+        # the user's settings, checked now, and the optimiser settings: nowhere else (recipes.py)
+        self.config, self.recipe = run_settings(scheme_class, knobs.scheme_config(), self.backbone)
         self.model = self.scheme = self.loop = self.log = None
         self.added: list[Stage1Callback] = []  # a tool's callbacks (add_callback)
         self.callbacks: list[Stage1Callback] = []  # every callback of the run, set by build()
+        self.callback_seconds: dict[str, float] = {}  # "Class.event" -> wall time in this process (summary.json)
         self.picture_scales: dict = {}  # colour scales fixed at each quantity's first picture (compare by eye)
         self.initial = self.initial_report = None  # where stage 1 started from, if given (docs/interop.md)
 
@@ -126,8 +122,8 @@ class Stage1Runner:
         self.added.append(callback)
 
     def notify(self, event: str, *args) -> list:
-        """Call ``event`` (a Stage1Callback method) of every callback, in order; their return values."""
-        return [getattr(callback, event)(self, *args) for callback in self.callbacks]
+        """Call ``event`` (a Stage1Callback method) of every callback, in order, timed; their return values."""
+        return [timed_call(self.callback_seconds, callback, event, self, *args) for callback in self.callbacks]
 
     def compatibility(self) -> dict:
         """What a stage-1 checkpoint must share with the run that uses it (docs/architecture.md)."""
@@ -163,7 +159,7 @@ class Stage1Runner:
         """Masked model (backbone) from ``initial_weights`` if given (before the scheme copies the student into a
         teacher), scheme, the loop (AdamW over both by the backbone's recipe); compiled where nnU-Net compiles."""
         tr = self.trainer
-        self.model = self.backbone.masked_model(self.build_network()).to(self.device)
+        self.model = self.backbone.masked_model(self.build_network(), self.recipe).to(self.device)
         if initial_weights is not None:
             self.initial_report, self.initial = interop.start_from(initial_weights, self.model.network, tr,
                                                                    self.grid.patch_size)
@@ -282,6 +278,7 @@ class Stage1Runner:
                    "train_time_s": round(sum(values.get("epoch_time", [])), 2),
                    "wall_time_s": round(wall_time, 2), "checkpoint": self.final_checkpoint}
         self.notify("on_run_end", summary)  # callbacks: best held-out loss, probe Dice; logger summary
+        summary["callback_time_s"] = {k: round(v, 3) for k, v in sorted(self.callback_seconds.items())}
         with open(os.path.join(self.folder, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         self.log.print(f"Stage 1 done: {self.final_checkpoint}")

@@ -13,8 +13,10 @@ they are logged (a callback may add entries, e.g. a held-out loss); ``on_checkpo
 (rank 0); ``on_epoch_logged`` after the epoch was logged, pictured and checkpointed (``runner.current_epoch`` is then
 epoch + 1); ``on_run_end`` with the run's summary before it is written (a callback may add entries). Under DDP every
 rank calls them, but ``on_checkpoint`` and ``on_run_end`` only rank 0 (which alone writes logs, pictures,
-checkpoints and the summary).
+checkpoints and the summary). The runner times every method a callback overrides (``timed_call``) and writes the
+seconds to summary.json (``callback_time_s``, docs/watching.md).
 """
+from time import perf_counter
 from typing import Optional
 
 import torch
@@ -47,3 +49,17 @@ class Stage1Callback:
 
     def on_run_end(self, runner, summary: dict) -> None:
         """After checkpoint_final was written, before summary.json is: may add entries to ``summary``."""
+
+
+def timed_call(seconds: dict[str, float], callback: Stage1Callback, event: str, *args):
+    """``callback``'s ``event`` method called with ``args``; where the callback's class overrides the no-op, the
+    call's wall time is added to ``seconds["Class.event"]`` (ours: what each watch feature costs a run)."""
+    method = getattr(callback, event)
+    if getattr(type(callback), event) is getattr(Stage1Callback, event):
+        return method(*args)
+    start = perf_counter()
+    try:
+        return method(*args)
+    finally:
+        key = f"{type(callback).__name__}.{event}"
+        seconds[key] = seconds.get(key, 0.0) + perf_counter() - start

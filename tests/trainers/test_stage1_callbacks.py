@@ -1,12 +1,17 @@
 """The stage-1 runner's callbacks (trainers/stage1_callbacks.py), through a real run on the demo plans (2 epochs x
-2 iterations): called in order, seeing the loader's whole batch (labels included), their figures logged and saved."""
+2 iterations): called in order, seeing the loader's whole batch (labels included), their figures logged and saved,
+the time each overridden method took in summary.json."""
+import json
 import os
+import time
 
 import torch
 
 from nnunet_anatomask.trainers.registry import nnUNetTrainerRandomMask
 from nnunet_anatomask.trainers.stage1_callbacks import Stage1Callback
 from tests.trainers.helpers import load_weights_only, make_trainer, stage1_log_text
+
+SLEEP = 0.2
 
 
 class Recorder(Stage1Callback):
@@ -26,6 +31,7 @@ class Recorder(Stage1Callback):
     def on_epoch_end(self, runner, epoch, figures):
         self.calls.append(("end", epoch))
         figures["held_out_loss"] = 1.5 + epoch  # e.g. a held-out reconstruction loss
+        time.sleep(SLEEP)  # a slow callback: its time shows in summary.json
 
     def on_checkpoint(self, runner, path):
         self.calls.append(("checkpoint", os.path.basename(path)))
@@ -55,3 +61,8 @@ def test_callbacks_are_called_in_order_and_their_figures_logged(demo3d, monkeypa
     assert len(log["foreground_voxels"]) == 2 and all(0 < v < 1 for v in log["foreground_voxels"])
     assert "held_out_loss 1.5" in stage1_log_text(trainer.output_folder)
     assert torch.isfinite(torch.tensor(log["loss"])).all()
+    times = json.load(open(os.path.join(trainer.stage1.folder, "summary.json")))["callback_time_s"]
+    assert 2 * SLEEP <= times["Recorder.on_epoch_end"] < 2 * SLEEP + 1.0  # two epochs, each call timed
+    recorded = {f"Recorder.on_{e}" for e in ("run_start", "epoch_start", "step_end", "epoch_end", "checkpoint",
+                                              "epoch_logged", "run_end")}
+    assert recorded | {"ProgressBar.on_step_end"} <= set(times) and "ProgressBar.on_checkpoint" not in times

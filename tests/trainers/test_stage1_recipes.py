@@ -5,10 +5,13 @@ scheme keeps. Built in-process as nnU-Net builds them, on the shared tiny 3D pla
 Catches: a Primus trainer that pretrains with a scheme's CNN settings, RandomMask keeping 0.6 on Primus, a paper
 ratio replaced by nnssl's, HPM's weight-decay exemption lost, a trainer added without a recipe here.
 """
+import json
+
 import pytest
 import torch
 
 from nnunet_anatomask.pretraining.recipes import NNSSL_EVA_MAE
+from nnunet_anatomask.pretraining.schemes.settings import describe
 from nnunet_anatomask.trainers import registry
 from tests.pretraining.schemes.conftest import tiny_model
 from tests.trainers.helpers import make_trainer
@@ -62,24 +65,38 @@ def test_stage1_recipe_of_every_trainer(name, demo3d, monkeypatch, tmp_path):
     assert (scheme.ratio(0), scheme.ratio(9)) == pytest.approx(RATIOS[scheme_name][primus])
 
 
-def test_primus_stage1_builds_by_nnssls_recipe(demo3d, monkeypatch, tmp_path):
-    """The real build of RandomMask on Primus S: one AdamW group with nnssl's settings over the model, mask ratio
-    0.75, drop-path rising to 0.2 in encoder and light decoder; the epochs' learning rates follow the poly
-    schedule and clipping uses 1."""
+# RandomMask's stage 1 on Primus by the setting primus_recipe: weight decay, betas, top drop-path, mask ratio, lr,
+# warm-up fraction, schedule, clip.
+PRIMUS_RECIPES = {
+    None: (0.05, (0.9, 0.98), 0.2, 0.75, 3e-4, 0.05, "poly", 1.0),  # unset: nnssl's
+    "scheme": (1e-5, (0.9, 0.999), 0.0, 0.6, 1e-4, 0.02, "cosine", 12.0),  # RandomMask's own
+}
+
+
+@pytest.mark.parametrize("choice", list(PRIMUS_RECIPES))
+def test_primus_stage1_builds_by_the_chosen_recipe(choice, demo3d, monkeypatch, tmp_path):
+    """The real build of RandomMask on Primus S, by nnssl's recipe (the default) or, with the setting
+    primus_recipe "scheme", by RandomMask's own: one AdamW group with its settings over the model, its mask ratio,
+    its drop-path (rising to 0.2 in encoder and light decoder, or none), its first lr and clip; the choice in the
+    log line of settings and the checkpoint's. Catches: the setting ignored, nnssl's default lost."""
     from nnunet_anatomask.trainers.registry import nnUNetTrainerRandomMask_PrimusS
+    if choice is not None:
+        monkeypatch.setenv("nnUNet_anatomask_scheme_config", json.dumps({"primus_recipe": choice}))
     runner = make_trainer(demo3d, nnUNetTrainerRandomMask_PrimusS, monkeypatch, tmp_path, fold="all").stage1
     runner.build()
+    weight_decay, betas, drop_path, ratio, lr, warmup, schedule, clip = PRIMUS_RECIPES[choice]
     (group,) = runner.loop.optimizer.param_groups
-    assert (group["weight_decay"], group["betas"]) == (0.05, (0.9, 0.98))
+    assert (group["weight_decay"], group["betas"]) == (weight_decay, betas)
     assert {id(p) for p in group["params"]} == {id(p) for p in runner.model.parameters()}
-    assert runner.scheme.config.mask_ratio == 0.75
+    assert runner.scheme.config.mask_ratio == ratio
     blocks = runner.model.network.eva.blocks
     assert blocks[0].drop_path1.__class__.__name__ == "Identity"
-    assert blocks[-1].drop_path1.drop_prob == pytest.approx(0.2)
-    assert runner.model.decoder_blocks[-1].drop_path2.drop_prob == pytest.approx(0.2)
-    lr = [runner.recipe.lr_at(e, runner.num_epochs) for e in range(runner.num_epochs)]
-    assert lr[0] == pytest.approx(3e-4 / max(1, round(0.05 * runner.num_epochs)))
-    assert runner.recipe.grad_clip == 1.0
+    assert getattr(blocks[-1].drop_path1, "drop_prob", 0.0) == pytest.approx(drop_path)
+    assert getattr(runner.model.decoder_blocks[-1].drop_path2, "drop_prob", 0.0) == pytest.approx(drop_path)
+    assert runner.recipe.lr_at(0, runner.num_epochs) == pytest.approx(lr / max(1, round(warmup * runner.num_epochs)))
+    assert (runner.recipe.schedule, runner.recipe.grad_clip) == (schedule, clip)
+    saved = runner.interop_fields()["scheme_settings"]["primus_recipe"]
+    assert saved == (choice or "nnssl") and f"primus_recipe={saved!r}" in describe(runner.config)
 
 
 def test_selfmedhpm_exempts_biases_and_norms_from_weight_decay(demo3d, monkeypatch, tmp_path):

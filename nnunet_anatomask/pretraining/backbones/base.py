@@ -136,12 +136,13 @@ class Backbone(ABC):
         """The mask grid of ``network`` at ``patch_size`` (MaskGridError with the fix if there is none)."""
 
     @abstractmethod
-    def masked_model(self, network: nn.Module) -> MaskedModel:
-        """The stage-1 model around ``network``."""
+    def masked_model(self, network: nn.Module, recipe: Stage1Recipe) -> MaskedModel:
+        """The stage-1 model around ``network``, with the run's ``recipe``'s stochastic depth where it has one."""
 
     def recipe(self, own: Stage1Recipe) -> Stage1Recipe:
-        """Stage 1's optimiser recipe on this network family, given the scheme's ``own`` (its settings'
-        ``SchemeConfig.recipe``; recipes.py): the scheme's own unless the family has its own."""
+        """This network family's stage-1 optimiser recipe, given the scheme's ``own`` (its settings'
+        ``SchemeConfig.recipe``; recipes.py): ``own`` unless the family has its own (Primus: nnssl's, which
+        the setting ``primus_recipe`` "scheme" declines: settings.run_settings)."""
         return own
 
     @abstractmethod

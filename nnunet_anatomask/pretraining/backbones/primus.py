@@ -7,7 +7,8 @@ mask tokens where the encoder saw nothing, and reconstructs. Here the encoder is
 step with the kept tokens) and EVA blocks; the light decoder is two EVA blocks of the encoder's width (nnssl's
 EvaMAE: decoder depth 2) before Primus' own patch decoder (``up_projection``). Drop and restore are one batched
 gather / scatter each (Primus' ``restore_full_sequence`` loops over the samples). Stage 1 follows nnssl's recipe
-for Primus (recipes.NNSSL_EVA_MAE): its optimiser, mask ratio 0.75 and stochastic depth 0.2 in encoder and decoder.
+for Primus (recipes.NNSSL_EVA_MAE): its optimiser, mask ratio 0.75 and stochastic depth 0.2 in encoder and decoder;
+the setting ``primus_recipe`` "scheme" takes the scheme's own recipe instead (no stochastic depth).
 """
 from __future__ import annotations
 
@@ -51,11 +52,14 @@ class PrimusBackbone(Backbone):
                                 "it with num_register_tokens=0 (nnU-Net's Primus trainers do)")
         return MaskGrid(patch_size, cell)  # one cell = one token; MaskGrid checks divisibility, >= 2 per axis
 
-    def masked_model(self, network: nn.Module) -> "TokenDroppingModel":
-        return TokenDroppingModel(network, self.grid, drop_path_rate=NNSSL_EVA_MAE.drop_path_rate)
+    def masked_model(self, network: nn.Module, recipe: Stage1Recipe) -> "TokenDroppingModel":
+        """Token dropping around ``network``, with the ``recipe``'s stochastic depth (nnssl's 0.2; none in a
+        scheme's own recipe)."""
+        return TokenDroppingModel(network, self.grid, drop_path_rate=recipe.drop_path_rate)
 
     def recipe(self, own: Stage1Recipe) -> Stage1Recipe:
-        """nnssl's recipe for every scheme on Primus (docs/backbones.md: why, and what each scheme keeps)."""
+        """nnssl's recipe for every scheme on Primus unless the settings decline it (``primus_recipe`` "scheme");
+        docs/backbones.md: why, and what each scheme keeps."""
         return NNSSL_EVA_MAE
 
     def handover(self, checkpoint_path: str, network: nn.Module) -> list[str]:

@@ -64,7 +64,8 @@ def at_least(n: int):
 
 @dataclass(frozen=True)
 class SchemeConfig:
-    """Settings every scheme has: AdamW and its schedule (every length a fraction of the run), the loader's crop.
+    """Settings every scheme has: AdamW and its schedule (every length a fraction of the run), the loader's crop,
+    and whether Primus trainers pretrain with nnssl's recipe or with these (docs/backbones.md).
 
     A scheme's own settings subclass this, one field per setting, with a ``Rule`` in the type where a value can be
     out of range; a user overrides any of them without code (knobs.SCHEME_CONFIG, docs/usage.md).
@@ -78,6 +79,7 @@ class SchemeConfig:
     grad_clip: Positive = 12.0
     decay_norms_and_biases: bool = True  # False: no weight decay on parameters of <= 1 dimension (HPM)
     crop_scale: CropScale = 1.0  # GL-MAE: 5/3
+    primus_recipe: Literal["nnssl", "scheme"] = "nnssl"  # Primus trainers: nnssl's recipe, or the settings above
 
     def __post_init__(self) -> None:
         """Refuse, by name, a value outside its ``Rule``."""
@@ -91,7 +93,7 @@ class SchemeConfig:
 
     def recipe(self, scheme_name: str) -> Stage1Recipe:
         """These optimiser settings as a recipe: the one stage 1 uses on nnU-Net's CNNs (a backbone may have its
-        own: ``Backbone.recipe``; Primus uses nnssl's)."""
+        own: ``Backbone.recipe``; Primus uses nnssl's unless ``primus_recipe`` is "scheme")."""
         return Stage1Recipe(source=f"{scheme_name}'s settings", lr=self.base_lr, min_lr=self.min_lr,
                             betas=self.betas, weight_decay=self.weight_decay, warmup_fraction=self.warmup_fraction,
                             grad_clip=self.grad_clip, decay_norms_and_biases=self.decay_norms_and_biases)

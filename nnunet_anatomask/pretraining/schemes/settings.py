@@ -2,13 +2,17 @@
 
 Every key must be a field of the scheme's config dataclass and every value of the field's type (an int is a
 number; a list of two numbers is a pair; a choice must be one of its values); the dataclass then checks ranges.
+``run_settings`` then gives a run its optimiser recipe on the backbone in use (docs/backbones.md).
 """
 import dataclasses
 import difflib
 import typing
 from typing import Any, Literal, Optional
 
+from nnunet_anatomask.pretraining.backbones.base import Backbone
+from nnunet_anatomask.pretraining.recipes import Stage1Recipe
 from nnunet_anatomask.pretraining.schemes.base import FIX, Scheme, SchemeConfig, SchemeConfigError
+from nnunet_anatomask.pretraining.schemes.masked_modelling import with_recipe_ratio
 
 
 def scheme_config(scheme_class: type[Scheme], overrides: Optional[dict] = None) -> SchemeConfig:
@@ -31,14 +35,30 @@ OPTIMISER_SETTINGS = ("base_lr", "min_lr", "betas", "weight_decay", "warmup_frac
                       "decay_norms_and_biases")
 
 
-def refuse_unused(scheme_class: type[Scheme], overrides: dict, used_optimiser: bool, why: str) -> None:
-    """Refuse, by name, optimiser settings the user set where the backbone's own recipe replaces them (Primus:
-    nnssl's recipe, ``why``): they would be ignored."""
+def run_settings(scheme_class: type[Scheme], overrides: dict, backbone: Backbone) -> tuple[SchemeConfig, Stage1Recipe]:
+    """A run's settings and optimiser recipe: ``overrides`` checked; the recipe of the backbone's network family
+    (Primus: nnssl's) unless ``primus_recipe`` is "scheme" or the family has none (the CNNs: the scheme's own);
+    settings the run would ignore refused; the recipe's mask ratio where the paper fixes none."""
+    config = scheme_config(scheme_class, overrides)
+    own = config.recipe(scheme_class.name)
+    family = backbone.recipe(own)
+    recipe = own if config.primus_recipe == "scheme" else family
+    refuse_unused(scheme_class, overrides, used_optimiser=recipe is own, has_own_recipe=family is not own,
+                  why=recipe.source)
+    return with_recipe_ratio(config, scheme_class, recipe.mask_ratio, overrides), recipe
+
+
+def refuse_unused(scheme_class: type[Scheme], overrides: dict, used_optimiser: bool, has_own_recipe: bool,
+                  why: str) -> None:
+    """Refuse, by name, settings the run would ignore: optimiser settings where the backbone's own recipe replaces
+    them (Primus: nnssl's recipe, ``why``), ``primus_recipe`` where the network family has no recipe of its own."""
     unused = [key for key in overrides if key in OPTIMISER_SETTINGS] if not used_optimiser else []
+    unused += ["primus_recipe"] if "primus_recipe" in overrides and not has_own_recipe else []
     if unused:
+        choice = "" if used_optimiser else ', or set "primus_recipe": "scheme" to pretrain with them'
         raise SchemeConfigError(f"the {scheme_class.name} settings {', '.join(unused)} are not used on this network: "
                                 f"stage 1 follows {why} here (docs/backbones.md). Fix: leave them out of "
-                                f"nnUNet_anatomask_scheme_config for this trainer.")
+                                f"nnUNet_anatomask_scheme_config for this trainer{choice}.")
 
 
 def checked(what: str, value: Any, hint: Any) -> Any:

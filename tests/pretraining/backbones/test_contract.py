@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from nnunet_anatomask.pretraining.backbones import BackboneError, MaskedModel, backbone_for
+from nnunet_anatomask.pretraining.recipes import NNSSL_EVA_MAE
 from tests.pretraining.backbones.test_primus import PATCH as PRIMUS_PATCH, tiny_primus
 from tests.pretraining.schemes.conftest import tiny_model
 
@@ -12,7 +13,7 @@ def build(backbone: str) -> MaskedModel:
     torch.manual_seed(0)
     if backbone == "cnn":
         return tiny_model()
-    return backbone_for(tiny_primus(), PRIMUS_PATCH).masked_model(tiny_primus())
+    return backbone_for(tiny_primus(), PRIMUS_PATCH).masked_model(tiny_primus(), NNSSL_EVA_MAE)
 
 
 def half_mask(model: MaskedModel, batch: int = 2) -> torch.Tensor:

@@ -6,6 +6,7 @@ from dynamic_network_architectures.architectures.primus import Primus
 
 from nnunet_anatomask.pretraining.backbones import BackboneError, Encoding, backbone_for
 from nnunet_anatomask.pretraining.backbones.primus import PrimusBackbone, TokenDroppingModel, visible_indices
+from nnunet_anatomask.pretraining.recipes import NNSSL_EVA_MAE
 
 PATCH = (32, 32, 32)  # 4 x 4 x 4 tokens of 8³
 
@@ -20,7 +21,7 @@ def tiny_primus(channels: int = 1, classes: int = 1, seed: int = 0) -> Primus:
 def model() -> TokenDroppingModel:
     backbone = backbone_for(tiny_primus(), PATCH)
     assert isinstance(backbone, PrimusBackbone) and backbone.grid.cells_per_axis == (4, 4, 4)
-    return backbone.masked_model(tiny_primus()).eval()
+    return backbone.masked_model(tiny_primus(), NNSSL_EVA_MAE).eval()
 
 
 def half_mask(seed: int = 0) -> torch.Tensor:
@@ -78,7 +79,7 @@ def test_encoder_output_at_ratio_0_equals_primus_own_forward():
     torch.manual_seed(0)
     primus = Primus(1, 96, (8, 8, 8), 1, eva_depth=2, eva_numheads=2, input_shape=patch, drop_path_rate=0.2,
                     scale_attn_inner=True, init_values=0.1).eval()
-    model = backbone_for(primus, patch).masked_model(primus).eval()
+    model = backbone_for(primus, patch).masked_model(primus, NNSSL_EVA_MAE).eval()
     images = torch.randn(2, 1, *patch)
     seen = []
     hook = primus.up_projection.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
@@ -151,7 +152,7 @@ def test_extra_state_round_trip_and_handover_of_the_encoder(model, tmp_path):
     extra = model.extra_state_dict()
     assert "mask_token" in extra and any(k.startswith("decoder_blocks.") for k in extra)
     assert not any(k.startswith("network.") for k in extra)
-    other = backbone_for(tiny_primus(seed=1), PATCH).masked_model(tiny_primus(seed=1))
+    other = backbone_for(tiny_primus(seed=1), PATCH).masked_model(tiny_primus(seed=1), NNSSL_EVA_MAE)
     other.load_extra_state_dict(extra)
     torch.testing.assert_close(other.mask_token, model.mask_token)
     torch.save({"network_weights": model.network.state_dict()}, tmp_path / "stage1.pth")

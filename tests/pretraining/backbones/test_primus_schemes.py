@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from nnunet_anatomask.pretraining.backbones import backbone_for
+from nnunet_anatomask.pretraining.recipes import NNSSL_EVA_MAE
 from nnunet_anatomask.pretraining.schemes import SCHEMES
 from tests.pretraining.backbones.test_primus import PATCH, tiny_primus
 from tests.trainers.test_stage1_loop import cpu_loop
@@ -15,7 +16,7 @@ from tests.trainers.test_stage1_loop import cpu_loop
 def test_scheme_trains_primus_encoder(name):
     torch.manual_seed(0)
     network = tiny_primus()
-    model = backbone_for(network, PATCH).masked_model(network)
+    model = backbone_for(network, PATCH).masked_model(network, NNSSL_EVA_MAE)
     scheme = SCHEMES[name](model, model.grid, total_epochs=4)
     runner = cpu_loop(model, scheme)
     before = {k: v.clone() for k, v in network.eva.state_dict().items()}
@@ -35,7 +36,7 @@ def test_amlp_clusters_primus_encoder_features():
 
     torch.manual_seed(0)
     network = tiny_primus()
-    model = backbone_for(network, PATCH).masked_model(network)
+    model = backbone_for(network, PATCH).masked_model(network, NNSSL_EVA_MAE)
     scheme = AMLPScheme(model, model.grid, total_epochs=3, config=AMLPConfig(cell_features="encoder"))
     runner = cpu_loop(model, scheme)
     for epoch in range(2):

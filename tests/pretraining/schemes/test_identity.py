@@ -10,6 +10,7 @@ import torch
 
 from nnunet_anatomask.pretraining.backbones import backbone_for
 from nnunet_anatomask.pretraining.backbones.primus import set_stochastic_depth
+from nnunet_anatomask.pretraining.recipes import NNSSL_EVA_MAE
 from nnunet_anatomask.pretraining.schemes import SCHEMES
 from nnunet_anatomask.pretraining.schemes.masked_modelling import with_recipe_ratio
 from nnunet_anatomask.pretraining.schemes.settings import scheme_config
@@ -34,7 +35,7 @@ def masked_model(backbone: str):
         return tiny_model(), (16, 16, 16), lambda own: own
     network = tiny_primus()
     primus = backbone_for(network, PRIMUS_PATCH)
-    return primus.masked_model(network), PRIMUS_PATCH, primus.recipe
+    return primus.masked_model(network, NNSSL_EVA_MAE), PRIMUS_PATCH, primus.recipe
 
 
 def replay(case: str, backbone: str) -> dict:

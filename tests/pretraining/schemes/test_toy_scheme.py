@@ -9,6 +9,7 @@ import torch
 
 import nnunet_anatomask.trainers.registry as trainers
 from nnunet_anatomask.pretraining.backbones import backbone_for
+from nnunet_anatomask.pretraining.recipes import NNSSL_EVA_MAE
 from nnunet_anatomask.pretraining.schemes import SCHEMES, MaskingScheme, Scheme
 from nnunet_anatomask.trainers.stage1 import Stage1Runner
 from tests.pretraining.backbones.test_primus import PATCH as PRIMUS_PATCH, tiny_primus
@@ -40,7 +41,7 @@ def masked_model(backbone: str):
     torch.manual_seed(0)
     if backbone == "cnn":
         return tiny_model()
-    return backbone_for(tiny_primus(), PRIMUS_PATCH).masked_model(tiny_primus())
+    return backbone_for(tiny_primus(), PRIMUS_PATCH).masked_model(tiny_primus(), NNSSL_EVA_MAE)
 
 
 def test_the_two_views_example_is_at_most_60_lines():

@@ -16,6 +16,7 @@ from nnunet_anatomask.pretraining.backbones.cnn.grid import cnn_grid
 from nnunet_anatomask.pretraining.backbones.cnn.masked_forward import is_unet_like
 from nnunet_anatomask.pretraining.backbones.cnn.model import MaskedReconstructionModel
 from nnunet_anatomask.pretraining.grid import MaskGrid
+from nnunet_anatomask.pretraining.recipes import Stage1Recipe
 
 
 @register_backbone
@@ -30,7 +31,8 @@ class CNNBackbone(Backbone):
         """Cell = cumulative stride of one encoder stage (grid.py), read from the built encoder's strides."""
         return cnn_grid(patch_size, network.encoder.strides)
 
-    def masked_model(self, network: nn.Module) -> MaskedReconstructionModel:
+    def masked_model(self, network: nn.Module, recipe: Stage1Recipe) -> MaskedReconstructionModel:
+        """The SparK emulation around ``network`` (nnU-Net's CNNs have no stochastic depth: ``recipe`` has none)."""
         return MaskedReconstructionModel(network, self.grid)
 
     def handover(self, checkpoint_path: str, network: nn.Module) -> list[str]:
