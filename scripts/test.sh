@@ -17,8 +17,7 @@ echo "== pytest (default suite; the slow end-to-end matrix: bash scripts/test.sh
 # skipped; --durations: the slowest tests at the end. No arguments: the whole tests/ folder; with arguments
 # (paths, -k, -m ...) those go to pytest.
 # --basetemp: a folder of this run's own for every tmp_path, not pytest's /tmp/pytest-of-$USER/pytest-N, which every
-# pytest on the machine numbers and cleans (CI once found a module's fresh folder already holding results of
-# another run); removed when the suite passes, kept (and named) when it fails.
+# pytest on the machine numbers and cleans; removed when the suite passes, kept (and named) when it fails.
 BASETEMP="$(mktemp -d "${TMPDIR:-/tmp}/nnunet-anatomask-tests.XXXXXX")"
 rc=0
 "$PY" -m pytest -v -rs --durations=15 -p no:cacheprovider --basetemp "$BASETEMP" "${@:-tests}" || rc=$?

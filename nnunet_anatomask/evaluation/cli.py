@@ -101,7 +101,7 @@ def default_device() -> str:
 
 def run_evaluation(a: argparse.Namespace) -> str:
     """The evaluation the parsed arguments ask for; returns the report's path. Raises EvaluationError."""
-    from nnunet_anatomask.evaluation.pipeline import Run
+    from nnunet_anatomask.evaluation.pipeline import Run, print_line
     size = with_budget(SIZES[a.size], a.budget)
     device = a.device or default_device()
     out = os.path.abspath(a.output or os.path.join("evaluation_output", a.size))
@@ -112,7 +112,7 @@ def run_evaluation(a: argparse.Namespace) -> str:
     fractions = list(a.fractions or size.fractions)
     run = Run(size, out, scheme_trainers(a.schemes), fractions,
               list(a.seeds if a.seeds is not None else size.seeds), device, a.lr_study,
-              jobs=a.jobs or size.jobs, log=lambda m: print(m, flush=True),
+              jobs=a.jobs or size.jobs, log=print_line,
               stage1_factors=check_factors(a.stage1_factors),
               fraction_seeds=parse_fraction_seeds(a.fraction_seeds, fractions), recipes=list(a.recipes),
               scratch_lrs=sorted(set(a.scratch_lrs)))

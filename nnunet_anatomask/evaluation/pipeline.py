@@ -47,6 +47,17 @@ from nnunet_anatomask.progress import Progress
 STAGE1_SEED = 0
 
 
+_STDOUT = threading.Lock()
+
+
+def print_line(message: str) -> None:
+    """Print one whole line. The harness runs steps in threads (``jobs``), and ``print`` writes the text and its
+    newline in two calls, so on a pipe two threads' lines can share one ("[run ] a[run ] b")."""
+    with _STDOUT:
+        sys.stdout.write(message + "\n")
+        sys.stdout.flush()
+
+
 @dataclass
 class Run:
     size: Size
@@ -61,7 +72,7 @@ class Run:
     fraction_seeds: dict = field(default_factory=dict)          # {fraction: seeds} where they differ from seeds
     recipes: list = field(default_factory=lambda: [FULL])   # stage-2 recipes of every scheme (docs/recipes.md)
     scratch_lrs: list = field(default_factory=list)         # Scratch's other start lrs, at the smallest fraction
-    log: Callable[[str], None] = print
+    log: Callable[[str], None] = print_line
     timings: dict = field(default_factory=dict)
     progress: Optional[Progress] = None  # set by execute: step k of n, elapsed, time left
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
