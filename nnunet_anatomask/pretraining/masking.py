@@ -50,6 +50,14 @@ def complementary_masks(random_key: torch.Tensor, k: int) -> torch.Tensor:
     return torch.stack([group == i for i in range(k)])
 
 
+def ranked_key(scores: torch.Tensor, random_key: torch.Tensor, key_weight: float) -> torch.Tensor:
+    """A key in [0, 1) that orders the cells of each row [B, N] by their score's rank, mixed with the random key:
+    (rank(score) / N + key_weight * key) / (1 + key_weight); rank 0 = lowest score. Ours (AMLP's background order,
+    docs/amlp.md): key_weight 0 orders by score alone, a large key_weight approaches the random key's order."""
+    ranks = scores.argsort(dim=1).argsort(dim=1).to(random_key.dtype) / scores.shape[1]
+    return (ranks + key_weight * random_key) / (1.0 + key_weight)
+
+
 def preferential_mask(preferred: torch.Tensor, random_key: torch.Tensor, n_masked: int,
                       n_preferred: int) -> torch.Tensor:
     """Mask n_masked cells per row: n_preferred cells of the preferred set [B, N] (all of them if it holds

@@ -43,6 +43,7 @@ CASES = {
     "AMLP_no_arl": ("AMLP", {"use_arl": False}),
     "AMLP_no_ccl": ("AMLP", {"use_ccl": False}),
     "AMLP_no_amr": ("AMLP", {"use_amr": False}),
+    "AMLP_random_background": ("AMLP", {"background_order": "random"}),  # see rerecord_scheme_identity.py
 }
 EPOCHS = 3
 # On Primus these run without stochastic depth: AMLP's encoder features come from an encoder-only forward since

@@ -120,24 +120,6 @@ def test_runs_are_folds_on_identical_splits_and_seeded(tiny):
     assert not all(torch.equal(seed_b[k], same[k]) for k in same)
 
 
-def test_start_lr_of_the_lr_comparison_reaches_the_optimiser(tiny):
-    """`launch --initial-lr` trains with that start lr (nnU-Net logs the lr of every epoch; one epoch of warm-up
-    ends at the start lr), the default run with the trainer's default."""
-    out, _ = tiny
-    again = out / "lr"
-    env = clean_env(nnUNet_raw=str(out / "nnUNet_raw"), nnUNet_preprocessed=str(out / "nnUNet_preprocessed"),
-                    nnUNet_results=str(again), nnUNet_n_proc_DA="0", nnUNet_anatomask_finetune_epochs="1",
-                    nnUNet_anatomask_iters_per_epoch="2", nnUNet_anatomask_save_every="1")
-    subprocess.run([sys.executable, "-m", "nnunet_anatomask.evaluation.launch", "train", "980", "2d", "0", "-tr",
-                    SCRATCH, "-p", TINY.plans_name, "-device", "cpu", "--seed", "0", "--threads", "1",
-                    "--initial-lr", "0.00123"], env=env, check=True, capture_output=True, timeout=600)
-    name = f"{SCRATCH}__{TINY.plans_name}__2d"
-    logged = lambda folder: torch.load(folder / "fold_0" / "checkpoint_final.pth",  # noqa: E731
-                                       weights_only=False)["logging"]["lrs"]
-    assert logged(again / "Dataset980_EvalTiny" / name) == [pytest.approx(0.00123)]
-    assert logged(out / "nnUNet_results" / "Dataset980_EvalTiny" / name)[0] == pytest.approx(1e-2)  # nnU-Net's
-
-
 def test_each_scheme_pretrained_once_and_kept_apart(tiny):
     out, _ = tiny
     base = out / "nnUNet_results" / "Dataset980_EvalTiny"
@@ -153,7 +135,9 @@ def test_each_scheme_pretrained_once_and_kept_apart(tiny):
 def test_recipe_axis_and_scratch_at_other_lrs_on_an_existing_run(tiny):
     """The finished tiny run, rerun with a recipe and Scratch at another start lr (seed 0 only: 4 more CLI calls):
     the existing folds keep their numbers and nothing finished runs again; the recipe trainer finds its scheme's
-    stage 1; the report has its row and the comparison with Scratch at its best start lr."""
+    stage 1; Scratch's new fold trains from that start lr (`launch --initial-lr`; nnU-Net logs every epoch's lr,
+    the first is the start lr) and the default folds from nnU-Net's; the report has the recipe's row and the
+    comparison with Scratch at its best start lr."""
     out, _ = tiny
     before = json.loads((out / "folds.json").read_text())
     stdout = evaluate(out, 1200, "--schemes", *SCHEMES, "--recipes", "full", "frozenEnc", "--scratch-lrs", "1e-3",
@@ -166,6 +150,9 @@ def test_recipe_axis_and_scratch_at_other_lrs_on_an_existing_run(tiny):
     assert len(ran) == 4 and all(recipe in line or f"{short_name(SCRATCH)} fold" in line or SCRATCH in line
                                  for line in ran), ran
     base = out / "nnUNet_results" / "Dataset980_EvalTiny"
+    lrs = lambda fold: torch.load(base / f"{SCRATCH}__{TINY.plans_name}__2d" / f"fold_{fold}" /  # noqa: E731
+                                  "checkpoint_final.pth", weights_only=False)["logging"]["lrs"]
+    assert lrs(len(before))[0] == pytest.approx(1e-3) and lrs(0)[0] == pytest.approx(1e-2)  # 1e-2: nnU-Net's
     log = "".join(p.read_text() for p in (base / f"{recipe}__{TINY.plans_name}__2d" / "fold_0").glob("training_log_*"))
     assert f"{scheme_trainers()[0]}__{TINY.plans_name}__2d/fold_all/pretraining/checkpoint_final.pth" in log
     assert "Recipe frozenEnc, phase warmup_decoder" in log and "loading encoder" in log

@@ -59,3 +59,16 @@ def test_complementary_masks_partition_cells():
     assert masks.shape == (2, 2, 10)
     assert (masks.sum(0) == 1).all()
     assert (masks[0].sum(1) == 5).all()
+
+
+def test_ranked_key_orders_by_score_rank_and_mixes_the_random_key():
+    """(rank(score) / N + w key) / (1 + w), rank 0 = lowest score, always in [0, 1). Catches: a descending rank,
+    the score itself instead of its rank, a missing normalisation (keys >= 1 would jump preferential_mask's
+    groups)."""
+    scores = torch.tensor([[0.1, 0.9, 0.5, -3.0]])
+    key = torch.tensor([[0.0, 0.0, 0.6, 0.9]])
+    expected = torch.tensor([[(1 / 4 + 0.0) / 1.5, (3 / 4 + 0.0) / 1.5, (2 / 4 + 0.3) / 1.5, (0 + 0.45) / 1.5]])
+    assert torch.allclose(masking.ranked_key(scores, key, 0.5), expected)
+    assert torch.equal(masking.ranked_key(scores, key, 0.0).argsort(), scores.argsort())
+    many = masking.ranked_key(torch.randn(8, 100) * 50, torch.rand(8, 100) * 0.999999, 0.5)
+    assert many.min() >= 0 and many.max() < 1

@@ -113,6 +113,33 @@ def test_mps_draws_the_documented_share(model, n_lesion_like, expected):
     assert ((mask & lesion_like).sum(1) == expected).all()
 
 
+def test_mps_draws_the_background_in_order_of_likeness(model):
+    """Epoch 0 (ratio 0.25): 16 masked cells, 8 by the share, so the 5 lesion-like cells and 11 of the 59
+    background cells. With likeness q the background is drawn by masking.ranked_key(q, key, 0.5): a cell of
+    likeness rank r has a key in [r / 64, r / 64 + 0.5] / 1.5. The lesion-like cells hold the top ranks here, so
+    the background holds ranks 0..58, and a background cell of rank r <= 15 has at least 26 - r >= 11 cells
+    whose key is always above its own: the 16 least lesion-like background cells are never drawn. With
+    background_order "random", or no q, the same call is the old preferential draw. Catches: q ignored, its
+    order reversed, lesion-like cells displaced by likely background."""
+    scheme = amlp(model, background_order="likeness")
+    gen = torch.Generator().manual_seed(0)
+    likeness, key = torch.rand(64, N_CELLS, generator=gen), torch.rand(64, N_CELLS, generator=gen)
+    lesion_like = torch.zeros(64, N_CELLS, dtype=torch.bool)
+    lesion_like[:, :N_LESION] = True
+    likeness[:, :N_LESION] += 1.0
+    mask = scheme.select_cells(lesion_like, key, epoch=0, likeness=likeness)
+    assert (mask.sum(1) == 16).all() and mask[:, :N_LESION].all()
+    least_like = likeness.argsort(1)[:, :16]
+    assert not mask.gather(1, least_like).any()
+    background = ~lesion_like
+    drawn_q = (likeness * (mask & background)).sum() / (mask & background).sum()
+    left_q = (likeness * (~mask & background)).sum() / (~mask & background).sum()
+    assert drawn_q > left_q + 0.3  # uniform draws would give equal means
+    old = masking.preferential_mask(lesion_like, key, 16, 8)
+    assert torch.equal(amlp(model, background_order="random").select_cells(lesion_like, key, 0, likeness), old)
+    assert torch.equal(scheme.select_cells(lesion_like, key, epoch=0), old)
+
+
 def test_preferential_mask_without_preferred_cells_is_random_mask():
     key = torch.rand(3, N_CELLS)
     nothing = torch.zeros(3, N_CELLS, dtype=torch.bool)

@@ -1,7 +1,9 @@
 """Every scheme's losses, figures, masks and end state are those recorded from the code before the seams refactor
 (tests/data/scheme_identity.json, written by tests/data/record_scheme_identity.py on main 3bc7a9c, which holds
 issue 22's difficulty spaces and stage-1 recipes), on both backbones, to 1e-6: three optimiser steps through the
-real Stage1Loop on fixed seeds, by the backbone's recipe, one torch thread."""
+real Stage1Loop on fixed seeds, by the backbone's recipe, one torch thread. AMLP's cases with MPS were re-recorded
+from the code (tests/data/rerecord_scheme_identity.py) when MPS began to draw its background by lesion-likeness;
+AMLP_random_background keeps the old record, so the rest of AMLP's step is still pinned to the old code."""
 import json
 import os
 

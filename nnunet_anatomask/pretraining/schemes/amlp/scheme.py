@@ -22,6 +22,9 @@ from nnunet_anatomask.pretraining.schemes.base import (DifficultySpace, NonNegat
 from nnunet_anatomask.pretraining.schemes.masked_modelling import MaskingConfig, MaskingScheme
 
 
+BACKGROUND_KEY_WEIGHT = 0.5  # MPS's background order: weight of the random key against q's rank (ours, docs/amlp.md)
+
+
 @dataclass(frozen=True)
 class AMLPConfig(MaskingConfig):
     use_mps: bool = True  # the paper's four parts; an ablation switches one off
@@ -35,6 +38,7 @@ class AMLPConfig(MaskingConfig):
     clusters: at_least(2) = 2
     kmeans_iterations: at_least(1) = 3
     lesion_share: Share = 0.5  # share of the masked cells drawn from the lesion-like cluster
+    background_order: Literal["likeness", "random"] = "likeness"  # the rest: more lesion-like first, or random (ours)
     arl_temperature: Positive = 1.0  # ARL (ours): relative to the sample's mean masked loss
     difficulty_space: DifficultySpace = "normalized"  # of ARL's weights and CCL's hard cells (measured, docs/amlp.md)
     ccl_weight: NonNegative = 0.1  # CCL (ours): weight in the total loss, temperature of the soft assignment
@@ -82,12 +86,17 @@ class AMLPScheme(MaskingScheme):
                                              most_focal=c.cell_features == "blob")
         return mps.Categories(points, assignment, index, lesion_like)
 
-    def select_cells(self, lesion_like: torch.Tensor, key: torch.Tensor, epoch: int) -> torch.Tensor:
+    def select_cells(self, lesion_like: torch.Tensor, key: torch.Tensor, epoch: int,
+                     likeness: Optional[torch.Tensor] = None) -> torch.Tensor:
         """MPS: round(lesion_share * n) masked cells from the lesion-like cluster (as many as it holds), the
-        rest from the background (masking.preferential_mask); uniformly random without MPS."""
+        rest from the background (masking.preferential_mask); uniformly random without MPS. With ``likeness``
+        ``[B, N]`` (CCL's soft category q) and background_order "likeness", the background is drawn in the order
+        of masking.ranked_key: the more lesion-like cells first, mixed with the random key (ours, docs/amlp.md)."""
         n_masked = self.n_masked(epoch)
         if not self.config.use_mps:
             return masking.random_mask(key, n_masked)
+        if likeness is not None and self.config.background_order == "likeness":
+            key = masking.ranked_key(likeness, key, BACKGROUND_KEY_WEIGHT)
         return masking.preferential_mask(lesion_like, key, n_masked, round(self.config.lesion_share * n_masked))
 
     def step(self, batch: dict, model: nn.Module, epoch: int) -> StepOutput:
@@ -96,7 +105,8 @@ class AMLPScheme(MaskingScheme):
         key = self.random_key(images)  # drawn first: without MPS the mask is RandomMask's for the same seed
         categories = self.categorise(images, model) if c.use_mps or c.use_ccl else None
         lesion_like = categories.lesion_like if categories else torch.zeros_like(key, dtype=torch.bool)
-        cell_mask = self.select_cells(lesion_like, key, epoch)
+        q = mps.soft_category(categories, self.centroids, c.ccl_temperature) if categories else None
+        cell_mask = self.select_cells(lesion_like, key, epoch, q.detach() if q is not None else None)
         prediction = model(images, self.grid_mask(cell_mask))
         errors = losses.per_cell_error(prediction, images, self.grid)
         difficulty = self.cell_difficulty(prediction.detach(), images)  # ARL's weights and CCL's hard cells
@@ -108,7 +118,7 @@ class AMLPScheme(MaskingScheme):
             figures["masked_lesion_like_share"] = (lesion_f * mask_f).sum() / mask_f.sum().clamp_min(1.0)
             maps = {"lesion-like cluster": lesion_f, **maps}
         if c.use_ccl:
-            ccl, hard = self.consistency_term(categories, difficulty, cell_mask)
+            ccl, hard = self.consistency_term(q, difficulty, cell_mask)
             loss = loss + c.ccl_weight * ccl
             figures["ccl"] = ccl.detach()
             figures["hard_lesion_like_share"] = (hard & lesion_like).sum() / hard.sum().clamp_min(1)
@@ -126,11 +136,11 @@ class AMLPScheme(MaskingScheme):
         figures = {"mse": mse.detach(), "arl_weight_entropy": weight_entropy(p, cell_mask)}
         return losses.masked_mean(weights * errors, cell_mask), figures, {"ARL weight": weights}
 
-    def consistency_term(self, categories: Optional[mps.Categories], difficulty: torch.Tensor,
+    def consistency_term(self, q: torch.Tensor, difficulty: torch.Tensor,
                          cell_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """CCL between the soft category q and the hard cells of this step (by difficulty), and the hard cells."""
+        """CCL between the soft category q (with gradient) and the hard cells of this step (by difficulty), and the
+        hard cells."""
         hard = hard_cells(difficulty, cell_mask, self.config.kmeans_iterations)
-        q = mps.soft_category(categories, self.centroids, self.config.ccl_temperature)
         return consistency_loss(q, hard, cell_mask), hard
 
     def epoch_figures(self, epoch: int) -> dict[str, float]:
