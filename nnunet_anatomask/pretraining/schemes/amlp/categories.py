@@ -12,6 +12,7 @@ from nnunet_anatomask.pretraining.grid import MaskGrid
 INTENSITY_STATISTICS = ("mean", "std", "max")  # per cell and channel (ours, docs/amlp.md)
 BLOB_SCALES = (1.0, 1.5, 2.0)  # Gaussian scales of the blob strength, in voxels (ours, docs/amlp.md)
 BLOB_REACH = 1  # a cell counts a blob centred up to this many voxels outside it (ours)
+BACKGROUND_KEY_WEIGHT = 0.5  # MPS's background order: the random key's weight against q's rank (ours, docs/amlp.md)
 STATISTIC_NAMES = {"intensity": INTENSITY_STATISTICS, "blob": tuple(f"blob_sigma{s:g}" for s in BLOB_SCALES)}
 
 
@@ -88,3 +89,10 @@ def soft_category(categories: Categories, centroids: torch.Tensor, temperature: 
     logits = -clustering.squared_distances(points, means) / temperature   # [1, M, K]
     q = logits.softmax(-1).gather(-1, index.view(1, 1, 1).expand(1, logits.shape[1], 1))
     return q.view(categories.lesion_like.shape)
+
+
+def cluster_figures(lesion_like: torch.Tensor, cell_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The lesion-like cluster's share of the cells and of the masked cells (figures of the stage-1 log)."""
+    lesion, masked = lesion_like.float(), cell_mask.float()
+    return {"lesion_cluster_size": lesion.mean(),
+            "masked_lesion_like_share": (lesion * masked).sum() / masked.sum().clamp_min(1.0)}

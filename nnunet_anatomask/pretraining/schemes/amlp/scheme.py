@@ -22,9 +22,6 @@ from nnunet_anatomask.pretraining.schemes.base import (DifficultySpace, NonNegat
 from nnunet_anatomask.pretraining.schemes.masked_modelling import MaskingConfig, MaskingScheme
 
 
-BACKGROUND_KEY_WEIGHT = 0.5  # MPS's background order: weight of the random key against q's rank (ours, docs/amlp.md)
-
-
 @dataclass(frozen=True)
 class AMLPConfig(MaskingConfig):
     use_mps: bool = True  # the paper's four parts; an ablation switches one off
@@ -88,15 +85,14 @@ class AMLPScheme(MaskingScheme):
 
     def select_cells(self, lesion_like: torch.Tensor, key: torch.Tensor, epoch: int,
                      likeness: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """MPS: round(lesion_share * n) masked cells from the lesion-like cluster (as many as it holds), the
-        rest from the background (masking.preferential_mask); uniformly random without MPS. With ``likeness``
-        ``[B, N]`` (CCL's soft category q) and background_order "likeness", the background is drawn in the order
-        of masking.ranked_key: the more lesion-like cells first, mixed with the random key (ours, docs/amlp.md)."""
+        """MPS: round(lesion_share * n) masked cells from the lesion-like cluster (as many as it holds), the rest
+        from the background (masking.preferential_mask), the more lesion-like first by ``likeness`` [B, N] (CCL's q)
+        mixed with the random key (background_order "likeness", ours); uniformly random without MPS."""
         n_masked = self.n_masked(epoch)
         if not self.config.use_mps:
             return masking.random_mask(key, n_masked)
         if likeness is not None and self.config.background_order == "likeness":
-            key = masking.ranked_key(likeness, key, BACKGROUND_KEY_WEIGHT)
+            key = masking.ranked_key(likeness, key, mps.BACKGROUND_KEY_WEIGHT)
         return masking.preferential_mask(lesion_like, key, n_masked, round(self.config.lesion_share * n_masked))
 
     def step(self, batch: dict, model: nn.Module, epoch: int) -> StepOutput:
@@ -113,12 +109,11 @@ class AMLPScheme(MaskingScheme):
         loss, figures, maps = self.reconstruction_term(errors, difficulty, cell_mask)
         figures.update(self.mask_figures(images, cell_mask))
         if categories is not None:
-            lesion_f, mask_f = lesion_like.float(), cell_mask.float()
-            figures["lesion_cluster_size"] = lesion_f.mean()
-            figures["masked_lesion_like_share"] = (lesion_f * mask_f).sum() / mask_f.sum().clamp_min(1.0)
-            maps = {"lesion-like cluster": lesion_f, **maps}
-        if c.use_ccl:
-            ccl, hard = self.consistency_term(q, difficulty, cell_mask)
+            figures.update(mps.cluster_figures(lesion_like, cell_mask))
+            maps = {"lesion-like cluster": lesion_like.float(), **maps}
+        if c.use_ccl:  # CCL between q (with gradient) and this step's hard cells
+            hard = hard_cells(difficulty, cell_mask, c.kmeans_iterations)
+            ccl = consistency_loss(q, hard, cell_mask)
             loss = loss + c.ccl_weight * ccl
             figures["ccl"] = ccl.detach()
             figures["hard_lesion_like_share"] = (hard & lesion_like).sum() / hard.sum().clamp_min(1)
@@ -135,13 +130,6 @@ class AMLPScheme(MaskingScheme):
         weights, p = arl_weights(difficulty, cell_mask, self.config.arl_temperature)
         figures = {"mse": mse.detach(), "arl_weight_entropy": weight_entropy(p, cell_mask)}
         return losses.masked_mean(weights * errors, cell_mask), figures, {"ARL weight": weights}
-
-    def consistency_term(self, q: torch.Tensor, difficulty: torch.Tensor,
-                         cell_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """CCL between the soft category q (with gradient) and the hard cells of this step (by difficulty), and the
-        hard cells."""
-        hard = hard_cells(difficulty, cell_mask, self.config.kmeans_iterations)
-        return consistency_loss(q, hard, cell_mask), hard
 
     def epoch_figures(self, epoch: int) -> dict[str, float]:
         """Masking ratio (AMR) and, for blob or intensity features with CCL, the learned weight of each statistic."""
