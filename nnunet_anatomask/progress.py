@@ -1,7 +1,9 @@
 """Progress of long runs (evaluation harness, benchmark): which step of how many, elapsed time, time left.
 
 A tqdm bar redrawn in place where the output is a terminal; one plain line per step otherwise (logs, CI, pipes),
-with the time left at the mean pace of the finished steps.
+with the time left at the pace of the finished steps. Steps of very different lengths (a stage 1 of hours, a
+prediction of seconds) each carry their expected work (seconds from the run's own estimate): the time left is then
+the elapsed time per unit of finished work times the work still to do, not the mean step time times the steps left.
 """
 from __future__ import annotations
 
@@ -23,11 +25,16 @@ def format_seconds(seconds: float) -> str:
 
 
 class Progress:
-    """``with Progress(12, "evaluation") as p: p.start("stage 1 AnatoMask") ... p.done()`` per step."""
+    """``with Progress(12, "evaluation") as p: p.start("stage 1 AnatoMask") ... p.done()`` per step.
 
-    def __init__(self, total: int, label: str, stream: Optional[TextIO] = None, clock=time.monotonic):
+    ``work``: the expected work of all ``total`` steps together (any unit); each step then says its own share in
+    ``done(work)`` or ``skip(work)``. Without it every step weighs 1."""
+
+    def __init__(self, total: int, label: str, stream: Optional[TextIO] = None, clock=time.monotonic,
+                 work: Optional[float] = None):
         self.total, self.label, self.stream, self.clock = total, label, stream or sys.stdout, clock
         self.finished, self.started_at, self.current = 0, clock(), ""
+        self.work, self.work_done = float(total) if work is None else float(work), 0.0
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.bar = tqdm(total=total, desc=label, file=self.stream, unit="step", dynamic_ncols=True) \
             if self.tty else None
@@ -40,10 +47,10 @@ class Progress:
             self.bar.close()
 
     def estimate_left(self) -> Optional[float]:
-        """Seconds left at the mean pace of the finished steps (None before the first one finished)."""
-        if self.finished == 0:
+        """Seconds left: elapsed seconds per unit of finished work x the work left (None before a step finished)."""
+        if self.finished == 0 or self.work_done <= 0:
             return None
-        return (self.clock() - self.started_at) / self.finished * (self.total - self.finished)
+        return (self.clock() - self.started_at) / self.work_done * max(self.work - self.work_done, 0.0)
 
     def line(self) -> str:
         elapsed = format_seconds(self.clock() - self.started_at)
@@ -60,8 +67,14 @@ class Progress:
         else:
             self._write(self.line())
 
-    def done(self) -> None:
+    def skip(self, work: float = 1.0) -> None:
+        """A step that is already done: this run neither counts nor waits for it."""
+        self.total -= 1
+        self.work -= work
+
+    def done(self, work: float = 1.0) -> None:
         self.finished += 1
+        self.work_done += work
         if self.bar is not None:
             self.bar.update(1)
         elif self.finished == self.total:

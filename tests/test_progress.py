@@ -49,3 +49,22 @@ def test_a_terminal_gets_a_tqdm_bar():
     text = out.getvalue()
     assert "evaluation" in text and "2/2" in text and "stage 2" in text and "\r" in text
     assert "[evaluation 1/2] plan - elapsed" not in text
+
+
+def test_steps_weighted_by_their_expected_work():
+    """A long stage 1 then short steps: the time left is the elapsed time per unit of finished work times the work
+    left (here 1 s of wall per expected second), not the mean step time times the steps left; a skipped step's work
+    leaves the total."""
+    clock, out = Clock(), io.StringIO()
+    with Progress(4, "evaluation", stream=out, clock=clock, work=1000 + 100 + 50 + 20) as p:
+        p.skip(20)
+        p.start("stage 1")
+        clock.now += 1000
+        p.done(1000)
+        p.start("stage 2")
+        clock.now += 100
+        p.done(100)
+        p.start("predict")
+    lines = out.getvalue().splitlines()
+    assert lines[1] == "[evaluation 2/3] stage 2 - elapsed 16m40s, about 2m30s left"  # 100 + 50 s of work left
+    assert lines[2] == "[evaluation 3/3] predict - elapsed 18m20s, about 50s left"

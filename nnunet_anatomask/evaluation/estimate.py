@@ -32,10 +32,15 @@ def stage1_seconds(size: Size, scheme: str, factor: float = 1) -> float:
     return size.pretrain_iterations * factor * size.cost.stage2_iteration_s * ratio + size.cost.stage2_overhead_s
 
 
+def stage2_seconds(size: Size) -> float:
+    """One stage-2 run without its prediction."""
+    return size.finetune_iterations * size.cost.stage2_iteration_s + size.cost.stage2_overhead_s
+
+
 def estimate(size: Size, scheme_trainers: Sequence[str], runs_per_trainer: int, jobs: int = 1,
              factors: Sequence[float] = (1,), recipes: int = 1, scratch_only: int = 0) -> Estimate:
     c = size.cost
-    run_s = size.finetune_iterations * c.stage2_iteration_s + c.stage2_overhead_s + c.predict_s
+    run_s = stage2_seconds(size) + c.predict_s
     stage1 = {short_name(arm_name(t, f)): stage1_seconds(size, short_name(t), f)
               for f in factors for t in scheme_trainers}
     work = sum(stage1.values()) + (len(stage1) * recipes + 1) * runs_per_trainer * run_s + scratch_only * run_s

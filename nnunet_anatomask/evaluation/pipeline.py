@@ -36,12 +36,13 @@ from typing import Callable, Optional
 
 from nnunet_anatomask.evaluation import commands, curves, pool_steps
 from nnunet_anatomask.evaluation.errors import EvaluationError
+from nnunet_anatomask.evaluation.estimate import stage1_seconds, stage2_seconds
 from nnunet_anatomask.evaluation.folds import Stage2Run, assign_folds, load_folds, save_folds, wanted_runs
 from nnunet_anatomask.evaluation.layout import Layout, arm_name, split_arm
 from nnunet_anatomask.evaluation.plans import write_capped_plans
 from nnunet_anatomask.evaluation.protocol import Size
 from nnunet_anatomask.evaluation.splits import fraction_counts, make_splits, write_splits
-from nnunet_anatomask.evaluation.trainer_names import FULL, SCRATCH, stage1_trainer, with_recipes
+from nnunet_anatomask.evaluation.trainer_names import FULL, SCRATCH, short_name, stage1_trainer, with_recipes
 from nnunet_anatomask.progress import Progress
 
 STAGE1_SEED = 0
@@ -89,6 +90,11 @@ class Run:
     def stage2_trainers(self) -> list[str]:
         """Every scheme arm under every recipe (``nnUNetTrainerAnatoMask_nnssl``, ``..._nnssl_x10``)."""
         return [arm_name(tr, f) for f in self.stage1_factors for tr in with_recipes(self.trainers, self.recipes)]
+
+    def stage1_seconds(self, arm: str) -> float:
+        """The expected work of a scheme arm's stage 1 (``estimate.stage1_seconds``)."""
+        trainer, factor = split_arm(arm)
+        return stage1_seconds(self.size, short_name(trainer), factor)
 
     @staticmethod
     def stage1_arm(arm: str) -> str:
@@ -161,14 +167,14 @@ class Run:
         results = lay.stage1_results(factor) if stage == "pretrain" else lay.stage2_results(arm)
         return self.nnunet(log_name, args, True, results, round(s.pretrain_epochs * factor))
 
-    def step(self, key: str, done: bool, fn, *args) -> None:
+    def step(self, key: str, done: bool, fn, *args, work: float = 1.0) -> None:
         """Run ``fn(*args)`` unless done; record its wall and CPU seconds (``fn`` returns those of its process,
-        else this process's are counted) in OUT/timings.json."""
+        else this process's are counted) in OUT/timings.json. ``work``: its expected seconds, for the time left."""
         if done:
             self.log(f"[skip] {key} (done)")
             if self.progress is not None:
                 with self._lock:
-                    self.progress.total -= 1  # the estimate counts only the steps this call runs
+                    self.progress.skip(work)  # the estimate counts only the steps this call runs
             return
         self.log(f"[run ] {key}")
         if self.progress is not None:
@@ -184,7 +190,7 @@ class Run:
             self.log(f"[done] {key} in {self.timings[key]['wall_s']:.0f} s (CPU {cpu:.0f} s)")
             self._save_timings()
             if self.progress is not None:
-                self.progress.done()
+                self.progress.done(work)
 
     def _save_timings(self) -> None:
         path = os.path.join(self.out, "timings.json")
@@ -297,11 +303,13 @@ class Run:
         lay = self.layout
         lr = f", start lr {r.initial_lr:g}" if r.initial_lr is not None else ""
         name = f"{trainer} fold {r.fold} ({r.fraction:g}: {count} labelled, seed {r.seed}{lr})"
-        self.step(f"stage2 {name}", os.path.isfile(lay.final_checkpoint(trainer, r.fold)), self.train, trainer, r)
+        self.step(f"stage2 {name}", os.path.isfile(lay.final_checkpoint(trainer, r.fold)), self.train, trainer, r,
+                  work=stage2_seconds(self.size))
         if not os.path.isfile(self.curve_file(trainer, r.fold)):
             curves.save_curve(lay.final_checkpoint(trainer, r.fold), self.curve_file(trainer, r.fold),
                               self.size.iters_per_epoch)
-        self.step(f"predict {name}", os.path.isfile(lay.summary(trainer, r.fold)), self.predict, trainer, r.fold)
+        self.step(f"predict {name}", os.path.isfile(lay.summary(trainer, r.fold)), self.predict, trainer, r.fold,
+                  work=self.size.cost.predict_s)
 
     # --- orchestration --------------------------------------------------------------------------------------
     def execute(self, stop_after: Optional[str] = None) -> Optional[str]:
@@ -310,17 +318,20 @@ class Run:
         table, wanted = self.fold_table()  # checks the fractions before any work
         # data, plan, stage 1 per scheme arm, then per run and arm: stage 2 and its prediction
         pairs = [(r, tr) for r in wanted for tr in self.trainers_for(r)]
-        self.progress = Progress(2 + len(self.scheme_arms()) + 2 * len(pairs), "evaluation")
-        self.step("data", self.data_done(), self.build_data)
+        plan_s = self.size.cost.data_and_plan_s / 2
+        stage1_s = {arm: self.stage1_seconds(arm) for arm in self.scheme_arms()}
+        work = 2 * plan_s + sum(stage1_s.values()) + len(pairs) * (stage2_seconds(self.size) + self.size.cost.predict_s)
+        self.progress = Progress(2 + len(stage1_s) + 2 * len(pairs), "evaluation", work=work)
+        self.step("data", self.data_done(), self.build_data, work=plan_s)
         if stop_after == "data":
             return lay.raw_dataset
-        self.step("plan_and_preprocess", self.plan_done(), self.plan)
+        self.step("plan_and_preprocess", self.plan_done(), self.plan, work=plan_s)
         self.write_folds(table)
         if stop_after == "plan":
             return lay.pre_dataset
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             stage1 = {tr: pool.submit(self.step, f"stage1 {tr}", os.path.isfile(lay.stage1_checkpoint(tr)),
-                                      self.pretrain, tr) for tr in self.scheme_arms()}
+                                      self.pretrain, tr, work=stage1_s[tr]) for tr in self.scheme_arms()}
             if stop_after == "stage1":
                 finish(pool, list(stage1.values()))
                 return os.path.join(lay.results, lay.dataset)
