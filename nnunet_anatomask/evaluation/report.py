@@ -197,11 +197,12 @@ def pool_text(run: Run) -> str:
               "schemes fine-tuned by nnUNetTrainerFinetune -pretrained_weights)")
 
 
-def seeds_note(run: Run) -> str:
-    if not run.fraction_seeds:
-        return ""
-    return " Seeds differ by fraction: " + "; ".join(f"{f * 100:g} %: {', '.join(map(str, s))}"
-                                                     for f, s in run.fraction_seeds.items()) + "."
+def seeds_text(run: Run) -> str:
+    """'seeds 0, 1, 2', or per fraction where they differ ('seeds by fraction: 5 %: 0, 1, 2, 3, 4; 100 %: 0')."""
+    per_fraction = {f: ", ".join(map(str, run.seeds_at(f))) for f in run.fractions}
+    if len(set(per_fraction.values())) == 1:
+        return f"seeds {next(iter(per_fraction.values()))}"
+    return "seeds by fraction: " + "; ".join(f"{f * 100:g} %: {s}" for f, s in per_fraction.items())
 
 
 def arms_note(run: Run) -> str:
@@ -220,12 +221,12 @@ def render_markdown(run: Run, rows, lr_rows, plateaus, costs, figures, wall_s, e
     pictures = [f"![{k}]({v})" for k, v in figures.items() if k.startswith("stage1 ")]
     return "\n".join([
         f"# Evaluation: --size {s.name}", "", f"{s.note}.", "",
-        f"Mean Dice over the {test_cases} held-out test cases and over the runs (seeds {', '.join(map(str, run.seeds))}"
+        f"Mean Dice over the {test_cases} held-out test cases and over the runs ({seeds_text(run)}"
         f"; per case the mean over the foreground classes, nnU-Net's Dice). In brackets: the difference to "
         f"{short_name(SCRATCH)} on the same fraction, its {statistics.LEVEL:.0%} interval resampling runs (paired by "
         f"seed) and test cases together (two-way bootstrap, {statistics.RESAMPLES} resamples), and the verdict: "
         f"better / worse where the interval excludes 0, 'not shown' where it does not."
-        + seeds_note(run) + arms_note(run), "",
+        + arms_note(run), "",
         *main_table(run, rows), "",
         "The interval's two parts, each resampling one axis only (scipy.stats.bootstrap, paired), and the smallest "
         f"difference each comparison could have detected: (z_{{{1 - (1 - statistics.LEVEL) / 2:.3g}}} + "

@@ -11,7 +11,7 @@ import pytest
 from nnunet_anatomask.evaluation.folds import save_folds
 from nnunet_anatomask.evaluation.pipeline import Run
 from nnunet_anatomask.evaluation.protocol import SIZES
-from nnunet_anatomask.evaluation.report import write_report
+from nnunet_anatomask.evaluation.report import seeds_text, write_report
 from nnunet_anatomask.evaluation.trainer_names import SCRATCH
 
 SCHEMES = ["nnUNetTrainerRandomMask", "nnUNetTrainerAnatoMask"]
@@ -132,3 +132,13 @@ def test_files_plateaus_costs(run):
     rm = next(p for p in res["plateaus"] if p["trainer"] == SCHEMES[0] and p["initial_lr"] is None)
     assert rm["plateau"] == pytest.approx(0.8 * (1 - np.exp(-np.array([8, 9]) / 2)).mean())
     assert res["costs"]["cpu_s"]["per_scheme"]["nnUNetTrainerRandomMask"] == pytest.approx(50 + 4 * (20 + 4))
+
+
+def test_header_names_the_seeds_each_fraction_ran(tmp_path):
+    """The header names the seeds that ran: per fraction where --fraction-seeds changed some, and the changed ones
+    alone where every fraction was changed (not the default seeds that never ran)."""
+    make = lambda fractions, fraction_seeds: Run(SIZES["tiny"], str(tmp_path), SCHEMES, fractions, [0, 1, 2],  # noqa
+                                                 "cpu", fraction_seeds=fraction_seeds)
+    assert seeds_text(make([0.5, 1.0], {})) == "seeds 0, 1, 2"
+    assert seeds_text(make([0.5], {0.5: [0, 1, 2, 3, 4]})) == "seeds 0, 1, 2, 3, 4"
+    assert seeds_text(make([0.5, 1.0], {0.5: [0, 1, 2, 3]})) == "seeds by fraction: 50 %: 0, 1, 2, 3; 100 %: 0, 1, 2"
