@@ -27,6 +27,7 @@ def write_report(run: Run, wall_s: Optional[float], estimate_text: str = "") -> 
     _, wanted = run.fold_table()
     cells = results.collect(run, wanted)
     rows, lr_rows = results.table(run, cells), results.lr_table(run, cells)
+    factor_rows = results.factor_table(run, cells)
     plateaus, costs = results.plateaus(run, wanted), results.costs(run)
     write_csvs(run, cells)
     figures = write_figures(run, wanted, rows)
@@ -34,12 +35,13 @@ def write_report(run: Run, wall_s: Optional[float], estimate_text: str = "") -> 
         json.dump({"size": asdict(run.size), "plans_name": run.size.plans_name, "fractions": run.fractions,
                    "labelled_cases": run.counts(), "seeds": run.seeds, "device": run.device,
                    "trainers": run.all_trainers(), "recipes": run.recipes, "scratch_lrs": run.scratch_lrs,
-                   "table": rows, "lr_comparison": lr_rows, "plateaus": plateaus,
+                   "table": rows, "lr_comparison": lr_rows, "stage1_factors": factor_rows, "plateaus": plateaus,
                    "costs": costs, "bootstrap": {"resamples": statistics.RESAMPLES, "seed": statistics.SEED,
                                                  "level": statistics.LEVEL}}, f, indent=2)
     path = os.path.join(run.layout.report, "results.md")
     with open(path, "w") as f:
-        f.write(render_markdown(run, rows, lr_rows, plateaus, costs, figures, wall_s, estimate_text))
+        f.write(render_markdown(run, rows, lr_rows, factor_rows, plateaus, costs, figures, wall_s,
+                                estimate_text))
     return path
 
 
@@ -154,6 +156,20 @@ def lr_lines(run: Run, lr_rows: list) -> list[str]:
     return lines + [""]
 
 
+def factor_lines(factor_rows: list) -> list[str]:
+    if not factor_rows:
+        return []
+    lines = ["## A longer stage 1 against the size's own (x1)", "",
+             "Each scheme pretrained f times as long against the same scheme at x1, paired by seed on the same test "
+             "cases (the interval and verdict as above).", "",
+             "| trainer | fraction | mean Dice (runs) | vs x1 | smallest detectable |", "|---|---|---|---|---|"]
+    for r in factor_rows:
+        lines.append(f"| {short_name(r['trainer'])} | {r['fraction'] * 100:g} % ({r['labelled_cases']} labelled) | "
+                     f"{r['mean_dice']:.3f} ({r['runs']}) | {r['diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}], "
+                     f"{r['verdict']} | ±{r['detectable']:.3f} |")
+    return lines + [""]
+
+
 def plateau_lines(plateaus: list) -> list[str]:
     lines = ["| trainer | fraction | start lr | runs | pseudo-Dice plateau | rise over the last stretch |",
              "|---|---|---|---|---|---|"]
@@ -213,7 +229,7 @@ def arms_note(run: Run) -> str:
                         for f in run.stage1_factors) + "); its difference is to Scratch, as every row's.")
 
 
-def render_markdown(run: Run, rows, lr_rows, plateaus, costs, figures, wall_s, estimate_text) -> str:
+def render_markdown(run: Run, rows, lr_rows, factor_rows, plateaus, costs, figures, wall_s, estimate_text) -> str:
     s = run.size
     prov_path = os.path.join(run.layout.raw_dataset, "provenance.json")
     leak = json.load(open(prov_path)).get("leak", "") if os.path.isfile(prov_path) else ""
@@ -242,6 +258,7 @@ def render_markdown(run: Run, rows, lr_rows, plateaus, costs, figures, wall_s, e
         *([f"![Dice against label fraction]({figures['dice_vs_fraction']})", ""]
           if "dice_vs_fraction" in figures else []),
         *lr_lines(run, lr_rows),
+        *factor_lines(factor_rows),
         *(["## What each scheme masks, late in stage 1", "", *pictures, ""] if pictures else []),
         "## Run", "",
         f"- dataset: `{s.dataset}` ({s.num_train} training images, {s.num_val} of them the fixed validation set, "

@@ -13,6 +13,7 @@ import numpy as np
 from nnunet_anatomask.evaluation import curves, statistics
 from nnunet_anatomask.evaluation.errors import EvaluationError
 from nnunet_anatomask.evaluation.folds import Stage2Run
+from nnunet_anatomask.evaluation.layout import arm_name, split_arm
 from nnunet_anatomask.evaluation.metrics import case_dice
 from nnunet_anatomask.evaluation.pipeline import Run
 from nnunet_anatomask.evaluation.trainer_names import SCRATCH
@@ -92,6 +93,20 @@ def table(run: Run, cells: dict) -> list[dict]:
     counts = dict(zip(run.fractions, run.counts()))
     return [entry(cells[(tr, f, None)], cells.get((SCRATCH, f, None)), counts[f])
             for f in run.fractions for tr in run.all_trainers() if (tr, f, None) in cells]
+
+
+def factor_table(run: Run, cells: dict) -> list[dict]:
+    """Every scheme arm pretrained longer (``_x<f>``) against the same scheme at the size's stage 1 (x1), paired by
+    seed, at each fraction where both ran: what the longer stage 1 changed."""
+    counts = dict(zip(run.fractions, run.counts()))
+    out = []
+    for f in run.fractions:
+        for arm in run.stage2_trainers():
+            trainer, factor = split_arm(arm)
+            base = cells.get((arm_name(trainer, 1), f, None))
+            if factor != 1 and base is not None and (arm, f, None) in cells:
+                out.append(entry(cells[(arm, f, None)], base, counts[f]))
+    return out
 
 
 def lr_table(run: Run, cells: dict) -> list[dict]:

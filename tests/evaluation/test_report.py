@@ -142,3 +142,29 @@ def test_header_names_the_seeds_each_fraction_ran(tmp_path):
     assert seeds_text(make([0.5, 1.0], {})) == "seeds 0, 1, 2"
     assert seeds_text(make([0.5], {0.5: [0, 1, 2, 3, 4]})) == "seeds 0, 1, 2, 3, 4"
     assert seeds_text(make([0.5, 1.0], {0.5: [0, 1, 2, 3]})) == "seeds by fraction: 50 %: 0, 1, 2, 3; 100 %: 0, 1, 2"
+
+
+def test_a_longer_stage1_is_compared_with_the_same_scheme_at_x1(tmp_path):
+    """RandomMask scores 0.1 above RandomMask_x10 and Scratch on class 1 in every run and case (class 2 the same
+    draws): per case -0.1 where class 2 is absent (case 0), else -0.05 (the two-class mean), so RandomMask_x10's row
+    in the factor section says (-0.1 + 5 x -0.05) / 6 = -0.058 within [-0.075, -0.050], worse; the main table
+    compares it with Scratch (identical: +0.000, not shown)."""
+    run = Run(SIZES["tiny"], str(tmp_path), SCHEMES[:1], [0.5], [0, 1, 2], "cpu", stage1_factors=[1, 10],
+              log=lambda m: None)
+    os.makedirs(run.layout.raw_dataset)
+    with open(os.path.join(run.layout.raw_dataset, "dataset.json"), "w") as f:
+        json.dump({"labels": {"background": 0, "a": 1, "b": 2}}, f)
+    table, wanted = run.fold_table()
+    save_folds(run.folds_file, table)
+    for r in wanted:
+        for tr in run.all_trainers():
+            shift = 0.1 if tr == SCHEMES[0] else 0.0
+            write_summary(run.layout.summary(tr, r.fold), np.random.default_rng(r.seed), shift)
+    text = open(write_report(run, None)).read()
+    section = text[text.index("## A longer stage 1 against the size's own (x1)"):]
+    row = next(line for line in section.splitlines() if line.startswith("| RandomMask_x10 |"))
+    assert "| 50 % (" in row and "-0.058 [-0.075, -0.050], worse" in row and "(3) |" in row
+    main = next(line for line in text.splitlines() if line.startswith("| RandomMask_x10 |"))
+    assert "+0.000 [+0.000, +0.000], not shown" in main
+    assert "## A longer stage 1" not in open(write_report(Run(SIZES["tiny"], str(tmp_path), SCHEMES[:1], [0.5],
+                                                              [0, 1, 2], "cpu", log=lambda m: None), None)).read()
