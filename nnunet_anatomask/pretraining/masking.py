@@ -43,9 +43,14 @@ def guided_mask(scores: torch.Tensor, random_key: torch.Tensor, n_masked: int, n
     return mask_with_cells_first(hardest_cells(scores, random_key, n_hard), random_key, n_masked)
 
 
+def row_ranks(values: torch.Tensor, descending: bool = False) -> torch.Tensor:
+    """Each entry's rank within its row [B, N] (0 = the lowest, or the highest if ``descending``)."""
+    return values.argsort(dim=1, descending=descending).argsort(dim=1)
+
+
 def complementary_masks(random_key: torch.Tensor, k: int) -> torch.Tensor:
     """k masks [k, B, N] whose masked sets partition the cells (each cell masked exactly once); ours."""
-    ranks = random_key.argsort(dim=1).argsort(dim=1)
+    ranks = row_ranks(random_key)
     group = ranks * k // random_key.shape[1]
     return torch.stack([group == i for i in range(k)])
 
@@ -54,7 +59,7 @@ def ranked_key(scores: torch.Tensor, random_key: torch.Tensor, key_weight: float
     """A key in [0, 1) that orders the cells of each row [B, N] by their score's rank, mixed with the random key:
     (rank(score) / N + key_weight * key) / (1 + key_weight); rank 0 = lowest score. Ours (AMLP's background order,
     docs/amlp.md): key_weight 0 orders by score alone, a large key_weight approaches the random key's order."""
-    ranks = scores.argsort(dim=1).argsort(dim=1).to(random_key.dtype) / scores.shape[1]
+    ranks = row_ranks(scores).to(random_key.dtype) / scores.shape[1]
     return (ranks + key_weight * random_key) / (1.0 + key_weight)
 
 
@@ -68,5 +73,5 @@ def preferential_mask(preferred: torch.Tensor, random_key: torch.Tensor, n_maske
     preferred cells this is random_mask(random_key, n_masked).
     """
     in_set_key = torch.where(preferred, random_key, -1.0)  # keys lie in [0, 1): preferred cells rank first
-    first = preferred & (in_set_key.argsort(dim=1, descending=True).argsort(dim=1) < n_preferred)
+    first = preferred & (row_ranks(in_set_key, descending=True) < n_preferred)
     return top_n_mask(random_key + 2.0 * first + 1.0 * ~preferred, n_masked)

@@ -72,3 +72,9 @@ def test_ranked_key_orders_by_score_rank_and_mixes_the_random_key():
     assert torch.equal(masking.ranked_key(scores, key, 0.0).argsort(), scores.argsort())
     many = masking.ranked_key(torch.randn(8, 100) * 50, torch.rand(8, 100) * 0.999999, 0.5)
     assert many.min() >= 0 and many.max() < 1
+
+
+def test_row_ranks_per_row_ascending_and_descending():
+    values = torch.tensor([[0.3, 0.1, 0.9, 0.5], [4.0, 3.0, 2.0, 1.0]])
+    assert masking.row_ranks(values).tolist() == [[1, 0, 3, 2], [3, 2, 1, 0]]
+    assert masking.row_ranks(values, descending=True).tolist() == [[2, 3, 0, 1], [0, 1, 2, 3]]

@@ -3,6 +3,8 @@
 import torch
 import torch.nn.functional as F
 
+from nnunet_anatomask.pretraining.masking import row_ranks
+
 
 def pair_signs(values: torch.Tensor) -> torch.Tensor:
     """``sign(v_j - v_i)`` for every pair of cells of every image: ``[B, M]`` -> ``[B, M, M]`` (index [b, i, j])."""
@@ -37,7 +39,7 @@ def spearman(predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
     """Spearman's rho between ``[B, M]`` predicted and actual losses, per image, averaged over the batch:
     1 - 6 sum d^2 / (M (M^2 - 1)) on ordinal ranks (ties broken by position; float losses rarely tie)."""
     m = predicted.shape[1]
-    ranks = [v.float().argsort(dim=1).argsort(dim=1).float() for v in (predicted, actual)]
+    ranks = [row_ranks(v.float()).float() for v in (predicted, actual)]
     d2 = (ranks[0] - ranks[1]).square().sum(dim=1)
     return (1.0 - 6.0 * d2 / max(m * (m * m - 1), 1)).mean()
 
