@@ -48,7 +48,7 @@ class Progress:
 
     def estimate_left(self) -> Optional[float]:
         """Seconds left: elapsed seconds per unit of finished work x the work left (None before a step finished)."""
-        if self.finished == 0 or self.work_done <= 0:
+        if self.work_done <= 0:
             return None
         return (self.clock() - self.started_at) / self.work_done * max(self.work - self.work_done, 0.0)
 
