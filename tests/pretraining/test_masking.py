@@ -75,6 +75,7 @@ def test_ranked_key_orders_by_score_rank_and_mixes_the_random_key():
 
 
 def test_row_ranks_per_row_ascending_and_descending():
-    values = torch.tensor([[0.3, 0.1, 0.9, 0.5], [4.0, 3.0, 2.0, 1.0]])
-    assert masking.row_ranks(values).tolist() == [[1, 0, 3, 2], [3, 2, 1, 0]]
-    assert masking.row_ranks(values, descending=True).tolist() == [[2, 3, 0, 1], [0, 1, 2, 3]]
+    """Rows whose sort order is not its own inverse, so ranks differ from the sorting permutation."""
+    values = torch.tensor([[0.2, 0.3, 0.1, 0.9], [4.0, 1.0, 3.0, 2.0]])
+    assert masking.row_ranks(values).tolist() == [[1, 2, 0, 3], [3, 0, 2, 1]]
+    assert masking.row_ranks(values, descending=True).tolist() == [[2, 1, 3, 0], [0, 3, 1, 2]]
