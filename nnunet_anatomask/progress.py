@@ -71,6 +71,9 @@ class Progress:
         """A step that is already done: this run neither counts nor waits for it."""
         self.total -= 1
         self.work -= work
+        if self.bar is not None:
+            self.bar.total = self.total
+            self.bar.refresh()
 
     def done(self, work: float = 1.0) -> None:
         self.finished += 1

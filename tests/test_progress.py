@@ -51,6 +51,17 @@ def test_a_terminal_gets_a_tqdm_bar():
     assert "[evaluation 1/2] plan - elapsed" not in text
 
 
+def test_a_skipped_step_leaves_the_bar_total():
+    """A resumed run skips its finished steps: the bar counts only the steps this run does (2 of 3 here)."""
+    out = Terminal()
+    with Progress(3, "evaluation", stream=out) as p:
+        p.skip()
+        p.start("stage 2")
+        p.done()
+        assert p.bar.n == 1 and p.bar.total == 2
+    assert "1/2" in out.getvalue()
+
+
 def test_steps_weighted_by_their_expected_work():
     """A long stage 1 then short steps: the time left is the elapsed time per unit of finished work times the work
     left (here 1 s of wall per expected second), not the mean step time times the steps left; a skipped step's work
