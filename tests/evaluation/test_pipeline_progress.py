@@ -1,6 +1,7 @@
 """The harness's time left weighs each step by its expected seconds (``estimate.py``): a stage 1 at factor 10
 counts ten times the iterations of factor 1, and a step already done leaves the total work."""
 import io
+import os
 
 import pytest
 
@@ -21,6 +22,19 @@ def test_stage1_work_of_an_arm_is_the_estimates():
     assert (x1, x10) == (e.stage1_s["AnatoMask"], e.stage1_s["AnatoMask_x10"])
     overhead = size.cost.stage2_overhead_s
     assert x10 - overhead == pytest.approx(10 * (x1 - overhead))
+
+
+def test_a_stopped_stage1_counts_only_its_epochs_left(tmp_path):
+    """A stage 1 stopped at epoch 100 of 400 (x10 of 40) resumes there: three quarters of its work is left."""
+    import torch
+    size = SIZES["cpu-pool"]
+    run = Run(size, str(tmp_path), [TRAINER], list(size.fractions), list(size.seeds), "cpu", stage1_factors=[1, 10])
+    arm = arm_name(TRAINER, 10)
+    folder = run.layout.stage1_dir(arm)
+    os.makedirs(folder)
+    torch.save({"current_epoch": 100}, os.path.join(folder, "checkpoint_latest.pth"))
+    assert run.stage1_work_left(arm) == pytest.approx(0.75 * run.stage1_seconds(arm))
+    assert run.stage1_work_left(arm_name(TRAINER, 1)) == run.stage1_seconds(arm_name(TRAINER, 1))  # not started
 
 
 class Clock:
