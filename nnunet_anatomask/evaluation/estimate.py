@@ -9,6 +9,7 @@ wall time = data and plan + work / jobs (steps side by side on a machine with no
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -30,6 +31,17 @@ class Estimate:
 def stage1_seconds(size: Size, scheme: str, factor: float = 1) -> float:
     ratio = size.cost.stage1_ratio.get(scheme, size.cost.stage1_ratio_other)
     return size.pretrain_iterations * factor * size.cost.stage2_iteration_s * ratio + size.cost.stage2_overhead_s
+
+
+def stage1_seconds_left(size: Size, scheme: str, factor: float, latest_checkpoint: str) -> float:
+    """``stage1_seconds`` for the epochs still to run: a stopped stage 1 resumes at its latest checkpoint's epoch."""
+    full = stage1_seconds(size, scheme, factor)
+    if not os.path.isfile(latest_checkpoint):
+        return full
+    import torch
+    epoch = torch.load(latest_checkpoint, map_location="cpu", weights_only=False)["current_epoch"]
+    epochs = round(size.pretrain_epochs * factor)
+    return full * max(epochs - epoch, 0) / epochs
 
 
 def stage2_seconds(size: Size) -> float:

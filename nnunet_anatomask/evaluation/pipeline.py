@@ -36,7 +36,7 @@ from typing import Callable, Optional
 
 from nnunet_anatomask.evaluation import commands, curves, pool_steps
 from nnunet_anatomask.evaluation.errors import EvaluationError
-from nnunet_anatomask.evaluation.estimate import stage1_seconds, stage2_seconds
+from nnunet_anatomask.evaluation.estimate import stage1_seconds_left, stage2_seconds
 from nnunet_anatomask.evaluation.folds import Stage2Run, assign_folds, load_folds, save_folds, wanted_runs
 from nnunet_anatomask.evaluation.layout import Layout, arm_name, split_arm
 from nnunet_anatomask.evaluation.plans import write_capped_plans
@@ -46,8 +46,6 @@ from nnunet_anatomask.evaluation.trainer_names import FULL, SCRATCH, short_name,
 from nnunet_anatomask.progress import Progress
 
 STAGE1_SEED = 0
-
-
 _STDOUT = threading.Lock()
 
 
@@ -92,21 +90,10 @@ class Run:
         return [arm_name(tr, f) for f in self.stage1_factors for tr in with_recipes(self.trainers, self.recipes)]
 
     def stage1_seconds(self, arm: str) -> float:
-        """The expected work of a scheme arm's stage 1 (``estimate.stage1_seconds``)."""
+        """The expected work left of a scheme arm's stage 1 (``estimate.stage1_seconds_left``)."""
         trainer, factor = split_arm(arm)
-        return stage1_seconds(self.size, short_name(trainer), factor)
-
-    def stage1_work_left(self, arm: str) -> float:
-        """The expected work of a scheme arm's stage 1 still to run: a stopped one resumes at its latest
-        checkpoint's epoch, so only its remaining epochs count toward the time left."""
-        full = self.stage1_seconds(arm)
         latest = os.path.join(self.layout.stage1_dir(arm), "checkpoint_latest.pth")
-        if not os.path.isfile(latest) or os.path.isfile(self.layout.stage1_checkpoint(arm)):
-            return full
-        import torch
-        epoch = torch.load(latest, map_location="cpu", weights_only=False)["current_epoch"]
-        epochs = round(self.size.pretrain_epochs * split_arm(arm)[1])
-        return full * max(epochs - epoch, 0) / epochs
+        return stage1_seconds_left(self.size, short_name(trainer), factor, latest)
 
     @staticmethod
     def stage1_arm(arm: str) -> str:
@@ -331,7 +318,7 @@ class Run:
         # data, plan, stage 1 per scheme arm, then per run and arm: stage 2 and its prediction
         pairs = [(r, tr) for r in wanted for tr in self.trainers_for(r)]
         plan_s = self.size.cost.data_and_plan_s / 2
-        stage1_s = {arm: self.stage1_work_left(arm) for arm in self.scheme_arms()}
+        stage1_s = {arm: self.stage1_seconds(arm) for arm in self.scheme_arms()}
         work = 2 * plan_s + sum(stage1_s.values()) + len(pairs) * (stage2_seconds(self.size) + self.size.cost.predict_s)
         self.progress = Progress(2 + len(stage1_s) + 2 * len(pairs), "evaluation", work=work)
         self.step("data", self.data_done(), self.build_data, work=plan_s)

@@ -33,8 +33,9 @@ def test_a_stopped_stage1_counts_only_its_epochs_left(tmp_path):
     folder = run.layout.stage1_dir(arm)
     os.makedirs(folder)
     torch.save({"current_epoch": 100}, os.path.join(folder, "checkpoint_latest.pth"))
-    assert run.stage1_work_left(arm) == pytest.approx(0.75 * run.stage1_seconds(arm))
-    assert run.stage1_work_left(arm_name(TRAINER, 1)) == run.stage1_seconds(arm_name(TRAINER, 1))  # not started
+    e = estimate(size, [TRAINER], 1, factors=[1, 10])
+    assert run.stage1_seconds(arm) == pytest.approx(0.75 * e.stage1_s["AnatoMask_x10"])
+    assert run.stage1_seconds(arm_name(TRAINER, 1)) == e.stage1_s["AnatoMask"]  # not started
 
 
 class Clock:
