@@ -161,8 +161,8 @@ class Run:
         args = [sys.executable, "-m", "nnunet_anatomask.evaluation.launch", stage, dataset, s.configuration,
                 fold, "-tr", name, "-p", s.plans_name, "-device", self.device, "--seed", seed, *self.threads]
         args += (["--c"] if resume else []) + (["--initial-lr", initial_lr] if initial_lr is not None else [])
-        if stage == "train" and name != trainer:  # a pool: nnUNetTrainerFinetune from the scheme's pool checkpoint
-            args += ["--pretrained-weights", lay.stage1_checkpoint(arm)]
+        if stage == "train" and name != trainer and not resume:  # a pool: fine-tune from the scheme's pool
+            args += ["--pretrained-weights", lay.stage1_checkpoint(arm)]  # checkpoint (resumed: from its own, --c)
         results = lay.stage1_results(factor) if stage == "pretrain" else lay.stage2_results(arm)
         return self.nnunet(log_name, args, True, results, round(s.pretrain_epochs * factor))
 

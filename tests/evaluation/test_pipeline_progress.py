@@ -59,3 +59,4 @@ def test_step_reports_its_work_to_the_progress(tmp_path):
     run.step("predict", False, work, 0, work=100)
     assert lines[0] == "[skip] stage1 done before (done)" and run.progress.total == 2
     assert "[evaluation 2/2] predict - elapsed 2m30s, about 50s left" in out.getvalue()
+
