@@ -121,6 +121,10 @@ class Layout:
     def stage1_checkpoint(self, arm: str) -> str:
         return os.path.join(self.stage1_dir(arm), "checkpoint_final.pth")
 
+    def stage1_latest(self, arm: str) -> str:
+        """The checkpoint a stopped stage 1 resumes from (removed when it finishes)."""
+        return os.path.join(self.stage1_dir(arm), "checkpoint_latest.pth")
+
     def final_checkpoint(self, arm: str, fold: int) -> str:
         return os.path.join(self.fold_dir(arm, fold), "checkpoint_final.pth")
 

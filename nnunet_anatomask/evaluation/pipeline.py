@@ -92,8 +92,7 @@ class Run:
     def stage1_seconds(self, arm: str) -> float:
         """The expected work left of a scheme arm's stage 1 (``estimate.stage1_seconds_left``)."""
         trainer, factor = split_arm(arm)
-        latest = os.path.join(self.layout.stage1_dir(arm), "checkpoint_latest.pth")
-        return stage1_seconds_left(self.size, short_name(trainer), factor, latest)
+        return stage1_seconds_left(self.size, short_name(trainer), factor, self.layout.stage1_latest(arm))
 
     @staticmethod
     def stage1_arm(arm: str) -> str:
@@ -272,8 +271,8 @@ class Run:
 
     # --- 4. stage 1 -----------------------------------------------------------------------------------------
     def pretrain(self, arm: str) -> float:
-        latest = os.path.join(self.layout.stage1_dir(arm), "checkpoint_latest.pth")
-        return self.launch(f"pretrain_{arm}", "pretrain", "all", arm, STAGE1_SEED, os.path.isfile(latest))
+        resume = os.path.isfile(self.layout.stage1_latest(arm))
+        return self.launch(f"pretrain_{arm}", "pretrain", "all", arm, STAGE1_SEED, resume)
 
     # --- 5. stage 2, curve, prediction ----------------------------------------------------------------------
     def train(self, trainer: str, r: Stage2Run) -> float:

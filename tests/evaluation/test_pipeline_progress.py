@@ -30,9 +30,8 @@ def test_a_stopped_stage1_counts_only_its_epochs_left(tmp_path):
     size = SIZES["cpu-pool"]
     run = Run(size, str(tmp_path), [TRAINER], list(size.fractions), list(size.seeds), "cpu", stage1_factors=[1, 10])
     arm = arm_name(TRAINER, 10)
-    folder = run.layout.stage1_dir(arm)
-    os.makedirs(folder)
-    torch.save({"current_epoch": 100}, os.path.join(folder, "checkpoint_latest.pth"))
+    os.makedirs(run.layout.stage1_dir(arm))
+    torch.save({"current_epoch": 100}, run.layout.stage1_latest(arm))
     e = estimate(size, [TRAINER], 1, factors=[1, 10])
     assert run.stage1_seconds(arm) == pytest.approx(0.75 * e.stage1_s["AnatoMask_x10"])
     assert run.stage1_seconds(arm_name(TRAINER, 1)) == e.stage1_s["AnatoMask"]  # not started
@@ -59,4 +58,3 @@ def test_step_reports_its_work_to_the_progress(tmp_path):
     run.step("predict", False, work, 0, work=100)
     assert lines[0] == "[skip] stage1 done before (done)" and run.progress.total == 2
     assert "[evaluation 2/2] predict - elapsed 2m30s, about 50s left" in out.getvalue()
-
